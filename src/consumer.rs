@@ -1,0 +1,528 @@
+//! The consumer thread: one rdkafka `BaseConsumer` per handle that `assign()`s every partition of the
+//! configured topics at the group's committed offsets (or at `auto_offset_reset`), reads them into the
+//! bounded [`buffer`](crate::buffer), and rings the doorbell. Lua only ever touches [`Shared`] under its
+//! mutex and never waits on this thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message, Offset, Timestamp, TopicPartitionList};
+
+use crate::buffer::{PartitionBuffer, Record};
+use crate::doorbell::Doorbell;
+use crate::encode::{encode_record, RecordParts};
+use crate::error::Error;
+use crate::settings::{CommitStrategy, OffsetReset, Settings};
+
+/// How long a metadata or offset request of the start-up may take before it is retried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between start-up attempts while Kafka is unreachable.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How often an unhealthy handle checks whether the cluster answers again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most messages taken from librdkafka per lock of the buffer.
+const BATCH: usize = 2048;
+/// Log lines kept for Lua to drain; older ones are dropped.
+const LOG_CAPACITY: usize = 256;
+
+/// Severity of a line for nginx's error log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+}
+
+/// Life cycle of a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Looking up partitions and committed offsets.
+    Starting,
+    /// Partitions assigned and their start offsets known.
+    Ready,
+    /// Closed by Lua; the thread is gone or going.
+    Closed,
+}
+
+/// Everything the consumer thread and Lua share, under one lock.
+pub struct State {
+    pub phase: Phase,
+    /// The current reason Kafka cannot serve, cleared once it answers again.
+    pub error: Option<String>,
+    pub partitions: Vec<PartitionBuffer>,
+    pub log: VecDeque<(Level, String)>,
+    /// Offsets to commit, by partition index.
+    pub commits: Vec<(usize, i64)>,
+    /// Round-robin start for reads.
+    pub rotation: usize,
+}
+
+/// The part of a handle that outlives any one call.
+pub struct Shared {
+    pub state: Mutex<State>,
+    pub settings: Settings,
+    closed: AtomicBool,
+    /// Set by callbacks on librdkafka's threads; the consumer thread rings the doorbell for it.
+    ring_pending: AtomicBool,
+    secrets: Vec<String>,
+}
+
+impl Shared {
+    fn new(settings: Settings) -> Self {
+        let secrets = settings.secrets();
+        Shared {
+            state: Mutex::new(State {
+                phase: Phase::Starting,
+                error: None,
+                partitions: Vec::new(),
+                log: VecDeque::new(),
+                commits: Vec::new(),
+                rotation: 0,
+            }),
+            settings,
+            closed: AtomicBool::new(false),
+            ring_pending: AtomicBool::new(false),
+            secrets,
+        }
+    }
+
+    /// Removes every secret from a text that came from librdkafka or the broker.
+    fn redact(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), "[REDACTED]"))
+    }
+
+    /// Queues a line for nginx's error log.
+    pub fn log(&self, level: Level, text: &str) {
+        let line = self.redact(text);
+        let mut state = self.state.lock();
+        if state.log.len() >= LOG_CAPACITY {
+            state.log.pop_front();
+        }
+        state.log.push_back((level, line));
+        drop(state);
+        self.ring_pending.store(true, Ordering::Release);
+    }
+
+    /// Records why Kafka cannot serve now (and logs it).
+    fn set_error(&self, text: &str) {
+        let text = self.redact(text);
+        let changed = {
+            let mut state = self.state.lock();
+            let changed = state.error.as_deref() != Some(text.as_str());
+            state.error = Some(text.clone());
+            changed
+        };
+        if changed {
+            self.log(Level::Error, &text);
+        }
+    }
+
+    fn clear_error(&self) {
+        let had = self.state.lock().error.take();
+        if had.is_some() {
+            self.log(Level::Info, "Kafka is reachable again");
+        }
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.state.lock().phase = Phase::Closed;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// librdkafka callbacks: errors and logs go to the handle's log queue (never to stderr), without secrets.
+struct Context {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let level = match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => Level::Error,
+            L::Warning => Level::Warn,
+            L::Notice | L::Info | L::Debug => return,
+        };
+        self.shared.log(level, &format!("librdkafka {fac}: {message}"));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let unavailable = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::InvalidConfig
+            )
+        );
+        let text = format!("Kafka error: {reason}");
+        if unavailable {
+            self.shared.set_error(&text);
+        } else {
+            self.shared.log(Level::Warn, &text);
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(err) = result {
+            self.shared.log(Level::Error, &format!("offset commit failed: {err}"));
+        }
+    }
+}
+
+type KafkaConsumer = BaseConsumer<Context>;
+
+/// Creates the client and its doorbell, and starts the consumer thread.
+///
+/// # Errors
+/// [`Error::Config`] for invalid settings, [`Error::Client`] when librdkafka refuses the configuration,
+/// [`Error::Io`] when the doorbell socket or the thread cannot be created.
+pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
+    settings.validate()?;
+    let doorbell = Doorbell::bind(std::path::Path::new(&settings.socket_dir))?;
+    let path = doorbell.path().to_string_lossy().into_owned();
+    let shared = Arc::new(Shared::new(settings));
+    let consumer: KafkaConsumer = shared
+        .settings
+        .client_config()
+        .create_with_context(Context { shared: Arc::clone(&shared) })
+        .map_err(|e| Error::Client(shared.redact(&e.to_string())))?;
+    let thread_shared = Arc::clone(&shared);
+    std::thread::Builder::new().name("cc-consumer".into()).spawn(move || {
+        // A panic here must not take nginx down; it ends this handle with an error instead.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run(&consumer, &thread_shared, doorbell);
+        }));
+        if outcome.is_err() {
+            thread_shared.set_error("internal error: the consumer thread panicked");
+        }
+    })?;
+    Ok((shared, path))
+}
+
+fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
+    let mut reader = Reader::default();
+    while !shared.is_closed() {
+        doorbell.accept_pending();
+        match start(consumer, shared) {
+            Ok(r) => {
+                reader = r;
+                break;
+            }
+            Err(err) => {
+                shared.set_error(&err);
+                doorbell.ring();
+                sleep_unless_closed(shared, RETRY_DELAY);
+            }
+        }
+    }
+    doorbell.ring();
+    let mut last_probe = Instant::now();
+    while !shared.is_closed() {
+        doorbell.accept_pending();
+        apply_requests(consumer, shared);
+        let urgent = {
+            let state = shared.state.lock();
+            state.partitions.iter().any(|p| p.paused || p.start.is_none() || p.seek_request.is_some())
+        };
+        let timeout = Duration::from_millis(if urgent { 5 } else { 100 });
+        let got = reader.read_batch(consumer, shared, timeout);
+        reader.refresh_positions(consumer, shared);
+        if got > 0 {
+            shared.clear_error();
+            last_probe = Instant::now();
+        } else if shared.state.lock().error.is_some() && last_probe.elapsed() >= PROBE_INTERVAL {
+            last_probe = Instant::now();
+            if consumer.fetch_metadata(None, PROBE_INTERVAL).is_ok() {
+                shared.clear_error();
+            }
+        }
+        if got > 0 || shared.ring_pending.swap(false, Ordering::AcqRel) {
+            doorbell.ring();
+        }
+    }
+    doorbell.ring();
+}
+
+fn sleep_unless_closed(shared: &Shared, total: Duration) {
+    let until = Instant::now() + total;
+    while !shared.is_closed() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Partition lookups and the state of `latest` resolution, owned by the consumer thread.
+#[derive(Default)]
+struct Reader {
+    /// Index of partition 0 of each topic in the buffer list.
+    topic_base: HashMap<String, usize>,
+    last_watermarks: Option<Instant>,
+    /// Partitions that had no committed offset, to be committed once their start is known.
+    commit_start: Vec<usize>,
+}
+
+/// Looks up partitions and committed offsets and assigns everything.
+fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, String> {
+    let settings = &shared.settings;
+    let brokers = settings.brokers();
+    let mut buffers = Vec::new();
+    let mut reader = Reader::default();
+    let mut tpl = TopicPartitionList::new();
+    for topic in &settings.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| format!("cannot reach Kafka at {brokers}: {e}"))?;
+        let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(format!("topic '{topic}' not found"));
+        };
+        if let Some(err) = meta.error() {
+            return Err(format!("topic '{topic}': {}", RDKafkaErrorCode::from(err)));
+        }
+        if meta.partitions().is_empty() {
+            return Err(format!("topic '{topic}' not found"));
+        }
+        reader.topic_base.insert(topic.clone(), buffers.len());
+        for partition in 0..meta.partitions().len() as i32 {
+            tpl.add_partition(topic, partition);
+            buffers.push(PartitionBuffer::new(topic, partition, 0));
+        }
+    }
+    let committed = consumer
+        .committed_offsets(tpl.clone(), REQUEST_TIMEOUT)
+        .map_err(|e| format!("cannot read committed offsets of group '{}': {e}", settings.group_id))?;
+    let mut assignment = TopicPartitionList::new();
+    for (i, buffer) in buffers.iter_mut().enumerate() {
+        let (topic, partition) = (buffer.topic.clone(), buffer.partition);
+        let committed = committed.find_partition(&topic, partition).map(|e| e.offset());
+        let position = match committed {
+            Some(Offset::Offset(n)) if n >= 0 => {
+                buffer.start = Some(n);
+                n
+            }
+            _ => {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
+                    .map_err(|e| format!("cannot read offsets of {topic}/{partition}: {e}"))?;
+                reader.commit_start.push(i);
+                match settings.auto_offset_reset {
+                    OffsetReset::Earliest => {
+                        buffer.start = Some(low);
+                        low
+                    }
+                    // ListOffsets may answer below the true end (some brokers give the last batch's base
+                    // offset + 1): fetch from there and fix the start from the first fetch's high watermark.
+                    OffsetReset::Latest => high,
+                }
+            }
+        };
+        buffer.reposition(position, false);
+        assignment
+            .add_partition_offset(&topic, partition, Offset::Offset(position))
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))?;
+    let mut state = shared.state.lock();
+    state.partitions = buffers;
+    state.error = None;
+    Ok(reader)
+}
+
+/// Performs the seeks, commits and pause/resume changes the requests asked for.
+fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
+    let limit = shared.settings.buffer_max_bytes;
+    let (seeks, commits, pause, mut resume) = {
+        let mut state = shared.state.lock();
+        let commits = std::mem::take(&mut state.commits);
+        let (mut seeks, mut pause, mut resume) = (Vec::new(), Vec::new(), Vec::new());
+        for p in state.partitions.iter_mut() {
+            if let Some(offset) = p.seek_request.take() {
+                seeks.push((p.topic.clone(), p.partition, offset, p.paused));
+                p.paused = false;
+            } else if !p.paused && p.bytes() >= limit {
+                p.paused = true;
+                pause.push((p.topic.clone(), p.partition));
+            } else if p.paused && p.bytes() < limit / 2 {
+                p.paused = false;
+                resume.push((p.topic.clone(), p.partition));
+            }
+        }
+        let commits: Vec<(String, i32, i64)> = commits
+            .into_iter()
+            .filter_map(|(i, o)| state.partitions.get(i).map(|p| (p.topic.clone(), p.partition, o)))
+            .collect();
+        (seeks, commits, pause, resume)
+    };
+    for (topic, partition, offset, was_paused) in seeks {
+        if was_paused {
+            resume.push((topic.clone(), partition));
+        }
+        if let Err(err) = consumer.seek(&topic, partition, Offset::Offset(offset), REQUEST_TIMEOUT) {
+            shared.log(Level::Error, &format!("seek {topic}/{partition} to {offset} failed: {err}"));
+        }
+    }
+    let list = |items: &[(String, i32)]| {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in items {
+            tpl.add_partition(t, *p);
+        }
+        tpl
+    };
+    if !pause.is_empty() {
+        if let Err(err) = consumer.pause(&list(&pause)) {
+            shared.log(Level::Warn, &format!("pause failed: {err}"));
+        }
+    }
+    if !resume.is_empty() {
+        if let Err(err) = consumer.resume(&list(&resume)) {
+            shared.log(Level::Warn, &format!("resume failed: {err}"));
+        }
+    }
+    if !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
+        commit(consumer, shared, &commits);
+    }
+}
+
+fn commit(consumer: &KafkaConsumer, shared: &Shared, offsets: &[(String, i32, i64)]) {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        if tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_err() {
+            return;
+        }
+    }
+    if let Err(err) = consumer.commit(&tpl, CommitMode::Async) {
+        shared.log(Level::Error, &format!("offset commit failed: {err}"));
+    }
+}
+
+impl Reader {
+    /// Reads what librdkafka has (waiting at most `timeout` for the first message), encodes it outside the
+    /// lock and appends it. Returns how many records were appended.
+    fn read_batch(&mut self, consumer: &KafkaConsumer, shared: &Shared, timeout: Duration) -> usize {
+        let deserializer = shared.settings.message_deserializer;
+        let mut batch: Vec<(usize, Record)> = Vec::new();
+        let mut wait = timeout;
+        while batch.len() < BATCH {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Ok(message)) => {
+                    if let Some(&base) = self.topic_base.get(message.topic()) {
+                        let record = Record {
+                            offset: message.offset(),
+                            json: encode_record(&parts(&message), deserializer),
+                        };
+                        batch.push((base + message.partition() as usize, record));
+                    }
+                }
+                Some(Err(err)) => shared.log(Level::Warn, &format!("consume error: {err}")),
+            }
+            wait = Duration::ZERO;
+        }
+        if batch.is_empty() {
+            return 0;
+        }
+        let mut state = shared.state.lock();
+        let mut appended = 0;
+        for (i, record) in batch {
+            if let Some(p) = state.partitions.get_mut(i) {
+                appended += usize::from(p.append(record));
+            }
+        }
+        appended
+    }
+
+    /// Updates high watermarks from librdkafka's cache of fetch responses, and resolves `latest` starts.
+    fn refresh_positions(&mut self, consumer: &KafkaConsumer, shared: &Shared) {
+        let due = self.last_watermarks.is_none_or(|t| t.elapsed() >= Duration::from_millis(50));
+        if !due {
+            return;
+        }
+        self.last_watermarks = Some(Instant::now());
+        let keys: Vec<(usize, String, i32)> = {
+            let state = shared.state.lock();
+            state.partitions.iter().enumerate().map(|(i, p)| (i, p.topic.clone(), p.partition)).collect()
+        };
+        let marks: Vec<(usize, Option<i64>)> =
+            keys.into_iter().map(|(i, t, p)| (i, cached_high_watermark(consumer, &t, p))).collect();
+        let mut newly_started = Vec::new();
+        let mut became_ready = false;
+        {
+            let mut state = shared.state.lock();
+            for (i, high) in marks {
+                let Some(high) = high else { continue };
+                let p = &mut state.partitions[i];
+                p.high_watermark = Some(high);
+                if p.start.is_none() {
+                    p.raise_floor(high);
+                    p.start = Some(high);
+                    newly_started.push((p.topic.clone(), p.partition, high));
+                }
+            }
+            if state.phase == Phase::Starting && state.partitions.iter().all(|p| p.start.is_some()) {
+                state.phase = Phase::Ready;
+                became_ready = true;
+            }
+        }
+        if became_ready {
+            shared.ring_pending.store(true, Ordering::Release);
+            // The group now has a position: `latest` keeps meaning "after this moment" across restarts.
+            let state = shared.state.lock();
+            let starts: Vec<(String, i32, i64)> = self
+                .commit_start
+                .drain(..)
+                .filter_map(|i| state.partitions.get(i))
+                .filter_map(|p| p.start.map(|s| (p.topic.clone(), p.partition, s)))
+                .collect();
+            drop(state);
+            if shared.settings.commit_strategy == CommitStrategy::Auto && !starts.is_empty() {
+                commit(consumer, shared, &starts);
+            }
+        }
+    }
+}
+
+/// The high watermark of the last fetch response for the partition, if one arrived.
+fn cached_high_watermark(consumer: &KafkaConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; librdkafka only reads the topic string
+    // and writes the two integers.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+fn parts<'a>(message: &'a BorrowedMessage<'a>) -> RecordParts<'a> {
+    let timestamp = match message.timestamp() {
+        Timestamp::NotAvailable => None,
+        Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
+    };
+    let headers = message
+        .headers()
+        .map(|h| h.iter().map(|header| (header.key, header.value)).collect())
+        .unwrap_or_default();
+    RecordParts { offset: message.offset(), timestamp, key: message.key(), value: message.payload(), headers }
+}

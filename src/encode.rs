@@ -1,0 +1,175 @@
+//! Record → JSON, done once on the consumer thread so that requests only concatenate ready-made bytes.
+//!
+//! A record renders as `{"offset":…,"timestamp":…,"key":…,"value":…,"headers":{…}}` with no raw newline in
+//! it, so the same bytes serve the http-get body and an SSE `data:` line. Byte strings that are not UTF-8
+//! render as `{"base64":"…"}`; under the `json` deserializer a value that is not JSON renders as under `noop`
+//! and the record gets `"value_error":"not valid JSON"`.
+
+use base64::Engine;
+use serde_json::value::RawValue;
+
+use crate::settings::Deserializer;
+
+/// The parts of a Kafka record that are rendered, borrowed from librdkafka's message.
+pub struct RecordParts<'a> {
+    pub offset: i64,
+    /// Milliseconds since the epoch, `None` when the broker sent none.
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+/// Renders one record as compact JSON.
+pub fn encode_record(record: &RecordParts<'_>, deserializer: Deserializer) -> Box<[u8]> {
+    let value_len = record.value.map_or(0, <[u8]>::len);
+    let mut out = Vec::with_capacity(64 + value_len + record.key.map_or(0, <[u8]>::len));
+    out.extend_from_slice(b"{\"offset\":");
+    out.extend_from_slice(record.offset.to_string().as_bytes());
+    out.extend_from_slice(b",\"timestamp\":");
+    match record.timestamp {
+        Some(ts) => out.extend_from_slice(ts.to_string().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"key\":");
+    write_bytes(&mut out, record.key);
+    out.extend_from_slice(b",\"value\":");
+    let mut value_error = false;
+    match (deserializer, record.value) {
+        (Deserializer::Json, Some(value)) => match minified_json(value) {
+            Some(json) => out.extend_from_slice(&json),
+            None => {
+                value_error = true;
+                write_bytes(&mut out, Some(value));
+            }
+        },
+        (_, value) => write_bytes(&mut out, value),
+    }
+    out.extend_from_slice(b",\"headers\":{");
+    for (i, (name, value)) in record.headers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(&mut out, name);
+        out.push(b':');
+        write_bytes(&mut out, *value);
+    }
+    out.push(b'}');
+    if value_error {
+        out.extend_from_slice(b",\"value_error\":\"not valid JSON\"");
+    }
+    out.push(b'}');
+    out.into_boxed_slice()
+}
+
+/// Writes a JSON string literal.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, s).expect("serializing a str into a Vec");
+}
+
+/// Writes bytes as a JSON string when they are UTF-8, as `{"base64":"…"}` otherwise, `null` when absent.
+fn write_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => out.extend_from_slice(b"null"),
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => write_str(out, s),
+            Err(_) => {
+                out.extend_from_slice(b"{\"base64\":\"");
+                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
+        },
+    }
+}
+
+/// The value as compact JSON (insignificant white space removed), or `None` when it is not valid JSON.
+fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
+    let raw: &RawValue = serde_json::from_slice(value).ok()?;
+    let text = raw.get().as_bytes();
+    let mut out = Vec::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> RecordParts<'a> {
+        RecordParts { offset: 7, timestamp: Some(1_700_000_000_000), key, value, headers: vec![] }
+    }
+
+    fn render(r: &RecordParts<'_>, d: Deserializer) -> serde_json::Value {
+        let bytes = encode_record(r, d);
+        assert!(!bytes.contains(&b'\n') && !bytes.contains(&b'\r'), "no raw line breaks");
+        serde_json::from_slice(&bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn noop_renders_strings() {
+        let v = render(&record(Some(b"k\n1"), Some(b"line1\nline2")), Deserializer::Noop);
+        assert_eq!(v["offset"], 7);
+        assert_eq!(v["timestamp"], 1_700_000_000_000_i64);
+        assert_eq!(v["key"], "k\n1");
+        assert_eq!(v["value"], "line1\nline2");
+        assert_eq!(v["headers"], serde_json::json!({}));
+        assert!(v.get("value_error").is_none());
+    }
+
+    #[test]
+    fn json_values_are_embedded_compactly() {
+        let raw = b"{ \"a\" : [1, 2,\n 3], \"s\": \"x  y\\\" z\" }";
+        let bytes = encode_record(&record(None, Some(raw)), Deserializer::Json);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains(r#""value":{"a":[1,2,3],"s":"x  y\" z"}"#), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["key"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn invalid_json_falls_back_to_the_string_and_says_so() {
+        let v = render(&record(None, Some(b"{not json")), Deserializer::Json);
+        assert_eq!(v["value"], "{not json");
+        assert_eq!(v["value_error"], "not valid JSON");
+    }
+
+    #[test]
+    fn non_utf8_bytes_become_base64_objects() {
+        let v = render(&record(Some(&[0xff, 0x00]), Some(&[0xc3, 0x28, b'\n'])), Deserializer::Noop);
+        assert_eq!(v["key"], serde_json::json!({"base64": "/wA="}));
+        assert_eq!(v["value"], serde_json::json!({"base64": "wygK"}));
+        let v = render(&record(None, Some(&[0xff])), Deserializer::Json);
+        assert_eq!(v["value"], serde_json::json!({"base64": "/w=="}));
+        assert_eq!(v["value_error"], "not valid JSON");
+    }
+
+    #[test]
+    fn tombstones_and_headers() {
+        let mut r = record(Some(b"k"), None);
+        r.timestamp = None;
+        r.headers = vec![("trace", Some(b"abc")), ("bin", Some(&[0x80])), ("empty", None)];
+        let v = render(&r, Deserializer::Json);
+        assert_eq!(v["value"], serde_json::Value::Null);
+        assert_eq!(v["timestamp"], serde_json::Value::Null);
+        assert_eq!(v["headers"], serde_json::json!({"trace": "abc", "bin": {"base64": "gA=="}, "empty": null}));
+    }
+}

@@ -1,0 +1,205 @@
+//! `confluent_consume_native`: the Kafka side of the `confluent-consume` Kong plugin, loaded by LuaJIT with
+//! `require "confluent_consume_native"`.
+//!
+//! Every function here returns at once: Kafka I/O happens on the handle's own thread, and a request that
+//! has to wait does so in Lua, on the handle's doorbell socket. Runtime failures come back to Lua as
+//! `nil, "message"`; only misuse (wrong argument types) raises.
+
+pub mod buffer;
+pub mod consumer;
+pub mod doorbell;
+pub mod encode;
+pub mod error;
+pub mod settings;
+
+use std::sync::Arc;
+
+use mlua::{Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData, UserDataMethods, Value};
+
+use crate::buffer::{render_kong, select, Limits};
+use crate::consumer::{Level, Phase, Shared};
+use crate::error::Error;
+use crate::settings::Settings;
+
+/// A consumer handle as Lua sees it.
+pub struct Handle {
+    shared: Arc<Shared>,
+    doorbell_path: String,
+    pid: u32,
+}
+
+impl Handle {
+    /// The shared state, after checking this process created the handle (nginx forks after `init_by_lua`).
+    fn shared(&self) -> Result<&Shared, Error> {
+        if std::process::id() != self.pid {
+            return Err(Error::WrongProcess);
+        }
+        Ok(&self.shared)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// `nil, message` for Lua.
+fn failure(lua: &Lua, err: impl std::fmt::Display) -> LuaResult<MultiValue> {
+    Ok(MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(err.to_string())?)]))
+}
+
+impl UserData for Handle {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        // state() -> "starting"|"ready"|"closed", current_error_or_nil
+        methods.add_method("state", |lua, this, ()| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let state = shared.state.lock();
+            let phase = match state.phase {
+                Phase::Starting => "starting",
+                Phase::Ready => "ready",
+                Phase::Closed => "closed",
+            };
+            let error = match &state.error {
+                Some(e) => Value::String(lua.create_string(e)?),
+                None => Value::Nil,
+            };
+            Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(phase)?), error]))
+        });
+
+        // partitions() -> { {topic=, partition=, start=}, ... } in buffer order
+        methods.add_method("partitions", |lua, this, ()| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let state = shared.state.lock();
+            let list = lua.create_table_with_capacity(state.partitions.len(), 0)?;
+            for p in &state.partitions {
+                let entry = lua.create_table_with_capacity(0, 3)?;
+                entry.raw_set("topic", p.topic.as_str())?;
+                entry.raw_set("partition", p.partition)?;
+                entry.raw_set("start", p.start)?;
+                list.raw_push(entry)?;
+            }
+            Ok(MultiValue::from_vec(vec![Value::Table(list)]))
+        });
+
+        // take(cursors, max_records, max_bytes) -> body, next_cursors, count
+        // `cursors` is an array parallel to partitions(): the offset each partition continues from.
+        methods.add_method("take", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let mut state = shared.state.lock();
+            if state.phase != Phase::Ready {
+                return failure(lua, "consumer is not ready");
+            }
+            let mut offsets = Vec::with_capacity(state.partitions.len());
+            for (i, p) in state.partitions.iter().enumerate() {
+                let cursor: Option<i64> = cursors.raw_get(i + 1)?;
+                offsets.push(cursor.or(p.start).unwrap_or(0));
+            }
+            let first = state.rotation;
+            state.rotation = state.rotation.wrapping_add(1);
+            let limits = Limits { max_records, max_bytes };
+            let selection = select(&mut state.partitions, &offsets, first, limits);
+            let body = render_kong(&state.partitions, &selection);
+            drop(state);
+            let next = lua.create_sequence_from(selection.next.iter().copied())?;
+            Ok(MultiValue::from_vec(vec![
+                Value::String(lua.create_string(&body)?),
+                Value::Table(next),
+                Value::Integer(selection.total as i64),
+            ]))
+        });
+
+        // commit(offsets): array parallel to partitions(), next offset to consume or false; asynchronous
+        methods.add_method("commit", |lua, this, offsets: Table| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let mut wanted = Vec::new();
+            for pair in offsets.pairs::<usize, Value>() {
+                let (index, value) = pair?;
+                if let Value::Integer(offset) = value {
+                    wanted.push((index - 1, offset));
+                } else if let Value::Number(offset) = value {
+                    wanted.push((index - 1, offset as i64));
+                }
+            }
+            shared.state.lock().commits.extend(wanted);
+            Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
+        });
+
+        // drain_log() -> { {level, message}, ... }
+        methods.add_method("drain_log", |lua, this, ()| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let lines: Vec<(Level, String)> = shared.state.lock().log.drain(..).collect();
+            let list = lua.create_table_with_capacity(lines.len(), 0)?;
+            for (level, text) in lines {
+                let level = match level {
+                    Level::Error => "err",
+                    Level::Warn => "warn",
+                    Level::Info => "info",
+                };
+                list.raw_push(lua.create_sequence_from([level, text.as_str()])?)?;
+            }
+            Ok(MultiValue::from_vec(vec![Value::Table(list)]))
+        });
+
+        methods.add_method("doorbell_path", |lua, this, ()| lua.create_string(&this.doorbell_path));
+
+        // close(): asynchronous and idempotent; the thread ends and closes its client on its own.
+        methods.add_method("close", |_, this, ()| {
+            this.shared.close();
+            Ok(true)
+        });
+    }
+}
+
+/// `new_consumer(settings)`: builds a handle and starts its thread without waiting for Kafka.
+///
+/// # Errors
+/// Returns `nil, message` to Lua for invalid settings (the message names the field), a configuration
+/// librdkafka refuses, or a failure to create the doorbell socket or the thread. Raises only when
+/// `settings` is not a table.
+///
+/// # Panics
+/// Never on purpose; a panic inside is turned into a Lua error by mlua and never crosses the FFI.
+fn new_consumer(lua: &Lua, settings: Value) -> LuaResult<MultiValue> {
+    if !settings.is_table() {
+        return Err(mlua::Error::runtime("new_consumer expects a settings table"));
+    }
+    let settings: Settings = match lua.from_value(settings) {
+        Ok(s) => s,
+        Err(e) => return failure(lua, Error::Config(e.to_string())),
+    };
+    match consumer::spawn(settings) {
+        Ok((shared, doorbell_path)) => {
+            let handle = Handle { shared, doorbell_path, pid: std::process::id() };
+            Ok(MultiValue::from_vec(vec![Value::UserData(lua.create_userdata(handle)?)]))
+        }
+        Err(e) => failure(lua, e),
+    }
+}
+
+/// The module table: `version()` and `new_consumer(settings)`.
+///
+/// # Errors
+/// Fails only when Lua cannot allocate the table.
+#[mlua::lua_module(name = "confluent_consume_native")]
+fn module(lua: &Lua) -> LuaResult<Table> {
+    let exports = lua.create_table()?;
+    exports.set("version", lua.create_function(|_, ()| Ok(env!("CARGO_PKG_VERSION")))?)?;
+    exports.set("new_consumer", lua.create_function(new_consumer)?)?;
+    Ok(exports)
+}

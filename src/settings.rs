@@ -1,0 +1,331 @@
+//! Consumer settings as the Lua side hands them over, their validation (the last line of defence after
+//! the Kong schema) and their one mapping onto a librdkafka [`ClientConfig`].
+
+use std::fmt;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Where a partition without a committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+/// Whether delivered offsets are committed to the consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitStrategy {
+    Auto,
+    Off,
+}
+
+/// How a record value is rendered in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deserializer {
+    /// The value as a string (base64 object when it is not UTF-8).
+    Noop,
+    /// The value parsed as JSON and embedded as such.
+    Json,
+}
+
+/// SASL mechanisms librdkafka is built with here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Mechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl Mechanism {
+    fn as_librdkafka(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A broker address as Kong's `bootstrap_servers` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BootstrapServer {
+    pub host: String,
+    pub port: u16,
+}
+
+/// `config.authentication` of the plugin.
+#[derive(Clone, Deserialize)]
+pub struct Authentication {
+    pub strategy: String,
+    pub mechanism: Mechanism,
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Authentication {
+    // The password never reaches a log line, not even through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authentication")
+            .field("strategy", &self.strategy)
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Everything a native consumer handle needs, as built by the plugin's Lua side from the plugin config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub bootstrap_servers: Vec<BootstrapServer>,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub auto_offset_reset: OffsetReset,
+    pub commit_strategy: CommitStrategy,
+    pub message_deserializer: Deserializer,
+    #[serde(default)]
+    pub authentication: Option<Authentication>,
+    #[serde(default)]
+    pub cluster_name: Option<String>,
+    /// How long the broker may hold an empty fetch (`fetch.wait.max.ms`).
+    pub fetch_wait_max_ms: u32,
+    /// Bound of one partition's buffer in encoded bytes; fetching pauses above it.
+    pub buffer_max_bytes: usize,
+    /// Directory for the doorbell socket.
+    pub socket_dir: String,
+}
+
+/// Largest `buffer_max_bytes` accepted: beyond it one worker could hold gigabytes.
+const BUFFER_MAX_BYTES_LIMIT: usize = 1 << 30;
+
+impl Settings {
+    /// Checks what the Kong schema already checks, so that a handle built from any other caller still gets a
+    /// clear message naming the field.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first offending field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
+        if self.bootstrap_servers.is_empty() {
+            return bad("bootstrap_servers", "at least one server is required");
+        }
+        for (i, server) in self.bootstrap_servers.iter().enumerate() {
+            if server.host.is_empty() || server.host.contains([',', ' ']) {
+                return bad(&format!("bootstrap_servers[{}].host", i + 1), "invalid host");
+            }
+            if server.port == 0 {
+                return bad(&format!("bootstrap_servers[{}].port", i + 1), "port must be 1-65535");
+            }
+        }
+        if self.topics.is_empty() {
+            return bad("topics", "at least one topic is required");
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if !valid_topic_name(topic) {
+                return bad(&format!("topics[{}].name", i + 1), "invalid Kafka topic name");
+            }
+        }
+        if self.group_id.is_empty() {
+            return bad("group_id", "must not be empty");
+        }
+        if let Some(auth) = &self.authentication {
+            if auth.strategy != "sasl" {
+                return bad("authentication.strategy", "expected one of: sasl");
+            }
+            if auth.user.is_empty() {
+                return bad("authentication.user", "required with a SASL mechanism");
+            }
+            if auth.password.is_empty() {
+                return bad("authentication.password", "required with a SASL mechanism");
+            }
+        }
+        if self.fetch_wait_max_ms == 0 || self.fetch_wait_max_ms > 60_000 {
+            return bad("fetch_wait_max_ms", "value should be between 1 and 60000");
+        }
+        if self.buffer_max_bytes < 1024 || self.buffer_max_bytes > BUFFER_MAX_BYTES_LIMIT {
+            return bad("buffer_max_bytes", "value should be between 1024 and 1073741824");
+        }
+        Ok(())
+    }
+
+    /// The comma-separated `bootstrap.servers` list.
+    pub fn brokers(&self) -> String {
+        self.bootstrap_servers
+            .iter()
+            .map(|s| {
+                if s.host.contains(':') {
+                    format!("[{}]:{}", s.host, s.port)
+                } else {
+                    format!("{}:{}", s.host, s.port)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The secrets that must never appear in a log line or an error message.
+    pub fn secrets(&self) -> Vec<String> {
+        self.authentication.iter().map(|a| a.password.clone()).filter(|p| !p.is_empty()).collect()
+    }
+
+    /// The one librdkafka configuration of a consumer built from these settings.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", &self.group_id)
+            .set("client.id", self.cluster_name.as_deref().unwrap_or("kong-confluent-consume"))
+            // Partitions are assigned explicitly and offsets committed only after delivery.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", match self.auto_offset_reset {
+                OffsetReset::Earliest => "earliest",
+                OffsetReset::Latest => "latest",
+            })
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            .set("socket.keepalive.enable", "true")
+            // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("log.connection.close", "false");
+        if let Some(auth) = &self.authentication {
+            config
+                .set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanism", auth.mechanism.as_librdkafka())
+                .set("sasl.username", &auth.user)
+                .set("sasl.password", &auth.password);
+        }
+        config
+    }
+}
+
+/// Kafka's rule for topic names: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            bootstrap_servers: vec![
+                BootstrapServer { host: "127.0.0.1".into(), port: 9092 },
+                BootstrapServer { host: "::1".into(), port: 9093 },
+            ],
+            topics: vec!["orders".into()],
+            group_id: "g".into(),
+            auto_offset_reset: OffsetReset::Latest,
+            commit_strategy: CommitStrategy::Auto,
+            message_deserializer: Deserializer::Noop,
+            authentication: None,
+            cluster_name: None,
+            fetch_wait_max_ms: 10,
+            buffer_max_bytes: 1 << 20,
+            socket_dir: "/tmp".into(),
+        }
+    }
+
+    fn get<'a>(config: &'a ClientConfig, key: &str) -> Option<&'a str> {
+        config.get(key)
+    }
+
+    #[test]
+    fn plaintext_without_authentication() {
+        let config = settings().client_config();
+        assert_eq!(get(&config, "bootstrap.servers"), Some("127.0.0.1:9092,[::1]:9093"));
+        assert_eq!(get(&config, "security.protocol"), None);
+        assert_eq!(get(&config, "sasl.mechanism"), None);
+        assert_eq!(get(&config, "enable.auto.commit"), Some("false"));
+        assert_eq!(get(&config, "fetch.wait.max.ms"), Some("10"));
+        assert_eq!(get(&config, "client.id"), Some("kong-confluent-consume"));
+    }
+
+    #[test]
+    fn sasl_mechanisms_map_to_librdkafka() {
+        for (mechanism, expected) in [
+            (Mechanism::Plain, "PLAIN"),
+            (Mechanism::ScramSha256, "SCRAM-SHA-256"),
+            (Mechanism::ScramSha512, "SCRAM-SHA-512"),
+        ] {
+            let mut s = settings();
+            s.authentication = Some(Authentication {
+                strategy: "sasl".into(),
+                mechanism,
+                user: "alice".into(),
+                password: "s3cret".into(),
+            });
+            let config = s.client_config();
+            assert_eq!(get(&config, "security.protocol"), Some("SASL_PLAINTEXT"));
+            assert_eq!(get(&config, "sasl.mechanism"), Some(expected));
+            assert_eq!(get(&config, "sasl.username"), Some("alice"));
+            assert_eq!(get(&config, "sasl.password"), Some("s3cret"));
+        }
+    }
+
+    #[test]
+    fn cluster_name_becomes_client_id() {
+        let mut s = settings();
+        s.cluster_name = Some("payments".into());
+        assert_eq!(get(&s.client_config(), "client.id"), Some("payments"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let mut s = settings();
+        s.authentication = Some(Authentication {
+            strategy: "sasl".into(),
+            mechanism: Mechanism::Plain,
+            user: "alice".into(),
+            password: "hunter2-very-secret".into(),
+        });
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2-very-secret"), "{shown}");
+        assert!(shown.contains("[REDACTED]"));
+        assert_eq!(s.secrets(), vec!["hunter2-very-secret".to_string()]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases: Vec<(Box<dyn Fn(&mut Settings)>, &str)> = vec![
+            (Box::new(|s| s.bootstrap_servers.clear()), "bootstrap_servers:"),
+            (Box::new(|s| s.bootstrap_servers[1].port = 0), "bootstrap_servers[2].port:"),
+            (Box::new(|s| s.topics.clear()), "topics:"),
+            (Box::new(|s| s.topics[0] = "bad topic".into()), "topics[1].name:"),
+            (Box::new(|s| s.group_id.clear()), "group_id:"),
+            (Box::new(|s| s.fetch_wait_max_ms = 0), "fetch_wait_max_ms:"),
+            (Box::new(|s| s.buffer_max_bytes = 10), "buffer_max_bytes:"),
+            (
+                Box::new(|s| {
+                    s.authentication = Some(Authentication {
+                        strategy: "sasl".into(),
+                        mechanism: Mechanism::Plain,
+                        user: "u".into(),
+                        password: String::new(),
+                    })
+                }),
+                "authentication.password:",
+            ),
+        ];
+        assert!(settings().validate().is_ok());
+        for (mutate, field) in cases {
+            let mut s = settings();
+            mutate(&mut s);
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+-- Per-worker registry of native consumer handles.
+--
+-- A handle is created lazily on the first request of a worker (never before nginx forks), shared by every
+-- request and plugin whose consumer settings are identical, and closed when no configuration uses it any
+-- more (Kong's `configure` phase) or when the worker exits. Each handle has a doorbell: a timer holding a
+-- cosocket on the handle's Unix socket, woken by the consumer thread, which wakes the waiting requests.
+local native = require "confluent_consume_native"
+local semaphore = require "ngx.semaphore"
+
+
+local kong = kong
+local ngx = ngx
+local md5 = ngx.md5
+local timer_at = ngx.timer.at
+local worker_exiting = ngx.worker.exiting
+local concat = table.concat
+local tostring = tostring
+local pairs = pairs
+local ipairs = ipairs
+
+
+local DOORBELL_READ_TIMEOUT = 1000 -- ms; how often an idle doorbell checks for close / worker exit
+local SOCKET_DIR = os.getenv("TMPDIR") or "/tmp"
+
+
+local _M = {}
+
+
+local handles = {}       -- settings key -> entry
+local keys_by_conf = {}  -- conf.__key__ -> settings key
+
+
+local function group_id(conf)
+  local group = conf.consumer_group
+  if group and group.mode == "manual" then
+    return group.consumer_group_id
+  end
+  return "kong-confluent-consume-" .. tostring(conf.__plugin_id or conf.__key__ or "default")
+end
+
+
+local function native_settings(conf)
+  local topics = {}
+  for i, topic in ipairs(conf.topics) do
+    topics[i] = topic.name
+  end
+  local servers = {}
+  for i, server in ipairs(conf.bootstrap_servers) do
+    servers[i] = { host = server.host, port = server.port }
+  end
+  local auth = conf.authentication
+  if auth and auth.mechanism and auth.mechanism ~= ngx.null then
+    auth = { strategy = auth.strategy, mechanism = auth.mechanism, user = auth.user,
+             password = auth.password }
+  else
+    auth = nil
+  end
+  local cluster_name = conf.cluster_name
+  if cluster_name == ngx.null then
+    cluster_name = nil
+  end
+  return {
+    bootstrap_servers = servers,
+    topics = topics,
+    group_id = group_id(conf),
+    auto_offset_reset = conf.auto_offset_reset,
+    commit_strategy = conf.commit_strategy,
+    message_deserializer = conf.message_deserializer,
+    authentication = auth,
+    cluster_name = cluster_name,
+    fetch_wait_max_ms = conf.fetch_wait_max_ms,
+    buffer_max_bytes = conf.buffer_max_bytes,
+    socket_dir = SOCKET_DIR,
+  }
+end
+
+
+-- Two configurations share a handle exactly when their native settings are equal.
+local function settings_key(s)
+  local servers = {}
+  for i, server in ipairs(s.bootstrap_servers) do
+    servers[i] = server.host .. ":" .. server.port
+  end
+  local auth = s.authentication
+  return md5(concat({
+    concat(servers, ","), concat(s.topics, ","), s.group_id, s.auto_offset_reset, s.commit_strategy,
+    s.message_deserializer, s.cluster_name or "", s.fetch_wait_max_ms, s.buffer_max_bytes,
+    auth and auth.mechanism or "", auth and auth.user or "", auth and md5(auth.password) or "",
+  }, "\n"))
+end
+
+
+local function write_log(entry)
+  local lines = entry.handle:drain_log()
+  if not lines then
+    return
+  end
+  for _, line in ipairs(lines) do
+    local log = kong.log[line[1]] or kong.log.err
+    log(line[2])
+  end
+end
+
+
+local function wake_all(entry)
+  entry.generation = entry.generation + 1
+  local waiting = -entry.sema:count()
+  if waiting > 0 then
+    entry.sema:post(waiting)
+  end
+end
+
+
+local function close(entry)
+  if entry.closed then
+    return
+  end
+  entry.closed = true
+  entry.handle:close()
+  wake_all(entry)
+  if handles[entry.key] == entry then
+    handles[entry.key] = nil
+  end
+end
+
+
+-- The doorbell loop of one handle, in a timer: wakes waiters whenever the consumer thread rings.
+local function doorbell(premature, entry)
+  if premature or entry.closed then
+    return
+  end
+  local sock = ngx.socket.tcp()
+  sock:settimeouts(DOORBELL_READ_TIMEOUT, DOORBELL_READ_TIMEOUT, DOORBELL_READ_TIMEOUT)
+  local ok, err = sock:connect("unix:" .. entry.handle:doorbell_path())
+  if not ok then
+    kong.log.err("cannot connect to the consumer's doorbell: ", err)
+    close(entry)
+    return
+  end
+  while not entry.closed do
+    local data, read_err = sock:receiveany(4096)
+    if worker_exiting() then
+      close(entry)
+      break
+    end
+    if data then
+      wake_all(entry)
+    elseif read_err ~= "timeout" then
+      -- the consumer thread ended: the handle was closed, or the worker is going away
+      close(entry)
+      break
+    end
+    write_log(entry)
+  end
+  write_log(entry)
+  sock:close()
+end
+
+
+local function create(key, settings)
+  local handle, err = native.new_consumer(settings)
+  if not handle then
+    return nil, err
+  end
+  local entry = {
+    key = key,
+    handle = handle,
+    group_id = settings.group_id,
+    sema = semaphore.new(),
+    generation = 0,
+    closed = false,
+  }
+  local ok, timer_err = timer_at(0, doorbell, entry)
+  if not ok then
+    handle:close()
+    return nil, "cannot start the doorbell timer: " .. tostring(timer_err)
+  end
+  handles[key] = entry
+  return entry
+end
+
+
+-- Returns this worker's handle entry for `conf`, creating it on first use.
+function _M.get(conf)
+  local conf_key = conf.__key__
+  local key = conf_key and keys_by_conf[conf_key]
+  local entry = key and handles[key]
+  if entry and not entry.closed then
+    return entry
+  end
+  local settings = native_settings(conf)
+  key = settings_key(settings)
+  if conf_key then
+    keys_by_conf[conf_key] = key
+  end
+  entry = handles[key]
+  if entry and not entry.closed then
+    return entry
+  end
+  return create(key, settings)
+end
+
+
+-- Waits until the handle rings or `timeout` seconds pass. `generation` is the value read before the
+-- caller last looked at the handle, so a ring in between is never missed.
+function _M.wait(entry, generation, timeout)
+  if entry.generation ~= generation or entry.closed then
+    return true
+  end
+  if timeout <= 0 then
+    return false
+  end
+  return entry.sema:wait(timeout)
+end
+
+
+-- Kong's `configure` phase: keeps the handles of the live configurations and closes the others.
+function _M.retain(configs)
+  local live = {}
+  local conf_keys = {}
+  for _, conf in ipairs(configs or {}) do
+    local key = settings_key(native_settings(conf))
+    live[key] = true
+    if conf.__key__ then
+      conf_keys[conf.__key__] = key
+    end
+  end
+  keys_by_conf = conf_keys
+  for key, entry in pairs(handles) do
+    if not live[key] then
+      close(entry)
+    end
+  end
+end
+
+
+return _M

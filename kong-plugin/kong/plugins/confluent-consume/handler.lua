@@ -1,0 +1,31 @@
+-- confluent-consume: serves Kafka topics over HTTP. Each phase delegates to one module.
+local consumers = require "kong.plugins.confluent-consume.consumers"
+
+
+local MODES = {
+  ["http-get"] = require "kong.plugins.confluent-consume.http_get",
+}
+
+
+local ConfluentConsume = {
+  -- Below Kong's authentication plugins (1000+), as Kong's own consume plugins (754).
+  PRIORITY = 754,
+  VERSION = "0.1.0",
+}
+
+
+function ConfluentConsume:configure(configs)
+  consumers.retain(configs)
+end
+
+
+function ConfluentConsume:access(conf)
+  local mode = MODES[conf.mode]
+  if not mode then
+    return kong.response.exit(501, { message = "mode '" .. conf.mode .. "' is not available yet" })
+  end
+  return mode.serve(conf)
+end
+
+
+return ConfluentConsume

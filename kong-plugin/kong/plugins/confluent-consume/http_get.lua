@@ -1,0 +1,147 @@
+-- `http-get` mode: a GET answers with the next records of every partition as JSON, in Kong's shape
+-- `{"<topic>":{"partitions":{"<n>":{"records":[...],"high_watermark":H}}}}`.
+--
+-- Query arguments: `wait` (ms to wait for the first record when none is ready; long-poll),
+-- `max_records`, `max_bytes`; each bounded by the plugin config.
+local consumers = require "kong.plugins.confluent-consume.consumers"
+local cursors = require "kong.plugins.confluent-consume.cursors"
+
+
+local kong = kong
+local ngx = ngx
+local now = ngx.now
+local update_time = ngx.update_time
+local tonumber = tonumber
+local type = type
+local floor = math.floor
+
+
+local _M = {}
+
+
+local function respond_error(status, message)
+  return kong.response.exit(status, { message = message })
+end
+
+
+-- An integer query argument in [min, max], `default` when absent; nil, message when invalid.
+local function integer_arg(query, name, min, max, default)
+  local value = query[name]
+  if value == nil then
+    return default
+  end
+  if type(value) ~= "string" then
+    return nil, name .. " must be given once, as an integer"
+  end
+  local n = value:match("^%d+$") and tonumber(value)
+  if not n or n ~= floor(n) or n < min or n > max then
+    return nil, name .. " must be an integer between " .. min .. " and " .. max
+  end
+  return n
+end
+
+
+local function read_limits(conf)
+  local query = kong.request.get_query()
+  local wait, err = integer_arg(query, "wait", 0, conf.max_wait, 0)
+  if not wait then
+    return nil, err
+  end
+  local max_records
+  max_records, err = integer_arg(query, "max_records", 1, conf.max_records, conf.max_records)
+  if not max_records then
+    return nil, err
+  end
+  local max_bytes
+  max_bytes, err = integer_arg(query, "max_bytes", 1, conf.max_bytes, conf.max_bytes)
+  if not max_bytes then
+    return nil, err
+  end
+  return { wait = wait / 1000, max_records = max_records, max_bytes = max_bytes }
+end
+
+
+-- Waits until the handle is ready. Returns its partitions, or nil, status, message.
+local function ready_partitions(entry, deadline)
+  while true do
+    local generation = entry.generation
+    local phase, kafka_err = entry.handle:state()
+    if phase == "ready" then
+      if kafka_err then
+        return nil, 503, "Kafka is unavailable: " .. kafka_err
+      end
+      return entry.handle:partitions()
+    end
+    if phase ~= "starting" then
+      return nil, 503, "the Kafka consumer was closed; retry"
+    end
+    if kafka_err then
+      return nil, 503, "Kafka is unavailable: " .. kafka_err
+    end
+    update_time()
+    if not consumers.wait(entry, generation, deadline - now()) and now() >= deadline then
+      return nil, 504, "timed out waiting for Kafka"
+    end
+  end
+end
+
+
+local function deliver(conf, entry, partitions, claim)
+  ngx.status = 200
+  ngx.header["Content-Type"] = "application/json"
+  local ok = ngx.print(claim.body)
+  if ok then
+    ok = ngx.flush(true)
+  end
+  if claim.count > 0 then
+    local commits, err = cursors.settle(entry, partitions, claim, ok, conf.timeout / 1000)
+    if not commits then
+      kong.log.err("cannot settle delivered records: ", err)
+    elseif ok and conf.commit_strategy == "auto" then
+      entry.handle:commit(commits)
+    end
+  end
+  return ngx.exit(ok and 200 or 499)
+end
+
+
+function _M.serve(conf)
+  local limits, err = read_limits(conf)
+  if not limits then
+    return respond_error(400, err)
+  end
+  local entry
+  entry, err = consumers.get(conf)
+  if not entry then
+    kong.log.err("cannot create the Kafka consumer: ", err)
+    return respond_error(500, "cannot create the Kafka consumer: " .. err)
+  end
+  update_time()
+  local started = now()
+  local partitions, status, message = ready_partitions(entry, started + conf.timeout / 1000)
+  if not partitions then
+    return respond_error(status, message)
+  end
+  local wait_until = now() + limits.wait
+  while true do
+    local generation = entry.generation
+    local claim
+    claim, err = cursors.claim(entry, partitions, limits, conf.timeout / 1000)
+    if not claim then
+      return respond_error(503, err)
+    end
+    update_time()
+    local remaining = wait_until - now()
+    if claim.count > 0 or remaining <= 0 then
+      return deliver(conf, entry, partitions, claim)
+    end
+    consumers.wait(entry, generation, remaining)
+    local _, kafka_err = entry.handle:state()
+    if kafka_err then
+      return respond_error(503, "Kafka is unavailable: " .. kafka_err)
+    end
+  end
+end
+
+
+return _M

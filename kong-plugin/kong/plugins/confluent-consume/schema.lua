@@ -1,0 +1,230 @@
+-- Configuration of the confluent-consume plugin, in Kong's schema DSL.
+-- Names and defaults follow Kong's own kafka-consume / confluent-consume where they exist.
+local typedefs = require "kong.db.schema.typedefs"
+local NULL = require("cjson").null -- ngx.null is the same value inside nginx
+
+
+local MIB = 1024 * 1024
+local SASL_MECHANISMS = { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" }
+
+
+-- strategy and mechanism go together, and a mechanism needs a user and a password.
+local function check_authentication(entity)
+  local auth = entity.config and entity.config.authentication
+  if auth == nil or auth == NULL then
+    return true
+  end
+  local strategy, mechanism = auth.strategy, auth.mechanism
+  if strategy == NULL then strategy = nil end
+  if mechanism == NULL then mechanism = nil end
+  if strategy and not mechanism then
+    return nil, "authentication.mechanism is required when authentication.strategy is set"
+  end
+  if mechanism and not strategy then
+    return nil, "authentication.strategy is required when authentication.mechanism is set"
+  end
+  if mechanism then
+    local user, password = auth.user, auth.password
+    if user == nil or user == NULL or password == nil or password == NULL then
+      return nil, "if authentication strategy is SASL and mechanism is PLAIN, SCRAM-SHA-256 or " ..
+                  "SCRAM-SHA-512, you have to set user and password"
+    end
+  end
+  return true
+end
+
+
+return {
+  name = "confluent-consume",
+  fields = {
+    { protocols = typedefs.protocols_http },
+    { config = {
+        type = "record",
+        fields = {
+          { bootstrap_servers = {
+              description = "Kafka brokers to bootstrap from: an array of {host, port}.",
+              type = "array",
+              required = true,
+              len_min = 1,
+              elements = {
+                type = "record",
+                fields = {
+                  { host = typedefs.host { required = true } },
+                  { port = typedefs.port { required = true } },
+                },
+              },
+          } },
+          { topics = {
+              description = "Topics to consume: an array of {name}; every partition of each is served.",
+              type = "array",
+              required = true,
+              len_min = 1,
+              elements = {
+                type = "record",
+                fields = {
+                  { name = {
+                      description = "Kafka topic name.",
+                      type = "string",
+                      required = true,
+                      len_min = 1,
+                      len_max = 249,
+                      match = "^[%w%._%-]+$",
+                  } },
+                },
+              },
+          } },
+          { mode = {
+              description = "How records are served: `http-get` (each GET returns the next records as " ..
+                            "JSON) or `server-sent-events` (a live stream).",
+              type = "string",
+              required = true,
+              default = "http-get",
+              one_of = { "http-get", "server-sent-events" },
+          } },
+          { message_deserializer = {
+              description = "How record values are rendered: `noop` (as a string) or `json` (parsed " ..
+                            "and embedded as JSON).",
+              type = "string",
+              required = true,
+              default = "noop",
+              one_of = { "noop", "json" },
+          } },
+          { auto_offset_reset = {
+              description = "Where to start when the consumer group has no committed offset: " ..
+                            "`earliest` (the oldest record) or `latest` (only records produced after " ..
+                            "the group first had no offset).",
+              type = "string",
+              required = true,
+              default = "latest",
+              one_of = { "earliest", "latest" },
+          } },
+          { commit_strategy = {
+              description = "`auto`: commit the consumer group's offsets after each response was " ..
+                            "handed to nginx successfully (at-least-once); `off`: never commit.",
+              type = "string",
+              required = true,
+              default = "auto",
+              one_of = { "auto", "off" },
+          } },
+          { timeout = typedefs.timeout {
+              description = "How long (ms) a request may wait on Kafka (start-up, an unreachable " ..
+                            "broker) before it is answered with an error.",
+              default = 10000,
+          } },
+          { cluster_name = {
+              description = "Name of the Kafka client (librdkafka `client.id`). Plugins whose " ..
+                            "resulting consumers are identical share one per worker.",
+              type = "string",
+              required = false,
+              len_min = 1,
+              len_max = 255,
+          } },
+          { consumer_group = {
+              description = "The Kafka consumer group whose offsets are read and committed.",
+              type = "record",
+              required = true,
+              fields = {
+                { mode = {
+                    description = "`random`: a group derived from the plugin's id " ..
+                                  "(`kong-confluent-consume-<plugin id>`); `manual`: `consumer_group_id`.",
+                    type = "string",
+                    required = true,
+                    default = "random",
+                    one_of = { "random", "manual" },
+                } },
+                { consumer_group_id = {
+                    description = "The group id when `mode` is `manual`.",
+                    type = "string",
+                    required = false,
+                    len_min = 1,
+                    len_max = 255,
+                } },
+              },
+          } },
+          { authentication = {
+              description = "SASL authentication to the brokers.",
+              type = "record",
+              required = false,
+              fields = {
+                { strategy = {
+                    description = "Authentication strategy; `sasl` is the only one.",
+                    type = "string",
+                    required = false,
+                    one_of = { "sasl" },
+                } },
+                { mechanism = {
+                    description = "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+                    type = "string",
+                    required = false,
+                    one_of = SASL_MECHANISMS,
+                } },
+                { user = {
+                    description = "SASL user name (Confluent Cloud: the API key).",
+                    type = "string",
+                    required = false,
+                    len_min = 1,
+                    referenceable = true,
+                } },
+                { password = {
+                    description = "SASL password (Confluent Cloud: the API secret).",
+                    type = "string",
+                    required = false,
+                    len_min = 1,
+                    encrypted = true,
+                    referenceable = true,
+                } },
+              },
+          } },
+          { max_records = {
+              description = "Most records one GET returns; the `max_records` query argument may ask " ..
+                            "for fewer.",
+              type = "integer",
+              required = true,
+              default = 1000,
+              between = { 1, 100000 },
+          } },
+          { max_bytes = {
+              description = "Most bytes of records one GET returns (one larger record is still " ..
+                            "returned alone); the `max_bytes` query argument may ask for fewer.",
+              type = "integer",
+              required = true,
+              default = MIB,
+              between = { 1, 64 * MIB },
+          } },
+          { max_wait = {
+              description = "Longest long-poll (ms) the `wait` query argument may ask for.",
+              type = "integer",
+              required = true,
+              default = 30000,
+              between = { 0, 300000 },
+          } },
+          { fetch_wait_max_ms = {
+              description = "How long the broker may hold a fetch that has no data (librdkafka " ..
+                            "`fetch.wait.max.ms`); lower means lower latency and more idle requests.",
+              type = "integer",
+              required = true,
+              default = 10,
+              between = { 1, 10000 },
+          } },
+          { buffer_max_bytes = {
+              description = "Bound of each worker's buffer per partition, in bytes of encoded records; " ..
+                            "fetching pauses above it.",
+              type = "integer",
+              required = true,
+              default = 8 * MIB,
+              between = { 65536, 1024 * MIB },
+          } },
+        },
+    } },
+  },
+  entity_checks = {
+    { conditional = {
+        if_field = "config.consumer_group.mode", if_match = { eq = "manual" },
+        then_field = "config.consumer_group.consumer_group_id", then_match = { required = true },
+    } },
+    { custom_entity_check = {
+        field_sources = { "config" },
+        fn = check_authentication,
+    } },
+  },
+}

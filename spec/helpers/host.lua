@@ -1,0 +1,201 @@
+-- What the integration specs need from their surroundings, in one place: a broker, a producer, and a
+-- gateway running the plugin. Here the gateway is the project's development host (nginx + lua-nginx-module,
+-- host/bin/kong-host); to run the same specs under Kong's Pongo, provide this module's functions on top of
+-- Kong's spec.helpers (start_kong with a declarative config, proxy_client, admin_client).
+local cjson = require "cjson.safe"
+local http = require "spec.helpers.http"
+
+
+local _M = {}
+
+
+-- Specs run from the repository root (scripts/run-tests.sh does so and exports CC_ROOT).
+_M.ROOT = os.getenv("CC_ROOT") or assert(io.popen("pwd")):read("*l")
+_M.BROKER_HOST = "127.0.0.1"
+_M.BROKER_PORT = tonumber(os.getenv("CC_TEST_BROKER_PORT") or "19092")
+_M.KAFKA_TOOL = _M.ROOT .. "/target/release/kafka-tool"
+_M.RUN_DIR = os.getenv("CC_TEST_RUN_DIR") or (_M.ROOT .. "/.run/test")
+
+
+local port_counter = tonumber(os.getenv("CC_TEST_PORT_BASE") or "18200")
+local name_counter = 0
+
+
+function _M.sh(command)
+  local pipe = assert(io.popen(command .. " 2>&1", "r"))
+  local output = pipe:read("*a")
+  local ok, _, code = pipe:close()
+  return ok == true or code == 0, output
+end
+
+
+-- A unique topic/group name per call, so specs never see each other's records.
+function _M.unique_name(prefix)
+  name_counter = name_counter + 1
+  return string.format("%s-%d-%d-%d", prefix or "t", os.time(), math.random(1e6), name_counter)
+end
+
+
+function _M.sleep(seconds)
+  require("socket").sleep(seconds)
+end
+
+
+function _M.now()
+  return require("socket").gettime()
+end
+
+
+-- Runs kafka-tool with `args` (a string) and returns its JSON output decoded.
+function _M.kafka_tool(args)
+  local ok, output = _M.sh(_M.KAFKA_TOOL .. " --brokers " .. _M.BROKER_HOST .. ":" .. _M.BROKER_PORT ..
+                           " " .. args)
+  assert(ok, "kafka-tool " .. args .. " failed: " .. output)
+  local last = output:match("([^\n]+)\n*$")
+  local decoded, err = cjson.decode(last or "")
+  assert(decoded, "kafka-tool output is not JSON (" .. tostring(err) .. "): " .. output)
+  return decoded
+end
+
+
+function _M.create_topic(name, partitions)
+  local ok, output = _M.sh(string.format("%s/scripts/broker.sh topic --port %d %s %d",
+                                         _M.ROOT, _M.BROKER_PORT, name, partitions or 1))
+  assert(ok, "cannot create topic " .. name .. ": " .. output)
+  return name
+end
+
+
+-- The plugin config for `topic` on the test broker, with `overrides` merged in.
+function _M.plugin_config(topics, overrides)
+  if type(topics) == "string" then
+    topics = { topics }
+  end
+  local config = {
+    bootstrap_servers = { { host = _M.BROKER_HOST, port = _M.BROKER_PORT } },
+    topics = {},
+  }
+  for i, name in ipairs(topics) do
+    config.topics[i] = { name = name }
+  end
+  for k, v in pairs(overrides or {}) do
+    config[k] = v
+  end
+  return config
+end
+
+
+local Host = {}
+Host.__index = Host
+
+
+-- Starts a gateway serving `routes` (Kong declarative format: {name, hosts, paths, plugins}).
+-- opts: workers (default 1), routes, env (list of variable names nginx may read).
+function _M.start_host(opts)
+  local proxy_port, admin_port = port_counter, port_counter + 1
+  port_counter = port_counter + 2
+  local prefix = _M.RUN_DIR .. "/host-" .. proxy_port
+  assert(_M.sh("rm -rf " .. prefix .. " && mkdir -p " .. prefix))
+  local config_file = prefix .. "/kong.json"
+  local file = assert(io.open(config_file, "w"))
+  file:write(assert(cjson.encode({ _format_version = "3.0", routes = opts.routes or {} })))
+  file:close()
+  local env_args = ""
+  for _, name in ipairs(opts.env or {}) do
+    env_args = env_args .. " --env " .. name
+  end
+  local ok, output = _M.sh(string.format(
+    "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
+    "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s",
+    _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
+    opts.cpath or (_M.ROOT .. "/target/lua"), env_args))
+  assert(ok, "cannot start the host: " .. output)
+  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port }, Host)
+end
+
+
+function Host:stop()
+  _M.sh(_M.ROOT .. "/host/bin/kong-host stop --prefix " .. self.prefix)
+end
+
+
+-- GET (or another method) on the proxy: status, body, headers, decoded JSON body (when it is JSON).
+function Host:request(method, path, headers, body)
+  local status, response_body, response_headers = http.once("127.0.0.1", self.proxy_port, method, path,
+                                                            headers, body)
+  assert(status, "proxy request failed: " .. tostring(response_body))
+  return status, response_body, response_headers, cjson.decode(response_body)
+end
+
+
+function Host:get(path, headers)
+  return self:request("GET", path, headers)
+end
+
+
+-- A keep-alive connection to the proxy.
+function Host:connect(timeout)
+  return assert(http.connect("127.0.0.1", self.proxy_port, timeout))
+end
+
+
+-- Admin API call; `body` is a table (sent as JSON) or a string (sent as a form).
+function Host:admin(method, path, body)
+  local headers, payload = {}, nil
+  if type(body) == "table" then
+    headers["Content-Type"], payload = "application/json", cjson.encode(body)
+  elseif type(body) == "string" then
+    headers["Content-Type"], payload = "application/x-www-form-urlencoded", body
+  end
+  local status, response_body = http.once("127.0.0.1", self.admin_port, method, path, headers, payload)
+  assert(status, "admin request failed: " .. tostring(response_body))
+  return status, cjson.decode(response_body) or response_body
+end
+
+
+function Host:error_log()
+  local file = io.open(self.prefix .. "/logs/error.log", "r")
+  if not file then
+    return ""
+  end
+  local text = file:read("*a")
+  file:close()
+  return text
+end
+
+
+-- The pids of the host's nginx workers.
+function Host:worker_pids()
+  local file = assert(io.open(self.prefix .. "/logs/nginx.pid"))
+  local master = file:read("*n")
+  file:close()
+  local _, output = _M.sh("pgrep -P " .. master)
+  local pids = {}
+  for pid in output:gmatch("%d+") do
+    pids[#pids + 1] = tonumber(pid)
+  end
+  return pids
+end
+
+
+-- Every record of a Kong-shaped http-get body, as a flat list of {topic, partition, offset, record}.
+function _M.records_of(body)
+  local list = {}
+  for topic, t in pairs(body) do
+    for partition, p in pairs(t.partitions) do
+      for _, record in ipairs(p.records) do
+        list[#list + 1] = { topic = topic, partition = tonumber(partition), offset = record.offset,
+                            record = record }
+      end
+    end
+  end
+  table.sort(list, function(a, b)
+    if a.topic ~= b.topic then return a.topic < b.topic end
+    if a.partition ~= b.partition then return a.partition < b.partition end
+    return a.offset < b.offset
+  end)
+  return list
+end
+
+
+return _M

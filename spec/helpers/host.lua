@@ -46,11 +46,11 @@ function _M.now()
 end
 
 
--- Runs kafka-tool with `args` (a string) and returns its JSON output decoded.
-function _M.kafka_tool(args)
-  local ok, output = _M.sh(_M.KAFKA_TOOL .. " --brokers " .. _M.BROKER_HOST .. ":" .. _M.BROKER_PORT ..
-                           " " .. args)
-  assert(ok, "kafka-tool " .. args .. " failed: " .. output)
+-- Runs `kafka-tool <command> <args>` against the test broker and returns its JSON output decoded.
+function _M.kafka_tool(command, args)
+  local ok, output = _M.sh(_M.KAFKA_TOOL .. " " .. command .. " --brokers " .. _M.BROKER_HOST .. ":" ..
+                           _M.BROKER_PORT .. " " .. (args or ""))
+  assert(ok, "kafka-tool " .. command .. " " .. (args or "") .. " failed: " .. output)
   local last = output:match("([^\n]+)\n*$")
   local decoded, err = cjson.decode(last or "")
   assert(decoded, "kafka-tool output is not JSON (" .. tostring(err) .. "): " .. output)

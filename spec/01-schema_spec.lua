@@ -1,0 +1,122 @@
+-- The plugin schema, validated the way Kong validates it (through the host's Kong-compatible validator).
+package.path = "kong-plugin/?.lua;host/lua/?.lua;" .. package.path
+
+local schema = require "kong_host.schema"
+local plugin_schema = require "kong.plugins.confluent-consume.schema"
+
+
+local function validate(config)
+  return schema.validate_plugin({ name = "confluent-consume", config = config }, { schema = plugin_schema })
+end
+
+
+local function minimal(extra)
+  local config = {
+    bootstrap_servers = { { host = "127.0.0.1", port = 9092 } },
+    topics = { { name = "orders" } },
+  }
+  for k, v in pairs(extra or {}) do
+    config[k] = v
+  end
+  return config
+end
+
+
+describe("confluent-consume schema", function()
+  it("fills every default", function()
+    local entity = assert(validate(minimal()))
+    local c = entity.config
+    assert.equal("http-get", c.mode)
+    assert.equal("noop", c.message_deserializer)
+    assert.equal("latest", c.auto_offset_reset)
+    assert.equal("auto", c.commit_strategy)
+    assert.equal(10000, c.timeout)
+    assert.equal("random", c.consumer_group.mode)
+    assert.equal(1000, c.max_records)
+    assert.equal(1048576, c.max_bytes)
+    assert.equal(30000, c.max_wait)
+    assert.equal(10, c.fetch_wait_max_ms)
+    assert.equal(8 * 1048576, c.buffer_max_bytes)
+  end)
+
+  it("gives every field a description", function()
+    local function check(fields, path)
+      for _, entry in ipairs(fields) do
+        local name, def = next(entry)
+        if path ~= "" or name == "config" then
+          local full = path .. name
+          if name ~= "config" then
+            assert.is_string(def.description, full .. " has no description")
+          end
+          if def.fields then check(def.fields, full .. ".") end
+          if def.elements and def.elements.fields then check(def.elements.fields, full .. ".") end
+        end
+      end
+    end
+    check(plugin_schema.fields, "")
+  end)
+
+  it("requires bootstrap_servers and topics", function()
+    local _, errors, message = validate({ topics = { { name = "t" } } })
+    assert.equal("required field missing", errors.config.bootstrap_servers)
+    assert.equal("schema violation (config.bootstrap_servers: required field missing)", message)
+    _, errors = validate({ bootstrap_servers = { { host = "h", port = 1 } } })
+    assert.equal("required field missing", errors.config.topics)
+    _, errors = validate(minimal({ topics = {} }))
+    assert.equal("length must be at least 1", errors.config.topics)
+  end)
+
+  it("rejects values outside one_of and ranges, naming the field", function()
+    local cases = {
+      { { mode = "websocket" }, "mode", "expected one of: http-get, server-sent-events" },
+      { { message_deserializer = "avro" }, "message_deserializer", "expected one of: noop, json" },
+      { { auto_offset_reset = "beginning" }, "auto_offset_reset", "expected one of: earliest, latest" },
+      { { commit_strategy = "manual" }, "commit_strategy", "expected one of: auto, off" },
+      { { max_records = 0 }, "max_records", "value should be between 1 and 100000" },
+      { { fetch_wait_max_ms = 0 }, "fetch_wait_max_ms", "value should be between 1 and 10000" },
+    }
+    for _, case in ipairs(cases) do
+      local _, errors = validate(minimal(case[1]))
+      assert.equal(case[3], errors.config[case[2]], case[2])
+    end
+    local _, errors = validate(minimal({ bootstrap_servers = { { host = "h", port = 70000 } } }))
+    assert.is_table(errors.config.bootstrap_servers)
+    local _, topic_errors = validate(minimal({ topics = { { name = "bad topic!" } } }))
+    assert.is_table(topic_errors.config.topics)
+  end)
+
+  it("checks authentication as a whole", function()
+    local _, _, message = validate(minimal({ authentication = { strategy = "sasl", mechanism = "PLAIN" } }))
+    assert.matches("you have to set user and password", message, 1, true)
+    _, _, message = validate(minimal({ authentication = { strategy = "sasl" } }))
+    assert.matches("authentication.mechanism is required", message, 1, true)
+    _, _, message = validate(minimal({ authentication = { mechanism = "SCRAM-SHA-256", user = "u",
+                                                         password = "p" } }))
+    assert.matches("authentication.strategy is required", message, 1, true)
+    local _, errors = validate(minimal({ authentication = { strategy = "sasl", mechanism = "GSSAPI",
+                                                           user = "u", password = "p" } }))
+    assert.equal("expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", errors.config.authentication.mechanism)
+    assert(validate(minimal({ authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-512",
+                                                 user = "u", password = "p" } })))
+  end)
+
+  it("marks the password as an encrypted, referenceable secret", function()
+    local config_def = plugin_schema.fields[2].config
+    local auth
+    for _, f in ipairs(config_def.fields) do
+      if f.authentication then auth = f.authentication end
+    end
+    local password
+    for _, f in ipairs(auth.fields) do
+      if f.password then password = f.password end
+    end
+    assert.is_true(password.encrypted)
+    assert.is_true(password.referenceable)
+  end)
+
+  it("requires consumer_group_id in manual mode", function()
+    local _, errors = validate(minimal({ consumer_group = { mode = "manual" } }))
+    assert.equal("required field missing", errors.config.consumer_group.consumer_group_id)
+    assert(validate(minimal({ consumer_group = { mode = "manual", consumer_group_id = "billing" } })))
+  end)
+end)

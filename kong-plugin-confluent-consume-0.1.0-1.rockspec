@@ -24,7 +24,11 @@ dependencies = {
 build = {
   -- The native module is a Rust cdylib; cargo builds it, luarocks installs it beside the Lua modules.
   type = "command",
-  build_command = "cargo build --release --locked -p confluent-consume-native",
+  -- luarocks exports its own CC/CFLAGS; without them the build reuses the cached librdkafka. Lua
+  -- wants the library named after the module, cargo names it lib<name>.so: copy it (new inode).
+  build_command = "env -u CC -u CFLAGS -u LDFLAGS -u LIBFLAG cargo build --release --locked " ..
+                  "-p confluent-consume-native && mkdir -p target/lua && install -m 0755 " ..
+                  "target/release/libconfluent_consume_native.so target/lua/confluent_consume_native.so",
   install = {
     lua = {
       ["kong.plugins." .. plugin_name .. ".handler"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/handler.lua",
@@ -34,7 +38,7 @@ build = {
       ["kong.plugins." .. plugin_name .. ".http_get"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/http_get.lua",
     },
     lib = {
-      confluent_consume_native = "target/release/libconfluent_consume_native.so",
+      confluent_consume_native = "target/lua/confluent_consume_native.so",
     },
   },
 }

@@ -1,0 +1,90 @@
+-- Kafka failures: an unreachable broker is answered with a JSON 5xx within `timeout` (never a hang or a
+-- stack trace), librdkafka's reason reaches the error log, and service resumes when the broker is back.
+local helpers = require "spec.helpers.host"
+
+
+describe("http-get when Kafka fails", function()
+  local host, topic, broker_dir
+  local port = helpers.BROKER_PORT + 1
+  local H = { Host = "down.test" }
+
+  local function broker(action, extra)
+    local ok, output = helpers.sh(string.format("%s/scripts/broker.sh %s --dir %s %s", helpers.ROOT, action,
+                                                broker_dir, extra or ""))
+    assert(ok, output)
+  end
+
+  lazy_setup(function()
+    broker_dir = helpers.RUN_DIR .. "/broker-faults"
+    helpers.sh("rm -rf " .. broker_dir)
+    broker("start", "--port " .. port .. " --storage sqlite")
+    topic = helpers.unique_name("down")
+    assert(helpers.sh(string.format("%s/scripts/broker.sh topic --port %d %s 1", helpers.ROOT, port, topic)))
+    local config = helpers.plugin_config(topic, { auto_offset_reset = "earliest", timeout = 3000 })
+    config.bootstrap_servers[1].port = port
+    local nowhere = helpers.plugin_config("nowhere", { timeout = 2000 })
+    nowhere.bootstrap_servers[1].port = port + 1  -- nothing listens there
+    host = helpers.start_host({ workers = 1, routes = {
+      { name = "down", hosts = { "down.test" }, plugins = { { name = "confluent-consume", config = config } } },
+      { name = "nowhere", hosts = { "nowhere.test" },
+        plugins = { { name = "confluent-consume", config = nowhere } } },
+    } })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+    broker("stop")
+  end)
+
+  local function produce(count)
+    assert(helpers.sh(string.format("%s produce --brokers 127.0.0.1:%d --topic %s --count %d",
+                                    helpers.KAFKA_TOOL, port, topic, count)))
+  end
+
+  it("answers 503 with the cause when no broker ever answered", function()
+    local t0 = helpers.now()
+    local status, body, headers, json = host:get("/messages", { Host = "nowhere.test" })
+    local elapsed = helpers.now() - t0
+    assert.is_true(status >= 500 and status <= 504, status .. " " .. body)
+    assert.matches("application/json", headers["content-type"], 1, true)
+    assert.matches("Connection refused", json.message, 1, true)
+    assert.is_true(elapsed < 2.5, "answered after " .. elapsed .. " s")
+    assert.is_nil(body:find("traceback", 1, true))
+  end)
+
+  it("fails within timeout while the broker is down, then recovers without restarting nginx", function()
+    produce(5)
+    local status, body, _, json = host:get("/messages?wait=2000", H)
+    assert.equal(200, status, body)
+    assert.equal(5, #json[topic].partitions["0"].records)
+
+    broker("stop", "--signal KILL")
+    helpers.sleep(1)
+    local t0 = helpers.now()
+    status, body, _, json = host:get("/messages?wait=1000", H)
+    local elapsed = helpers.now() - t0
+    assert.is_true(status >= 500 and status <= 504, status .. " " .. body)
+    assert.is_string(json.message)
+    assert.is_true(elapsed < 3.5, "answered after " .. elapsed .. " s")
+    assert.is_nil(body:find("traceback", 1, true))
+    local log = host:error_log()
+    assert.is_truthy(log:find("Connection refused", 1, true) or log:find("brokers are down", 1, true),
+                     "librdkafka's reason is in the error log")
+
+    broker("start", "--port " .. port .. " --storage sqlite")
+    produce(3)
+    local records
+    local deadline = helpers.now() + 20
+    repeat
+      status, body, _, json = host:get("/messages?wait=1000", H)
+      if status == 200 then
+        records = json[topic].partitions["0"].records
+      else
+        helpers.sleep(0.3)
+      end
+    until (records and #records > 0) or helpers.now() > deadline
+    assert.equal(200, status, body)
+    assert.equal(3, #records)
+    assert.equal(5, records[1].offset)
+  end)
+end)

@@ -7,10 +7,10 @@ export LUA_PATH="$PWD/?.lua;$PWD/?/init.lua;$PWD/kong-plugin/?.lua;$PWD/host/lua
 passed=0 failed=0
 for spec in "$@"; do
   echo "== $spec"
-  out=$(luajit /usr/bin/busted --output=utfTerminal "$spec" 2>&1)
+  out=$(luajit /usr/bin/busted -o plainTerminal "$spec" 2>&1)
   rc=$?
   echo "$out"
-  line=$(echo "$out" | grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' | tail -1)
+  line=$(echo "$out" | grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors?' | tail -1)
   s=$(echo "$line" | grep -oE '^[0-9]+' || echo 0)
   f=$(echo "$line" | sed -E 's/.* ([0-9]+) failures? \/ ([0-9]+) errors?.*/\1 \2/' | awk '{print $1+$2}')
   [ -n "$line" ] || { s=0; f=1; }

@@ -45,7 +45,7 @@ describe("http-get", function()
     topics.earliest = topics.latest
     topics.formats = helpers.create_topic(helpers.unique_name("formats"), 1)
     topics.limits = helpers.create_topic(helpers.unique_name("limits"), 1)
-    topics.codecs = helpers.create_topic(helpers.unique_name("codecs"), 1)
+    topics.codecs = helpers.create_topic(helpers.unique_name("codecs"), 1, helpers.MEMORY_BROKER_PORT)
     topics.poll = helpers.create_topic(helpers.unique_name("poll"), 1)
     -- Records that exist before any consumer: latest must not see them, earliest must.
     helpers.kafka_tool("produce", "--topic " .. topics.latest .. " --count 5 --format text")
@@ -62,6 +62,7 @@ describe("http-get", function()
     H.limits = route("limits", topics.limits, { auto_offset_reset = "earliest", max_records = 20,
                                                 max_bytes = 100000, max_wait = 3000 })
     H.codecs = route("codecs", topics.codecs, { auto_offset_reset = "earliest" })
+    routes[#routes].plugins[1].config.bootstrap_servers[1].port = helpers.MEMORY_BROKER_PORT
     H.poll = route("poll", topics.poll, { auto_offset_reset = "earliest" })
     host = helpers.start_host({ workers = 2, routes = routes })
   end)
@@ -199,7 +200,8 @@ describe("http-get", function()
 
   it("reads gzip, snappy, lz4 and zstd batches", function()
     for _, codec in ipairs({ "gzip", "snappy", "lz4", "zstd" }) do
-      helpers.kafka_tool("produce", "--topic " .. topics.codecs .. " --count 100 --compression " .. codec)
+      helpers.kafka_tool("produce", "--topic " .. topics.codecs .. " --count 100 --compression " .. codec,
+                         helpers.MEMORY_BROKER_PORT)
     end
     local records = drain(host, "/messages", H.codecs)
     assert.equal(400, #records)

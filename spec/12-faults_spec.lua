@@ -5,7 +5,7 @@ local helpers = require "spec.helpers.host"
 
 describe("http-get when Kafka fails", function()
   local host, topic, broker_dir
-  local port = helpers.BROKER_PORT + 1
+  local port = helpers.MEMORY_BROKER_PORT + 1
   local H = { Host = "down.test" }
 
   local function broker(action, extra)

@@ -23,11 +23,12 @@ use crate::error::Error;
 use crate::settings::{CommitStrategy, OffsetReset, Settings};
 
 /// How long a metadata or offset request of the start-up may take before it is retried.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between start-up attempts while Kafka is unreachable.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
-/// How often an unhealthy handle checks whether the cluster answers again.
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an unhealthy handle checks whether the cluster answers again; a brief disconnect (a broker
+/// closing an idle connection) is cleared this quickly.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// Most messages taken from librdkafka per lock of the buffer.
 const BATCH: usize = 2048;
 /// Log lines kept for Lua to drain; older ones are dropped.
@@ -72,6 +73,7 @@ pub struct Shared {
     closed: AtomicBool,
     /// Set by callbacks on librdkafka's threads; the consumer thread rings the doorbell for it.
     ring_pending: AtomicBool,
+    last_transport_error: Mutex<Option<String>>,
     secrets: Vec<String>,
 }
 
@@ -90,6 +92,7 @@ impl Shared {
             settings,
             closed: AtomicBool::new(false),
             ring_pending: AtomicBool::new(false),
+            last_transport_error: Mutex::new(None),
             secrets,
         }
     }
@@ -155,12 +158,24 @@ impl ClientContext for Context {
             L::Warning => Level::Warn,
             L::Notice | L::Info | L::Debug => return,
         };
+        if fac == "FAIL" {
+            // A broker connection failed: the likely cause of a request failing now.
+            let cause = message.split_once("]: ").map_or(message, |(_, rest)| rest);
+            *self.shared.last_transport_error.lock() = Some(cause.to_owned());
+        }
         self.shared.log(level, &format!("librdkafka {fac}: {message}"));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+            // Followed by "all brokers are down" when none is left; that message names this cause.
+            *self.shared.last_transport_error.lock() = Some(reason.to_owned());
+            self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
+            return;
+        }
         let unavailable = matches!(
-            error.rdkafka_error_code(),
+            code,
             Some(
                 RDKafkaErrorCode::AllBrokersDown
                     | RDKafkaErrorCode::Authentication
@@ -170,11 +185,16 @@ impl ClientContext for Context {
                     | RDKafkaErrorCode::InvalidConfig
             )
         );
-        let text = format!("Kafka error: {reason}");
-        if unavailable {
-            self.shared.set_error(&text);
+        if !unavailable {
+            self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
+        } else if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            let cause = self.shared.last_transport_error.lock().clone();
+            self.shared.set_error(&match cause {
+                Some(cause) => format!("all Kafka brokers are down ({cause})"),
+                None => format!("all Kafka brokers are down ({reason})"),
+            });
         } else {
-            self.shared.log(Level::Warn, &text);
+            self.shared.set_error(&format!("Kafka error: {reason}"));
         }
     }
 }
@@ -220,14 +240,21 @@ pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
 fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
     let mut reader = Reader::default();
     while !shared.is_closed() {
-        doorbell.accept_pending();
         match start(consumer, shared) {
             Ok(r) => {
                 reader = r;
                 break;
             }
             Err(err) => {
-                shared.set_error(&err);
+                // librdkafka's own account of the failure (from its callbacks) is the better message.
+                let _ = consumer.poll(Duration::ZERO);
+                if shared.state.lock().error.is_none() {
+                    let cause = shared.last_transport_error.lock().take();
+                    shared.set_error(&match cause {
+                        Some(cause) => format!("cannot reach Kafka at {}: {cause}", shared.settings.brokers()),
+                        None => err,
+                    });
+                }
                 doorbell.ring();
                 sleep_unless_closed(shared, RETRY_DELAY);
             }
@@ -236,7 +263,6 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
     doorbell.ring();
     let mut last_probe = Instant::now();
     while !shared.is_closed() {
-        doorbell.accept_pending();
         apply_requests(consumer, shared);
         let urgent = {
             let state = shared.state.lock();
@@ -250,7 +276,7 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
             last_probe = Instant::now();
         } else if shared.state.lock().error.is_some() && last_probe.elapsed() >= PROBE_INTERVAL {
             last_probe = Instant::now();
-            if consumer.fetch_metadata(None, PROBE_INTERVAL).is_ok() {
+            if consumer.fetch_metadata(None, REQUEST_TIMEOUT).is_ok() {
                 shared.clear_error();
             }
         }

@@ -41,7 +41,7 @@ impl Doorbell {
     }
 
     /// Accepts every pending connection without blocking.
-    pub fn accept_pending(&mut self) {
+    fn accept_pending(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -55,8 +55,10 @@ impl Doorbell {
         }
     }
 
-    /// Writes one byte to every waiter; drops the ones that went away.
+    /// Writes one byte to every waiter (including those that connected since the last call); drops the
+    /// ones that went away.
     pub fn ring(&mut self) {
+        self.accept_pending();
         self.waiters.retain_mut(|stream| match stream.write(b"!") {
             Ok(_) => true,
             // Unread bytes fill the buffer: that waiter will wake anyway.
@@ -83,7 +85,6 @@ mod tests {
         let path = bell.path().to_path_buf();
         let mut a = UnixStream::connect(&path).unwrap();
         let mut b = UnixStream::connect(&path).unwrap();
-        bell.accept_pending();
         bell.ring();
         let mut byte = [0u8; 1];
         a.read_exact(&mut byte).unwrap();

@@ -13,6 +13,8 @@ local _M = {}
 _M.ROOT = os.getenv("CC_ROOT") or assert(io.popen("pwd")):read("*l")
 _M.BROKER_HOST = "127.0.0.1"
 _M.BROKER_PORT = tonumber(os.getenv("CC_TEST_BROKER_PORT") or "19092")
+-- A second broker on memory storage, for what the sqlite storage cannot serve (snappy batches).
+_M.MEMORY_BROKER_PORT = tonumber(os.getenv("CC_TEST_MEMORY_BROKER_PORT") or "19093")
 _M.KAFKA_TOOL = _M.ROOT .. "/target/release/kafka-tool"
 _M.RUN_DIR = os.getenv("CC_TEST_RUN_DIR") or (_M.ROOT .. "/.run/test")
 
@@ -21,11 +23,15 @@ local port_counter = tonumber(os.getenv("CC_TEST_PORT_BASE") or "18200")
 local name_counter = 0
 
 
+-- Runs a shell command; returns ok (exit status 0), output. LuaJIT's popen close() does not report the
+-- exit status, so the command prints it last.
 function _M.sh(command)
-  local pipe = assert(io.popen(command .. " 2>&1", "r"))
+  local pipe = assert(io.popen("(" .. command .. ") 2>&1; echo \"__exit=$?\"", "r"))
   local output = pipe:read("*a")
-  local ok, _, code = pipe:close()
-  return ok == true or code == 0, output
+  pipe:close()
+  local code = tonumber(output:match("__exit=(%d+)%s*$"))
+  output = output:gsub("__exit=%d+%s*$", "")
+  return code == 0, output
 end
 
 
@@ -46,10 +52,11 @@ function _M.now()
 end
 
 
--- Runs `kafka-tool <command> <args>` against the test broker and returns its JSON output decoded.
-function _M.kafka_tool(command, args)
+-- Runs `kafka-tool <command> <args>` against the test broker (or the one on `port`) and returns its JSON
+-- output decoded.
+function _M.kafka_tool(command, args, port)
   local ok, output = _M.sh(_M.KAFKA_TOOL .. " " .. command .. " --brokers " .. _M.BROKER_HOST .. ":" ..
-                           _M.BROKER_PORT .. " " .. (args or ""))
+                           (port or _M.BROKER_PORT) .. " " .. (args or ""))
   assert(ok, "kafka-tool " .. command .. " " .. (args or "") .. " failed: " .. output)
   local last = output:match("([^\n]+)\n*$")
   local decoded, err = cjson.decode(last or "")
@@ -58,9 +65,9 @@ function _M.kafka_tool(command, args)
 end
 
 
-function _M.create_topic(name, partitions)
+function _M.create_topic(name, partitions, port)
   local ok, output = _M.sh(string.format("%s/scripts/broker.sh topic --port %d %s %d",
-                                         _M.ROOT, _M.BROKER_PORT, name, partitions or 1))
+                                         _M.ROOT, port or _M.BROKER_PORT, name, partitions or 1))
   assert(ok, "cannot create topic " .. name .. ": " .. output)
   return name
 end

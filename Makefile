@@ -1,0 +1,44 @@
+# kong-plugin-confluent-consume — see README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+NATIVE_SO := target/release/libconfluent_consume_native.so
+LUA_SO := target/lua/confluent_consume_native.so
+
+.PHONY: help deps build broker run test test-rust test-unit test-integration bench clean
+
+help:
+	@echo "make run    install what is missing, build, start broker + host + demo producer"
+	@echo "make test   install what is missing, build, run every test"
+
+deps:
+	@scripts/install-deps.sh
+
+# cargo names the library lib<name>.so; Lua wants <name>.so. `install` gives it a new inode, so a
+# running nginx keeps its mapped copy intact.
+build: deps
+	cargo build --release --locked --workspace
+	@mkdir -p target/lua
+	install -m 0755 $(NATIVE_SO) $(LUA_SO)
+
+broker: deps
+	@scripts/broker.sh install >/dev/null
+
+run: build broker
+	@scripts/run-demo.sh
+
+test: build broker
+	@scripts/run-tests.sh
+
+test-rust: build
+	cargo test --release --locked --workspace
+
+test-unit: build
+	@scripts/run-specs.sh spec/0*_spec.lua
+
+test-integration: build broker
+	@scripts/run-tests.sh integration
+
+clean:
+	cargo clean
+	rm -rf .run

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make run`: a broker (memory storage, 127.0.0.1:9092), the development host with examples/kong.yml
+# (proxy 127.0.0.1:8000, Admin API 127.0.0.1:8001) and a producer writing one record a second to my-topic.
+# Ctrl-C stops all of it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RUN_DIR="$PWD/.run/demo"
+BROKER_DIR="$RUN_DIR/broker"
+HOST_PREFIX="$RUN_DIR/host"
+producer_pid=""
+
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping..."
+  [ -n "$producer_pid" ] && kill "$producer_pid" 2>/dev/null || true
+  host/bin/kong-host stop --prefix "$HOST_PREFIX" >/dev/null 2>&1 || true
+  scripts/broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
+}
+trap stop_all INT TERM EXIT
+
+mkdir -p "$RUN_DIR"
+scripts/broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
+host/bin/kong-host stop --prefix "$HOST_PREFIX" >/dev/null 2>&1 || true
+scripts/broker.sh start --dir "$BROKER_DIR" --port 9092 --storage memory
+scripts/broker.sh topic --port 9092 my-topic 3
+host/bin/kong-host start --prefix "$HOST_PREFIX" --config examples/kong.yml --workers 2 \
+  --proxy-listen 127.0.0.1:8000 --admin-listen 127.0.0.1:8001
+target/release/kafka-tool produce --brokers 127.0.0.1:9092 --topic my-topic --partitions 3 \
+  --count 1 --interval-ms 1000 --forever --key-prefix demo- >"$RUN_DIR/producer.log" 2>&1 &
+producer_pid=$!
+
+cat <<'MSG'
+
+Running: tansu on 127.0.0.1:9092, the plugin's host on 127.0.0.1:8000 (Admin API 127.0.0.1:8001),
+and a producer writing one record a second to my-topic. Try:
+
+  curl -s http://localhost:8000/messages --header 'Host: demo.test'
+  curl -s 'http://localhost:8000/messages?wait=5000&max_records=10' --header 'Host: demo.test'
+
+or add a route of your own through the Admin API (the README's quick start):
+
+  curl -X POST http://localhost:8001/routes --data "name=confluent-consumer" --data "hosts[]=confluent-consumer.test"
+  curl -X POST http://localhost:8001/routes/confluent-consumer/plugins --data "name=confluent-consume" \
+      --data "config.bootstrap_servers[1].host=127.0.0.1" --data "config.bootstrap_servers[1].port=9092" \
+      --data "config.topics[1].name=my-topic"
+  curl http://localhost:8000/messages --header 'Host: confluent-consumer.test'
+
+Logs: .run/demo/host/logs/error.log, .run/demo/broker/broker.log. Ctrl-C stops everything.
+MSG
+wait "$producer_pid"

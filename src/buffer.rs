@@ -96,6 +96,21 @@ impl PartitionBuffer {
         self.from <= offset && offset <= self.next
     }
 
+    /// Drops the oldest records until the buffer holds at most `limit` bytes (broadcast: the live edge
+    /// moves on; readers that still needed them are behind).
+    pub fn evict_to_fit(&mut self, limit: usize) {
+        while self.bytes > limit {
+            let Some(front) = self.records.pop_front() else { break };
+            self.bytes -= front.json.len();
+            self.from = front.offset + 1;
+        }
+    }
+
+    /// The offsets the buffer holds every record of: `[from, next)`.
+    pub fn bounds(&self) -> (i64, i64) {
+        (self.from, self.next)
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -119,25 +134,47 @@ pub struct Selection {
     pub counts: Vec<usize>,
     pub next: Vec<i64>,
     pub total: usize,
+    /// Broadcast reads: a cursor lies below what the buffer still holds (the reader fell behind).
+    pub behind: bool,
 }
 
-/// Picks the records to hand out from `cursors` on, partitions taken round-robin from `first`, and asks
-/// for a seek where a cursor lies outside what a partition holds.
-pub fn select(partitions: &mut [PartitionBuffer], cursors: &[i64], first: usize, limits: Limits) -> Selection {
+/// How a read treats cursors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The reader owns the cursors: drop what lies below them, seek where the buffer does not hold them.
+    Own,
+    /// Many readers share the buffer: leave it as it is.
+    Shared,
+}
+
+/// Picks the records to hand out from `cursors` on, partitions taken round-robin from `first`.
+pub fn select(
+    partitions: &mut [PartitionBuffer],
+    cursors: &[i64],
+    first: usize,
+    limits: Limits,
+    mode: ReadMode,
+) -> Selection {
     let n = partitions.len();
     let mut counts = vec![0; n];
     let mut next = cursors.to_vec();
-    let (mut total, mut bytes) = (0usize, 0usize);
+    let (mut total, mut bytes, mut behind) = (0usize, 0usize, false);
     for k in 0..n {
         let i = (first + k) % n;
         let p = &mut partitions[i];
         let cursor = cursors[i];
         if !p.covers(cursor) {
-            p.reposition(cursor, true);
+            match mode {
+                ReadMode::Own => p.reposition(cursor, true),
+                ReadMode::Shared => behind |= cursor < p.from,
+            }
             continue;
         }
-        p.evict_below(cursor);
-        for record in &p.records {
+        if mode == ReadMode::Own {
+            p.evict_below(cursor);
+        }
+        let skip = p.records.partition_point(|r| r.offset < cursor);
+        for record in p.records.iter().skip(skip) {
             let len = record.json.len();
             if total >= limits.max_records || (bytes + len > limits.max_bytes && total > 0) {
                 break;
@@ -148,22 +185,29 @@ pub fn select(partitions: &mut [PartitionBuffer], cursors: &[i64], first: usize,
             next[i] = record.offset + 1;
         }
     }
-    Selection { counts, next, total }
+    Selection { counts, next, total, behind }
+}
+
+/// The selected records of partition `p`: `count` of them from `cursor` on.
+fn selected(p: &PartitionBuffer, cursor: i64, count: usize) -> impl Iterator<Item = &Record> {
+    let skip = p.records.partition_point(|r| r.offset < cursor);
+    p.records.iter().skip(skip).take(count)
 }
 
 /// Renders a selection in Kong's shape:
 /// `{"<topic>":{"partitions":{"<n>":{"records":[…],"high_watermark":H}}}}`.
 /// Partitions must be grouped by topic.
-pub fn render_kong(partitions: &[PartitionBuffer], selection: &Selection) -> Vec<u8> {
+pub fn render_kong(partitions: &[PartitionBuffer], cursors: &[i64], selection: &Selection) -> Vec<u8> {
     let payload: usize = partitions
         .iter()
+        .zip(cursors)
         .zip(&selection.counts)
-        .map(|(p, &c)| p.records.iter().take(c).map(|r| r.json.len() + 1).sum::<usize>())
+        .map(|((p, &cursor), &c)| selected(p, cursor, c).map(|r| r.json.len() + 1).sum::<usize>())
         .sum();
     let mut out = Vec::with_capacity(payload + 64 * partitions.len() + 16);
     out.push(b'{');
     let mut current_topic: Option<&str> = None;
-    for (p, &count) in partitions.iter().zip(&selection.counts) {
+    for ((p, &cursor), &count) in partitions.iter().zip(cursors).zip(&selection.counts) {
         if current_topic != Some(p.topic.as_str()) {
             if current_topic.is_some() {
                 out.extend_from_slice(b"}},");
@@ -177,7 +221,7 @@ pub fn render_kong(partitions: &[PartitionBuffer], selection: &Selection) -> Vec
         out.push(b'"');
         out.extend_from_slice(p.partition.to_string().as_bytes());
         out.extend_from_slice(b"\":{\"records\":[");
-        for (j, record) in p.records.iter().take(count).enumerate() {
+        for (j, record) in selected(p, cursor, count).enumerate() {
             if j > 0 {
                 out.push(b',');
             }
@@ -194,6 +238,89 @@ pub fn render_kong(partitions: &[PartitionBuffer], selection: &Selection) -> Vec
         out.extend_from_slice(b"}}");
     }
     out.push(b'}');
+    out
+}
+
+/// The partition layout a stream cursor belongs to: 8 hex digits of an FNV-1a hash over the topics and
+/// their partition counts, so a cursor of another route or of a repartitioned topic is refused.
+pub fn layout_tag(partitions: &[PartitionBuffer]) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for p in partitions {
+        for b in p.topic.bytes().chain([0]).chain(p.partition.to_le_bytes()) {
+            hash ^= u32::from(b);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+    }
+    format!("{hash:08x}")
+}
+
+/// A stream cursor: `<layout>-<o1>.<o2>...`, the next offset of every partition in order.
+pub fn format_cursor(layout: &str, cursors: &[i64], out: &mut Vec<u8>) {
+    out.extend_from_slice(layout.as_bytes());
+    for (i, c) in cursors.iter().enumerate() {
+        out.push(if i == 0 { b'-' } else { b'.' });
+        out.extend_from_slice(c.to_string().as_bytes());
+    }
+}
+
+/// Parses a stream cursor made by [`format_cursor`] for the same layout.
+///
+/// # Errors
+/// A message saying what is wrong with it.
+pub fn parse_cursor(layout: &str, partitions: usize, text: &str) -> Result<Vec<i64>, String> {
+    const MAX_LEN: usize = 4096;
+    if text.len() > MAX_LEN {
+        return Err("cursor is too long".into());
+    }
+    let (tag, offsets) = text.split_once('-').ok_or("cursor is malformed")?;
+    if tag != layout {
+        return Err("cursor belongs to another route or partition layout".into());
+    }
+    let parsed: Vec<i64> = offsets
+        .split('.')
+        .map(|o| {
+            if o.is_empty() || o.len() > 18 || !o.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("cursor offsets must be non-negative integers".to_string());
+            }
+            o.parse::<i64>().map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    if parsed.len() != partitions {
+        return Err(format!("cursor has {} offsets, the route has {partitions} partitions", parsed.len()));
+    }
+    Ok(parsed)
+}
+
+/// Renders a selection as server-sent events, one per record, each `id:` the cursor after it.
+pub fn render_sse(
+    partitions: &[PartitionBuffer],
+    cursors: &[i64],
+    selection: &Selection,
+    layout: &str,
+) -> Vec<u8> {
+    let mut position = cursors.to_vec();
+    let mut out = Vec::new();
+    for (i, p) in partitions.iter().enumerate() {
+        let count = selection.counts[i];
+        if count == 0 {
+            continue;
+        }
+        let mut prefix = Vec::with_capacity(p.topic.len() + 32);
+        prefix.extend_from_slice(b"{\"topic\":");
+        write_str(&mut prefix, &p.topic);
+        prefix.extend_from_slice(b",\"partition\":");
+        prefix.extend_from_slice(p.partition.to_string().as_bytes());
+        prefix.push(b',');
+        for record in selected(p, cursors[i], count) {
+            position[i] = record.offset + 1;
+            out.extend_from_slice(b"id: ");
+            format_cursor(layout, &position, &mut out);
+            out.extend_from_slice(b"\nevent: message\ndata: ");
+            out.extend_from_slice(&prefix);
+            out.extend_from_slice(&record.json[1..]);
+            out.extend_from_slice(b"\n\n");
+        }
+    }
     out
 }
 
@@ -219,26 +346,26 @@ mod tests {
     #[test]
     fn selects_from_the_cursor_and_evicts_below_it() {
         let mut parts = vec![filled("t", 0, 0..5)];
-        let s = select(&mut parts, &[2], 0, ALL);
+        let s = select(&mut parts, &[2], 0, ALL, ReadMode::Own);
         assert_eq!(s.counts, vec![3]);
         assert_eq!(s.next, vec![5]);
         assert_eq!(parts[0].len(), 3, "records below the cursor are gone, the selected ones stay");
         // The same cursor again (a failed delivery) returns the same records.
-        let again = select(&mut parts, &[2], 0, ALL);
+        let again = select(&mut parts, &[2], 0, ALL, ReadMode::Own);
         assert_eq!(again.counts, vec![3]);
     }
 
     #[test]
     fn a_cursor_outside_the_buffer_asks_for_a_seek() {
         let mut parts = vec![filled("t", 0, 10..20)];
-        let s = select(&mut parts, &[3], 0, ALL);
+        let s = select(&mut parts, &[3], 0, ALL, ReadMode::Own);
         assert_eq!(s.total, 0);
         assert_eq!(parts[0].seek_request, Some(3));
         assert!(!parts[0].append(record(15, 1)), "nothing is appended while the seek is pending");
         parts[0].seek_request = None;
         assert!(parts[0].append(record(3, 1)));
         let mut ahead = vec![filled("t", 0, 10..20)];
-        select(&mut ahead, &[25], 0, ALL);
+        select(&mut ahead, &[25], 0, ALL, ReadMode::Own);
         assert_eq!(ahead[0].seek_request, Some(25));
     }
 
@@ -246,9 +373,9 @@ mod tests {
     fn limits_are_shared_across_partitions_round_robin() {
         let mut parts = vec![filled("t", 0, 0..10), filled("t", 1, 0..10)];
         let limits = Limits { max_records: 4, max_bytes: usize::MAX };
-        let s = select(&mut parts, &[0, 0], 1, limits);
+        let s = select(&mut parts, &[0, 0], 1, limits, ReadMode::Own);
         assert_eq!(s.counts, vec![0, 4], "starts with the partition named first");
-        let s = select(&mut parts, &[0, 4], 0, limits);
+        let s = select(&mut parts, &[0, 4], 0, limits, ReadMode::Own);
         assert_eq!(s.counts, vec![4, 0]);
     }
 
@@ -256,9 +383,9 @@ mod tests {
     fn byte_limit_but_always_one_record() {
         let mut parts = vec![filled("t", 0, 0..10)];
         let one = parts[0].records[0].json.len();
-        let s = select(&mut parts, &[0], 0, Limits { max_records: 100, max_bytes: one * 3 });
+        let s = select(&mut parts, &[0], 0, Limits { max_records: 100, max_bytes: one * 3 }, ReadMode::Own);
         assert_eq!(s.total, 3);
-        let s = select(&mut parts, &[0], 0, Limits { max_records: 100, max_bytes: 1 });
+        let s = select(&mut parts, &[0], 0, Limits { max_records: 100, max_bytes: 1 }, ReadMode::Own);
         assert_eq!(s.total, 1, "a record larger than max_bytes is delivered alone");
     }
 
@@ -276,13 +403,64 @@ mod tests {
     fn renders_kong_shape_with_arrays() {
         let mut parts = vec![filled("a", 0, 0..2), PartitionBuffer::new("a", 1, 0), filled("b\"x", 0, 4..5)];
         parts[0].high_watermark = Some(2);
-        let s = select(&mut parts, &[0, 0, 4], 0, ALL);
-        let body = render_kong(&parts, &s);
+        let s = select(&mut parts, &[0, 0, 4], 0, ALL, ReadMode::Own);
+        let body = render_kong(&parts, &[0, 0, 4], &s);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["a"]["partitions"]["0"]["records"].as_array().unwrap().len(), 2);
         assert_eq!(v["a"]["partitions"]["0"]["high_watermark"], 2);
         assert_eq!(v["a"]["partitions"]["1"]["records"], serde_json::json!([]));
         assert_eq!(v["a"]["partitions"]["1"]["high_watermark"], serde_json::Value::Null);
         assert_eq!(v["b\"x"]["partitions"]["0"]["records"][0]["offset"], 4);
+    }
+
+    #[test]
+    fn shared_reads_leave_the_buffer_and_report_readers_behind() {
+        let mut parts = vec![filled("t", 0, 0..10)];
+        let s = select(&mut parts, &[4], 0, ALL, ReadMode::Shared);
+        assert_eq!((s.counts[0], s.next[0], s.behind), (6, 10, false));
+        assert_eq!(parts[0].len(), 10, "nothing evicted by a shared read");
+        let half = parts[0].bytes() / 2;
+        parts[0].evict_to_fit(half);
+        let (from, next) = parts[0].bounds();
+        assert_eq!((from, next), (5, 10));
+        let s = select(&mut parts, &[4], 0, ALL, ReadMode::Shared);
+        assert!(s.behind, "offset 4 was dropped");
+        assert_eq!(parts[0].seek_request, None, "shared reads never seek");
+        let s = select(&mut parts, &[12], 0, ALL, ReadMode::Shared);
+        assert_eq!((s.total, s.behind), (0, false), "a cursor at the future waits");
+    }
+
+    #[test]
+    fn sse_frames_carry_a_cursor_per_event_and_never_break_lines() {
+        let mut parts = vec![filled("t", 0, 0..2), filled("t", 1, 5..6)];
+        let layout = layout_tag(&parts);
+        let s = select(&mut parts, &[0, 5], 0, ALL, ReadMode::Shared);
+        let text = String::from_utf8(render_sse(&parts, &[0, 5], &s, &layout)).unwrap();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 3);
+        assert!(events[0].starts_with(&format!("id: {layout}-1.5\nevent: message\ndata: {{\"topic\":\"t\",\"partition\":0,\"offset\":0")));
+        assert!(events[2].starts_with(&format!("id: {layout}-2.6\n")));
+        for event in events {
+            assert_eq!(event.lines().count(), 3);
+            let data = event.lines().nth(2).unwrap().strip_prefix("data: ").unwrap();
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            assert_eq!(v["topic"], "t");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        let parts = vec![PartitionBuffer::new("t", 0, 0), PartitionBuffer::new("t", 1, 0)];
+        let layout = layout_tag(&parts);
+        let mut text = Vec::new();
+        format_cursor(&layout, &[17, 0], &mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(parse_cursor(&layout, 2, &text), Ok(vec![17, 0]));
+        let other = layout_tag(&[PartitionBuffer::new("u", 0, 0)]);
+        assert_ne!(layout, other);
+        for bad in ["", "garbage", &format!("{layout}-1"), &format!("{layout}-1.x"), &format!("{layout}--1.2"),
+                    &format!("{other}-1.2"), &format!("{layout}-1.2.3"), &format!("{layout}-99999999999999999999.1")] {
+            assert!(parse_cursor(&layout, 2, bad).is_err(), "{bad}");
+        }
     }
 }

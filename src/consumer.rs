@@ -20,7 +20,7 @@ use crate::buffer::{PartitionBuffer, Record};
 use crate::doorbell::Doorbell;
 use crate::encode::{encode_record, RecordParts};
 use crate::error::Error;
-use crate::settings::{CommitStrategy, OffsetReset, Settings};
+use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
 /// How long a metadata or offset request of the start-up may take before it is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -330,37 +330,24 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, String> {
             buffers.push(PartitionBuffer::new(topic, partition, 0));
         }
     }
-    let committed = consumer
-        .committed_offsets(tpl.clone(), REQUEST_TIMEOUT)
-        .map_err(|e| format!("cannot read committed offsets of group '{}': {e}", settings.group_id))?;
+    let starts = start_positions(consumer, shared, &buffers, tpl)?;
     let mut assignment = TopicPartitionList::new();
     for (i, buffer) in buffers.iter_mut().enumerate() {
-        let (topic, partition) = (buffer.topic.clone(), buffer.partition);
-        let committed = committed.find_partition(&topic, partition).map(|e| e.offset());
-        let position = match committed {
-            Some(Offset::Offset(n)) if n >= 0 => {
+        let position = match starts[i].at {
+            StartAt::Known(n) => {
                 buffer.start = Some(n);
                 n
             }
-            _ => {
-                let (low, high) = consumer
-                    .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
-                    .map_err(|e| format!("cannot read offsets of {topic}/{partition}: {e}"))?;
-                reader.commit_start.push(i);
-                match settings.auto_offset_reset {
-                    OffsetReset::Earliest => {
-                        buffer.start = Some(low);
-                        low
-                    }
-                    // ListOffsets may answer below the true end (some brokers give the last batch's base
-                    // offset + 1): fetch from there and fix the start from the first fetch's high watermark.
-                    OffsetReset::Latest => high,
-                }
-            }
+            // ListOffsets may answer below the true end (some brokers give the last batch's base offset
+            // + 1): fetch from there and fix the start from the first fetch's high watermark.
+            StartAt::End(listed) => listed,
         };
+        if starts[i].uncommitted {
+            reader.commit_start.push(i);
+        }
         buffer.reposition(position, false);
         assignment
-            .add_partition_offset(&topic, partition, Offset::Offset(position))
+            .add_partition_offset(&buffer.topic, buffer.partition, Offset::Offset(position))
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&assignment).map_err(|e| format!("cannot assign partitions: {e}"))?;
@@ -370,15 +357,107 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, String> {
     Ok(reader)
 }
 
+/// A partition's start: a known offset, or the end of the log as ListOffsets reported it.
+#[derive(Clone, Copy)]
+enum StartAt {
+    Known(i64),
+    End(i64),
+}
+
+struct PartitionStart {
+    at: StartAt,
+    /// The group had no committed offset for it (queue handles commit the start once known).
+    uncommitted: bool,
+}
+
+/// Where each partition starts: the group's committed offsets (queue handles), the live edge (broadcast
+/// handles), or the requested position (replay handles).
+fn start_positions(
+    consumer: &KafkaConsumer,
+    shared: &Shared,
+    buffers: &[PartitionBuffer],
+    tpl: TopicPartitionList,
+) -> Result<Vec<PartitionStart>, String> {
+    let settings = &shared.settings;
+    let watermarks = |b: &PartitionBuffer| {
+        consumer
+            .fetch_watermarks(&b.topic, b.partition, REQUEST_TIMEOUT)
+            .map_err(|e| format!("cannot read offsets of {}/{}: {e}", b.topic, b.partition))
+    };
+    let edge = |b: &PartitionBuffer, reset: OffsetReset| -> Result<StartAt, String> {
+        let (low, high) = watermarks(b)?;
+        Ok(match reset {
+            OffsetReset::Earliest => StartAt::Known(low),
+            OffsetReset::Latest => StartAt::End(high),
+        })
+    };
+    let mut starts = Vec::with_capacity(buffers.len());
+    match (settings.delivery, &settings.start) {
+        (Delivery::Queue, _) => {
+            let committed = consumer
+                .committed_offsets(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| format!("cannot read committed offsets of group '{}': {e}", settings.group_id))?;
+            for b in buffers {
+                match committed.find_partition(&b.topic, b.partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(n)) if n >= 0 => {
+                        starts.push(PartitionStart { at: StartAt::Known(n), uncommitted: false });
+                    }
+                    _ => starts.push(PartitionStart { at: edge(b, settings.auto_offset_reset)?, uncommitted: true }),
+                }
+            }
+        }
+        (Delivery::Broadcast, _) | (Delivery::Replay, Some(Start::Latest) | None) => {
+            for b in buffers {
+                starts.push(PartitionStart { at: edge(b, OffsetReset::Latest)?, uncommitted: false });
+            }
+        }
+        (Delivery::Replay, Some(Start::Earliest)) => {
+            for b in buffers {
+                starts.push(PartitionStart { at: edge(b, OffsetReset::Earliest)?, uncommitted: false });
+            }
+        }
+        (Delivery::Replay, Some(Start::Offsets { offsets })) => {
+            if offsets.len() != buffers.len() {
+                return Err(format!("{} start offsets for {} partitions", offsets.len(), buffers.len()));
+            }
+            starts.extend(offsets.iter().map(|&o| PartitionStart { at: StartAt::Known(o), uncommitted: false }));
+        }
+        (Delivery::Replay, Some(Start::Timestamp { ms })) => {
+            let mut query = TopicPartitionList::new();
+            for b in buffers {
+                query
+                    .add_partition_offset(&b.topic, b.partition, Offset::Offset(*ms))
+                    .map_err(|e| e.to_string())?;
+            }
+            let found = consumer
+                .offsets_for_times(query, REQUEST_TIMEOUT)
+                .map_err(|e| format!("cannot look up offsets for time {ms}: {e}"))?;
+            for b in buffers {
+                let at = match found.find_partition(&b.topic, b.partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(n)) if n >= 0 => StartAt::Known(n),
+                    // Nothing at or after that time: start at the end.
+                    _ => edge(b, OffsetReset::Latest)?,
+                };
+                starts.push(PartitionStart { at, uncommitted: false });
+            }
+        }
+    }
+    Ok(starts)
+}
+
 /// Performs the seeks, commits and pause/resume changes the requests asked for.
 fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
     let limit = shared.settings.buffer_max_bytes;
+    let broadcast = shared.settings.delivery == Delivery::Broadcast;
     let (seeks, commits, pause, mut resume) = {
         let mut state = shared.state.lock();
         let commits = std::mem::take(&mut state.commits);
         let (mut seeks, mut pause, mut resume) = (Vec::new(), Vec::new(), Vec::new());
         for p in state.partitions.iter_mut() {
-            if let Some(offset) = p.seek_request.take() {
+            if broadcast {
+                // The live edge never waits for a slow stream: the oldest records go instead.
+                p.evict_to_fit(limit);
+            } else if let Some(offset) = p.seek_request.take() {
                 seeks.push((p.topic.clone(), p.partition, offset, p.paused));
                 p.paused = false;
             } else if !p.paused && p.bytes() >= limit {
@@ -420,7 +499,8 @@ fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
             shared.log(Level::Warn, &format!("resume failed: {err}"));
         }
     }
-    if !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
+    let queue = shared.settings.delivery == Delivery::Queue;
+    if queue && !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
         commit(consumer, shared, &commits);
     }
 }
@@ -442,9 +522,12 @@ impl Reader {
     /// lock and appends it. Returns how many records were appended.
     fn read_batch(&mut self, consumer: &KafkaConsumer, shared: &Shared, timeout: Duration) -> usize {
         let deserializer = shared.settings.message_deserializer;
+        // A batch larger than a quarter of the buffer could push records out before anyone read them.
+        let max_batch_bytes = shared.settings.buffer_max_bytes / 4;
         let mut batch: Vec<(usize, Record)> = Vec::new();
+        let mut batch_bytes = 0;
         let mut wait = timeout;
-        while batch.len() < BATCH {
+        while batch.len() < BATCH && batch_bytes < max_batch_bytes {
             match consumer.poll(wait) {
                 None => break,
                 Some(Ok(message)) => {
@@ -453,6 +536,7 @@ impl Reader {
                             offset: message.offset(),
                             json: encode_record(&parts(&message), deserializer),
                         };
+                        batch_bytes += record.json.len();
                         batch.push((base + message.partition() as usize, record));
                     }
                 }
@@ -516,7 +600,8 @@ impl Reader {
                 .filter_map(|p| p.start.map(|s| (p.topic.clone(), p.partition, s)))
                 .collect();
             drop(state);
-            if shared.settings.commit_strategy == CommitStrategy::Auto && !starts.is_empty() {
+            let queue = shared.settings.delivery == Delivery::Queue;
+            if queue && shared.settings.commit_strategy == CommitStrategy::Auto && !starts.is_empty() {
                 commit(consumer, shared, &starts);
             }
         }

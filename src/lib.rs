@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use mlua::{Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData, UserDataMethods, Value};
 
-use crate::buffer::{render_kong, select, Limits};
+use crate::buffer::{layout_tag, parse_cursor, render_kong, render_sse, select, Limits, ReadMode};
 use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
-use crate::settings::Settings;
+use crate::settings::{Delivery, Settings};
 
 /// A consumer handle as Lua sees it.
 pub struct Handle {
@@ -42,6 +42,48 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.close();
     }
+}
+
+/// Output format of a read.
+enum Format {
+    Kong,
+    Sse,
+}
+
+/// A read of the buffer from `cursors` on, rendered as `format`. Queue and replay handles own their
+/// readers' cursors; broadcast handles are shared by many streams and are never changed by a read.
+fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: Format) -> LuaResult<MultiValue> {
+    let shared = match handle.shared() {
+        Ok(s) => s,
+        Err(e) => return failure(lua, e),
+    };
+    let mut state = shared.state.lock();
+    if state.phase != Phase::Ready {
+        return failure(lua, "consumer is not ready");
+    }
+    let mut offsets = Vec::with_capacity(state.partitions.len());
+    for (i, p) in state.partitions.iter().enumerate() {
+        let cursor: Option<i64> = cursors.raw_get(i + 1)?;
+        offsets.push(cursor.or(p.start).unwrap_or(0));
+    }
+    let first = state.rotation;
+    state.rotation = state.rotation.wrapping_add(1);
+    let mode = match shared.settings.delivery {
+        Delivery::Broadcast => ReadMode::Shared,
+        Delivery::Queue | Delivery::Replay => ReadMode::Own,
+    };
+    let selection = select(&mut state.partitions, &offsets, first, limits, mode);
+    let body = match format {
+        Format::Kong => render_kong(&state.partitions, &offsets, &selection),
+        Format::Sse => render_sse(&state.partitions, &offsets, &selection, &layout_tag(&state.partitions)),
+    };
+    drop(state);
+    Ok(MultiValue::from_vec(vec![
+        Value::String(lua.create_string(&body)?),
+        Value::Table(lua.create_sequence_from(selection.next.iter().copied())?),
+        Value::Integer(selection.total as i64),
+        Value::Boolean(selection.behind),
+    ]))
 }
 
 /// `nil, message` for Lua.
@@ -88,34 +130,45 @@ impl UserData for Handle {
             Ok(MultiValue::from_vec(vec![Value::Table(list)]))
         });
 
-        // take(cursors, max_records, max_bytes) -> body, next_cursors, count
+        // take(cursors, max_records, max_bytes) -> body (Kong's JSON shape), next_cursors, count
         // `cursors` is an array parallel to partitions(): the offset each partition continues from.
         methods.add_method("take", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Kong)
+        });
+
+        // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind
+        methods.add_method("read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse)
+        });
+
+        // bounds() -> { {from, next}, ... }: the offsets each partition's buffer holds every record of
+        methods.add_method("bounds", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
             };
-            let mut state = shared.state.lock();
-            if state.phase != Phase::Ready {
-                return failure(lua, "consumer is not ready");
+            let state = shared.state.lock();
+            let list = lua.create_table_with_capacity(state.partitions.len(), 0)?;
+            for p in &state.partitions {
+                let (from, next) = p.bounds();
+                list.raw_push(lua.create_sequence_from([from, next])?)?;
             }
-            let mut offsets = Vec::with_capacity(state.partitions.len());
-            for (i, p) in state.partitions.iter().enumerate() {
-                let cursor: Option<i64> = cursors.raw_get(i + 1)?;
-                offsets.push(cursor.or(p.start).unwrap_or(0));
+            Ok(MultiValue::from_vec(vec![Value::Table(list)]))
+        });
+
+        // parse_cursor(text) -> cursors | nil, err: a stream cursor (SSE event id) of this handle's layout
+        methods.add_method("parse_cursor", |lua, this, text: mlua::LuaString| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let state = shared.state.lock();
+            let layout = layout_tag(&state.partitions);
+            let text = text.to_str().map(|s| s.to_string()).unwrap_or_default();
+            match parse_cursor(&layout, state.partitions.len(), &text) {
+                Ok(offsets) => Ok(MultiValue::from_vec(vec![Value::Table(lua.create_sequence_from(offsets)?)])),
+                Err(e) => failure(lua, e),
             }
-            let first = state.rotation;
-            state.rotation = state.rotation.wrapping_add(1);
-            let limits = Limits { max_records, max_bytes };
-            let selection = select(&mut state.partitions, &offsets, first, limits);
-            let body = render_kong(&state.partitions, &selection);
-            drop(state);
-            let next = lua.create_sequence_from(selection.next.iter().copied())?;
-            Ok(MultiValue::from_vec(vec![
-                Value::String(lua.create_string(&body)?),
-                Value::Table(next),
-                Value::Integer(selection.total as i64),
-            ]))
         });
 
         // commit(offsets): array parallel to partitions(), next offset to consume or false; asynchronous

@@ -34,6 +34,33 @@ pub enum Deserializer {
     Json,
 }
 
+/// Who reads a handle's buffer, which decides how it is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// http-get: the node's requests take records in turn; reading a cursor drops what lies below it,
+    /// and a full buffer pauses fetching.
+    #[default]
+    Queue,
+    /// server-sent-events: every stream reads every record from the live edge on; the oldest records are
+    /// dropped when the buffer is full, and streams that needed them are cut.
+    Broadcast,
+    /// One stream catching up from an older position: like `Queue`, for a single reader.
+    Replay,
+}
+
+/// Where a `Replay` handle starts, overriding committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Start {
+    Earliest,
+    Latest,
+    /// The first offsets at or after this time (ms since the epoch).
+    Timestamp { ms: i64 },
+    /// Exact offsets, one per partition in buffer order.
+    Offsets { offsets: Vec<i64> },
+}
+
 /// SASL mechanisms librdkafka is built with here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Mechanism {
@@ -102,6 +129,11 @@ pub struct Settings {
     pub buffer_max_bytes: usize,
     /// Directory for the doorbell socket.
     pub socket_dir: String,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Start position of a `Replay` handle.
+    #[serde(default)]
+    pub start: Option<Start>,
 }
 
 /// Largest `buffer_max_bytes` accepted: beyond it one worker could hold gigabytes.
@@ -153,6 +185,16 @@ impl Settings {
         }
         if self.buffer_max_bytes < 1024 || self.buffer_max_bytes > BUFFER_MAX_BYTES_LIMIT {
             return bad("buffer_max_bytes", "value should be between 1024 and 1073741824");
+        }
+        match (&self.delivery, &self.start) {
+            (Delivery::Replay, None) => return bad("start", "required for a replay handle"),
+            (Delivery::Replay, Some(Start::Offsets { offsets })) if offsets.iter().any(|&o| o < 0) => {
+                return bad("start.offsets", "offsets must not be negative");
+            }
+            (Delivery::Queue | Delivery::Broadcast, Some(_)) => {
+                return bad("start", "only a replay handle has a start position");
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -236,6 +278,8 @@ mod tests {
             fetch_wait_max_ms: 10,
             buffer_max_bytes: 1 << 20,
             socket_dir: "/tmp".into(),
+            delivery: Delivery::Queue,
+            start: None,
         }
     }
 
@@ -308,6 +352,15 @@ mod tests {
             (Box::new(|s| s.group_id.clear()), "group_id:"),
             (Box::new(|s| s.fetch_wait_max_ms = 0), "fetch_wait_max_ms:"),
             (Box::new(|s| s.buffer_max_bytes = 10), "buffer_max_bytes:"),
+            (Box::new(|s| s.delivery = Delivery::Replay), "start:"),
+            (
+                Box::new(|s| {
+                    s.delivery = Delivery::Replay;
+                    s.start = Some(Start::Offsets { offsets: vec![-1] });
+                }),
+                "start.offsets:",
+            ),
+            (Box::new(|s| s.start = Some(Start::Earliest)), "start:"),
             (
                 Box::new(|s| {
                     s.authentication = Some(Authentication {

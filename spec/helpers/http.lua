@@ -131,6 +131,56 @@ function _M:request(method, path, headers, body)
 end
 
 
+-- Reads server-sent events from the current (chunked) response until `count` events of type `kind`
+-- ("message" by default) arrived, the stream ended, or `timeout` seconds passed. Returns the list of all
+-- events read ({id =, event =, data =, comment =}) and why it stopped: "count", "eof" or an error.
+function _M:read_events(count, timeout, kind)
+  kind = kind or "message"
+  self.sock:settimeout(timeout)
+  local deadline = socket.gettime() + timeout
+  local events, matched = {}, 0
+  self.pending = self.pending or ""
+  while true do
+    while true do
+      local block, rest = self.pending:match("^(.-)\n\n(.*)$")
+      if not block then break end
+      self.pending = rest
+      local event = {}
+      for line in block:gmatch("[^\n]+") do
+        local field, value = line:match("^([^:]*): ?(.*)$")
+        if field == "" then
+          event.comment = value
+        elseif field == "data" then
+          event.data = event.data and (event.data .. "\n" .. value) or value
+        elseif field then
+          event[field] = value
+        end
+      end
+      events[#events + 1] = event
+      if (event.event or "message") == kind and not event.comment and (event.data or event.id) then
+        matched = matched + 1
+        if matched >= count then
+          return events, "count"
+        end
+      end
+    end
+    local remaining = deadline - socket.gettime()
+    if remaining <= 0 then
+      return events, "timeout"
+    end
+    self.sock:settimeout(remaining)
+    local chunk, err = self:read_chunk()
+    if not chunk then
+      return events, err
+    end
+    if chunk == "" then
+      return events, "eof"
+    end
+    self.pending = self.pending .. chunk
+  end
+end
+
+
 -- One request on a fresh connection.
 function _M.once(host, port, method, path, headers, body, timeout)
   local conn, err = _M.connect(host, port, timeout)

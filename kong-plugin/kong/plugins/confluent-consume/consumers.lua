@@ -39,7 +39,7 @@ local function group_id(conf)
 end
 
 
-local function native_settings(conf)
+local function native_settings(conf, delivery, start)
   local topics = {}
   for i, topic in ipairs(conf.topics) do
     topics[i] = topic.name
@@ -71,6 +71,8 @@ local function native_settings(conf)
     fetch_wait_max_ms = conf.fetch_wait_max_ms,
     buffer_max_bytes = conf.buffer_max_bytes,
     socket_dir = SOCKET_DIR,
+    delivery = delivery,
+    start = start,
   }
 end
 
@@ -84,7 +86,7 @@ local function settings_key(s)
   local auth = s.authentication
   return md5(concat({
     concat(servers, ","), concat(s.topics, ","), s.group_id, s.auto_offset_reset, s.commit_strategy,
-    s.message_deserializer, s.cluster_name or "", s.fetch_wait_max_ms, s.buffer_max_bytes,
+    s.message_deserializer, s.cluster_name or "", s.fetch_wait_max_ms, s.buffer_max_bytes, s.delivery,
     auth and auth.mechanism or "", auth and auth.user or "", auth and md5(auth.password) or "",
   }, "\n"))
 end
@@ -157,7 +159,7 @@ local function doorbell(premature, entry)
 end
 
 
-local function create(key, settings)
+local function create(key, settings, shared)
   local handle, err = native.new_consumer(settings)
   if not handle then
     return nil, err
@@ -175,12 +177,21 @@ local function create(key, settings)
     handle:close()
     return nil, "cannot start the doorbell timer: " .. tostring(timer_err)
   end
-  handles[key] = entry
+  if shared then
+    handles[key] = entry
+  end
   return entry
 end
 
 
--- Returns this worker's handle entry for `conf`, creating it on first use.
+-- How each mode reads its handle (see the native module's `delivery`).
+local DELIVERY = {
+  ["http-get"] = "queue",
+  ["server-sent-events"] = "broadcast",
+}
+
+
+-- Returns this worker's shared handle entry for `conf`, creating it on first use.
 function _M.get(conf)
   local conf_key = conf.__key__
   local key = conf_key and keys_by_conf[conf_key]
@@ -188,7 +199,7 @@ function _M.get(conf)
   if entry and not entry.closed then
     return entry
   end
-  local settings = native_settings(conf)
+  local settings = native_settings(conf, DELIVERY[conf.mode])
   key = settings_key(settings)
   if conf_key then
     keys_by_conf[conf_key] = key
@@ -197,7 +208,40 @@ function _M.get(conf)
   if entry and not entry.closed then
     return entry
   end
-  return create(key, settings)
+  return create(key, settings, true)
+end
+
+
+-- A private handle for one stream that catches up from `start` ({kind = "earliest" | "latest"},
+-- {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}); close it with `_M.close`.
+function _M.replay(conf, start)
+  return create(nil, native_settings(conf, "replay", start), false)
+end
+
+
+_M.close = close
+
+
+-- Waits until the handle is ready (at most until `deadline`, from ngx.now()).
+-- Returns its partitions, or nil, status, message for an HTTP error.
+function _M.await_ready(entry, deadline)
+  while true do
+    local generation = entry.generation
+    local phase, kafka_err = entry.handle:state()
+    if kafka_err then
+      return nil, 503, "Kafka is unavailable: " .. kafka_err
+    end
+    if phase == "ready" then
+      return entry.handle:partitions()
+    end
+    if phase ~= "starting" or entry.closed then
+      return nil, 503, "the Kafka consumer was closed; retry"
+    end
+    ngx.update_time()
+    if not _M.wait(entry, generation, deadline - ngx.now()) and ngx.now() >= deadline then
+      return nil, 504, "timed out waiting for Kafka"
+    end
+  end
 end
 
 
@@ -219,7 +263,7 @@ function _M.retain(configs)
   local live = {}
   local conf_keys = {}
   for _, conf in ipairs(configs or {}) do
-    local key = settings_key(native_settings(conf))
+    local key = settings_key(native_settings(conf, DELIVERY[conf.mode]))
     live[key] = true
     if conf.__key__ then
       conf_keys[conf.__key__] = key

@@ -4,6 +4,7 @@ local consumers = require "kong.plugins.confluent-consume.consumers"
 
 local MODES = {
   ["http-get"] = require "kong.plugins.confluent-consume.http_get",
+  ["server-sent-events"] = require "kong.plugins.confluent-consume.sse",
 }
 
 
@@ -20,11 +21,7 @@ end
 
 
 function ConfluentConsume:access(conf)
-  local mode = MODES[conf.mode]
-  if not mode then
-    return kong.response.exit(501, { message = "mode '" .. conf.mode .. "' is not available yet" })
-  end
-  return mode.serve(conf)
+  return MODES[conf.mode].serve(conf)
 end
 
 

@@ -61,31 +61,6 @@ local function read_limits(conf)
 end
 
 
--- Waits until the handle is ready. Returns its partitions, or nil, status, message.
-local function ready_partitions(entry, deadline)
-  while true do
-    local generation = entry.generation
-    local phase, kafka_err = entry.handle:state()
-    if phase == "ready" then
-      if kafka_err then
-        return nil, 503, "Kafka is unavailable: " .. kafka_err
-      end
-      return entry.handle:partitions()
-    end
-    if phase ~= "starting" then
-      return nil, 503, "the Kafka consumer was closed; retry"
-    end
-    if kafka_err then
-      return nil, 503, "Kafka is unavailable: " .. kafka_err
-    end
-    update_time()
-    if not consumers.wait(entry, generation, deadline - now()) and now() >= deadline then
-      return nil, 504, "timed out waiting for Kafka"
-    end
-  end
-end
-
-
 local function deliver(conf, entry, partitions, claim)
   ngx.status = 200
   ngx.header["Content-Type"] = "application/json"
@@ -118,7 +93,7 @@ function _M.serve(conf)
   end
   update_time()
   local started = now()
-  local partitions, status, message = ready_partitions(entry, started + conf.timeout / 1000)
+  local partitions, status, message = consumers.await_ready(entry, started + conf.timeout / 1000)
   if not partitions then
     return respond_error(status, message)
   end

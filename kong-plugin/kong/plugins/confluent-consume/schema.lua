@@ -198,6 +198,22 @@ return {
               default = 30000,
               between = { 0, 300000 },
           } },
+          { heartbeat_interval = {
+              description = "server-sent-events: ms between heartbeat comments on an idle stream, so " ..
+                            "proxies keep it open and dead clients are noticed.",
+              type = "integer",
+              required = true,
+              default = 15000,
+              between = { 1000, 300000 },
+          } },
+          { retry_interval = {
+              description = "server-sent-events: the `retry:` hint, ms a browser waits before it " ..
+                            "reconnects.",
+              type = "integer",
+              required = true,
+              default = 3000,
+              between = { 0, 300000 },
+          } },
           { fetch_wait_max_ms = {
               description = "How long the broker may hold a fetch that has no data (librdkafka " ..
                             "`fetch.wait.max.ms`); lower means lower latency and more idle requests.",

@@ -1,0 +1,260 @@
+-- `server-sent-events` mode: a GET opens a stream that pushes every record of the configured topics as it
+-- arrives, one event per record:
+--
+--   id: <cursor>            the next offset of every partition, "<layout>-<o1>.<o2>..." (see README)
+--   event: message
+--   data: {"topic":…,"partition":…,"offset":…,"timestamp":…,"key":…,"value":…,"headers":{…}}
+--
+-- Every stream of a worker reads the same shared handle (broadcast from the live edge). A stream that
+-- starts behind it (`from=earliest`, a timestamp, an old Last-Event-ID) first reads a private replay
+-- handle and joins the shared one once its cursor is within what the shared handle holds: no gap and no
+-- duplicate at the seam. Commits are never needed: the event id is the position.
+local consumers = require "kong.plugins.confluent-consume.consumers"
+local cjson = require "cjson.safe"
+
+
+local kong = kong
+local ngx = ngx
+local now = ngx.now
+local update_time = ngx.update_time
+local print = ngx.print
+local flush = ngx.flush
+local concat = table.concat
+local ipairs = ipairs
+local tonumber = tonumber
+local type = type
+
+
+local MAX_CURSOR_LENGTH = 4096
+
+
+local _M = {}
+
+
+local function respond_error(status, message)
+  return kong.response.exit(status, { message = message })
+end
+
+
+-- The requested start: { cursor = id } to resume, or { from = "earliest" | "latest" | <ms> }.
+local function read_start(conf)
+  local query = kong.request.get_query()
+  local id = kong.request.get_header("Last-Event-ID")
+  if id == nil then
+    id = query.last_event_id
+    if id ~= nil and type(id) ~= "string" then
+      return nil, "last_event_id must be given once"
+    end
+  elseif type(id) ~= "string" then
+    return nil, "Last-Event-ID must be given once"
+  end
+  if id and id ~= "" then
+    if #id > MAX_CURSOR_LENGTH then
+      return nil, "invalid Last-Event-ID: cursor is too long"
+    end
+    return { cursor = id }
+  end
+  local from = query.from
+  if from == nil then
+    return { from = conf.auto_offset_reset }
+  end
+  if type(from) ~= "string" then
+    return nil, "from must be given once"
+  end
+  if from == "earliest" or from == "latest" then
+    return { from = from }
+  end
+  local ms = from:match("^%d+$") and #from <= 15 and tonumber(from)
+  if not ms then
+    return nil, "from must be earliest, latest or a timestamp in milliseconds since the epoch"
+  end
+  return { from = ms }
+end
+
+
+local function send(chunk)
+  local ok, err = print(chunk)
+  if ok then
+    ok, err = flush(true)
+  end
+  return ok, err
+end
+
+
+local function error_event(message)
+  return "event: error\ndata: " .. cjson.encode({ message = message }) .. "\n\n"
+end
+
+
+-- True when the shared handle holds every record from `cursors` on.
+local function within(live, cursors)
+  local bounds = live.handle:bounds()
+  if not bounds then
+    return false
+  end
+  for i, b in ipairs(bounds) do
+    if cursors[i] < b[1] then
+      return false
+    end
+  end
+  return true
+end
+
+
+-- Reads the shared handle; streams at the same position in the same generation share one rendering.
+local function read_live(live, cursors, max_records, max_bytes)
+  local key = concat(cursors, ".")
+  local cache = live.read_cache
+  if not cache or cache.generation ~= live.generation or cache.max_records ~= max_records
+     or cache.max_bytes ~= max_bytes then
+    cache = { generation = live.generation, max_records = max_records, max_bytes = max_bytes, reads = {} }
+    live.read_cache = cache
+  end
+  local hit = cache.reads[key]
+  if hit then
+    return hit[1], hit[2], hit[3], hit[4]
+  end
+  local body, next_cursors, count, behind = live.handle:read(cursors, max_records, max_bytes)
+  if body then
+    cache.reads[key] = { body, next_cursors, count, behind }
+  end
+  return body, next_cursors, count, behind
+end
+
+
+-- Streams until the client goes away, falls behind, or the worker exits.
+local function stream(conf, live, replay, cursors)
+  local heartbeat = conf.heartbeat_interval / 1000
+  local last_error
+  local source = replay or live
+  while true do
+    if ngx.worker.exiting() or live.closed then
+      -- the client reconnects with its Last-Event-ID, to this or another worker
+      return
+    end
+    local generation = source.generation
+    local body, next_cursors, count, behind
+    if source == live then
+      body, next_cursors, count, behind = read_live(live, cursors, conf.max_records, conf.max_bytes)
+    else
+      body, next_cursors, count = source.handle:read(cursors, conf.max_records, conf.max_bytes)
+    end
+    if not body then
+      send(error_event("stream interrupted: " .. tostring(next_cursors) .. "; reconnect to resume"))
+      return
+    end
+    if behind then
+      send(error_event("this stream fell too far behind the live records; reconnect with " ..
+                       "Last-Event-ID to resume"))
+      return
+    end
+    if count > 0 then
+      if not send(body) then
+        return
+      end
+      cursors = next_cursors
+    end
+    if source == replay and within(live, cursors) then
+      consumers.close(replay)
+      replay, source = nil, live
+    elseif count == 0 then
+      local _, kafka_err = source.handle:state()
+      if kafka_err ~= last_error then
+        last_error = kafka_err
+        if kafka_err and not send(error_event("Kafka is unavailable: " .. kafka_err)) then
+          return
+        end
+      end
+      if not consumers.wait(source, generation, heartbeat) then
+        if not send(": heartbeat\n\n") then
+          return
+        end
+      end
+    end
+  end
+end
+
+
+function _M.serve(conf)
+  local start, err = read_start(conf)
+  if not start then
+    return respond_error(400, err)
+  end
+  local live
+  live, err = consumers.get(conf)
+  if not live then
+    kong.log.err("cannot create the Kafka consumer: ", err)
+    return respond_error(500, "cannot create the Kafka consumer: " .. err)
+  end
+  update_time()
+  local deadline = now() + conf.timeout / 1000
+  local _, status, message = consumers.await_ready(live, deadline)
+  if status then
+    return respond_error(status, message)
+  end
+
+  local cursors, replay_start
+  if start.cursor then
+    cursors, err = live.handle:parse_cursor(start.cursor)
+    if not cursors then
+      return respond_error(400, "invalid Last-Event-ID: " .. err)
+    end
+    if not within(live, cursors) then
+      replay_start = { kind = "offsets", offsets = cursors }
+    end
+  elseif start.from == "latest" then
+    cursors = {}
+    for i, b in ipairs(live.handle:bounds()) do
+      cursors[i] = b[2]
+    end
+  elseif start.from == "earliest" then
+    replay_start = { kind = "earliest" }
+  else
+    replay_start = { kind = "timestamp", ms = start.from }
+  end
+
+  local replay
+  if replay_start then
+    replay, err = consumers.replay(conf, replay_start)
+    if not replay then
+      return respond_error(500, "cannot create the Kafka consumer: " .. err)
+    end
+    local partitions
+    partitions, status, message = consumers.await_ready(replay, deadline)
+    if not partitions then
+      consumers.close(replay)
+      return respond_error(status, message)
+    end
+    if not cursors then
+      cursors = {}
+      for i, p in ipairs(partitions) do
+        cursors[i] = p.start
+      end
+    end
+  end
+
+  ngx.status = 200
+  ngx.header["Content-Type"] = "text/event-stream"
+  ngx.header["Cache-Control"] = "no-cache"
+  ngx.header["X-Accel-Buffering"] = "no"
+  local ok = ngx.on_abort(function()
+    -- the client went away: release the replay handle now, not at the next write
+    if replay then
+      consumers.close(replay)
+    end
+    return ngx.exit(499)
+  end)
+  if not ok then
+    kong.log.warn("client disconnects are noticed only at the next write: set lua_check_client_abort on")
+  end
+  if send("retry: " .. conf.retry_interval .. "\n\n") then
+    stream(conf, live, replay, cursors)
+  end
+  if replay then
+    consumers.close(replay)
+  end
+  return ngx.exit(200)
+end
+
+
+return _M

@@ -1,0 +1,350 @@
+-- server-sent-events mode end to end: framing, start positions, resume, broadcast, slow and gone clients.
+local helpers = require "spec.helpers.host"
+local cjson = require "cjson"
+
+
+local function produce(topic, args, port)
+  return helpers.kafka_tool("produce", "--topic " .. topic .. " " .. (args or ""), port)
+end
+
+
+-- Opens a stream; returns the connection (positioned after the headers), status and headers.
+local function open(host, path, host_header, headers)
+  local conn = host:connect(30)
+  local h = { Host = host_header, Accept = "text/event-stream" }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  local status, response_headers = conn:send_request("GET", path, h)
+  assert(status, response_headers)
+  return conn, status, response_headers
+end
+
+
+local function messages(events)
+  local list = {}
+  for _, e in ipairs(events) do
+    if (e.event or "message") == "message" and e.data then
+      local record = assert(cjson.decode(e.data), "data is one line of JSON: " .. e.data)
+      record.id = e.id
+      list[#list + 1] = record
+    end
+  end
+  return list
+end
+
+
+local function python_clients(args)
+  local ok, output = helpers.sh("python3 " .. helpers.ROOT .. "/spec/helpers/sse_clients.py " .. args)
+  assert(ok, output)
+  return assert(cjson.decode(output:match("([^\n]+)\n*$")), output)
+end
+
+
+local function route(name, topic, overrides)
+  local config = helpers.plugin_config(topic, overrides)
+  config.mode = "server-sent-events"
+  return { name = name, hosts = { name .. ".test" },
+           plugins = { { name = "confluent-consume", config = config } } }
+end
+
+
+describe("server-sent-events", function()
+  local host, solo
+  local T = {}
+
+  lazy_setup(function()
+    T.frames = helpers.create_topic(helpers.unique_name("frames"), 1)
+    T.starts = helpers.create_topic(helpers.unique_name("starts"), 1)
+    T.resume = helpers.create_topic(helpers.unique_name("resume"), 3)
+    T.pair = helpers.create_topic(helpers.unique_name("pair"), 2)
+    T.slow = helpers.create_topic(helpers.unique_name("slow"), 1)
+    T.crowd = helpers.create_topic(helpers.unique_name("crowd"), 1)
+    T.gone = helpers.create_topic(helpers.unique_name("gone"), 1)
+    -- a backlog that streams from the earliest record take a while to catch up with
+    produce(T.gone, "--count 50000 --size 200")
+    host = helpers.start_host({ workers = 2, routes = {
+      route("frames", T.frames, { message_deserializer = "json" }),
+      route("starts", T.starts, { heartbeat_interval = 1000 }),
+      route("resume", T.resume, {}),
+      route("pair", T.pair, {}),
+      route("slow", T.slow, { buffer_max_bytes = 1048576, max_bytes = 65536 }),
+    } })
+    solo = helpers.start_host({ workers = 1, routes = {
+      route("crowd", T.crowd, {}),
+      route("gone", T.gone, {}),
+      { name = "quick", hosts = { "quick.test" }, plugins = { { name = "confluent-consume",
+        config = helpers.plugin_config(T.crowd, { auto_offset_reset = "earliest" }) } } },
+    } })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+    if solo then solo:stop() end
+  end)
+
+  it("frames one event per record: a cursor id, and one line of JSON even for newlines and binary", function()
+    local t = T.frames
+    helpers.kafka_tool("produce-one", "--topic " .. t .. " --key 'a\nb' --value '{\n  \"x\": 1\n}'")
+    helpers.kafka_tool("produce-one", "--topic " .. t .. " --value-hex 6c696e65310d0a6c696e6532")
+    helpers.kafka_tool("produce-one", "--topic " .. t .. " --key-hex ff0a00 --value-hex 0a0aff")
+    helpers.kafka_tool("produce-one", "--topic " .. t .. " --value 'data: fake\n\nevent: x' " ..
+                       "--header 'h=v' --header-hex bin=0a")
+    local conn, status, headers = open(host, "/?from=earliest", "frames.test")
+    assert.equal(200, status)
+    assert.equal("text/event-stream", headers["content-type"])
+    assert.equal("no-cache", headers["cache-control"])
+    local events = conn:read_events(4, 10)
+    conn:close()
+    assert.equal("3000", events[1].retry)
+    local records = messages(events)
+    assert.equal(4, #records)
+    assert.same({ x = 1 }, records[1].value)
+    assert.equal("a\nb", records[1].key)
+    assert.equal(t, records[1].topic)
+    assert.equal(0, records[1].partition)
+    assert.equal("line1\r\nline2", records[2].value)
+    assert.equal("not valid JSON", records[2].value_error)
+    assert.same({ base64 = "/woA" }, records[3].key)
+    assert.same({ base64 = "Cgr/" }, records[3].value)
+    assert.equal("data: fake\n\nevent: x", records[4].value)
+    assert.same({ h = "v", bin = "\n" }, records[4].headers)
+    for i, r in ipairs(records) do
+      assert.equal(i - 1, r.offset)
+      assert.matches("^%x+%-" .. i .. "$", r.id)
+    end
+  end)
+
+  it("starts at auto_offset_reset, or where from= says, and heartbeats while idle", function()
+    local t = T.starts
+    produce(t, "--count 5 --format text")
+    -- default: latest
+    local conn = open(host, "/", "starts.test")
+    local idle = conn:read_events(1, 1.6, "none")
+    local heartbeats = 0
+    for _, e in ipairs(idle) do
+      if e.comment then heartbeats = heartbeats + 1 end
+    end
+    assert.is_true(heartbeats >= 1, "a heartbeat comment within 1.6 s")
+    local earliest = open(host, "/?from=earliest", "starts.test")
+    local latest = open(host, "/?from=latest", "starts.test")
+    helpers.sleep(0.3)
+    local t_mid = math.floor(helpers.now() * 1000)
+    produce(t, "--count 2 --format text")
+    local by_time = open(host, "/?from=" .. t_mid, "starts.test")
+    local fresh = messages(conn:read_events(2, 10))
+    assert.same({ 5, 6 }, { fresh[1].offset, fresh[2].offset })
+    local all = messages(earliest:read_events(7, 10))
+    assert.equal(7, #all)
+    assert.equal(0, all[1].offset)
+    local only_new = messages(latest:read_events(2, 10))
+    assert.same({ 5, 6 }, { only_new[1].offset, only_new[2].offset })
+    local since = messages(by_time:read_events(2, 10))
+    assert.same({ 5, 6 }, { since[1].offset, since[2].offset })
+    for _, c in ipairs({ conn, earliest, latest, by_time }) do c:close() end
+  end)
+
+  it("rejects a malformed start or cursor with 400 before the stream starts", function()
+    for _, case in ipairs({
+      { "/?from=yesterday" }, { "/?from=-5" }, { "/?from=1&from=2" },
+      { "/?last_event_id=garbage" }, { "/", { ["Last-Event-ID"] = "00000000-1" } },
+      { "/", { ["Last-Event-ID"] = "x-1.2.3" } }, { "/?last_event_id=" .. string.rep("9", 5000) },
+    }) do
+      local h = { Host = "resume.test" }
+      for k, v in pairs(case[2] or {}) do h[k] = v end
+      local status, body, headers = host:get(case[1], h)
+      assert.equal(400, status, case[1] .. " " .. body)
+      assert.matches("application/json", headers["content-type"], 1, true)
+      assert.is_string(cjson.decode(body).message)
+    end
+  end)
+
+  it("resumes by Last-Event-ID exactly after the last event, on any worker", function()
+    local t = T.resume
+    produce(t, "--count 30 --partitions 3")
+    local seen, order = {}, {}
+    local function take(path, headers, n)
+      local conn = open(host, path, "resume.test", headers)
+      local records = messages(conn:read_events(n, 10))
+      conn:close()
+      assert.equal(n, #records)
+      for _, r in ipairs(records) do
+        local key = r.partition .. ":" .. r.offset
+        assert.is_nil(seen[key], "duplicate " .. key)
+        seen[key] = true
+        order[#order + 1] = r
+      end
+      return records[#records].id
+    end
+    local id = take("/?from=earliest", nil, 10)
+    produce(t, "--count 30 --partitions 3")
+    for _ = 1, 4 do
+      id = take("/", { ["Last-Event-ID"] = id }, 10)
+    end
+    id = take("/?last_event_id=" .. id, nil, 10)
+    local count = 0
+    for _ in pairs(seen) do count = count + 1 end
+    assert.equal(60, count)
+    local next_offset = { [0] = 0, 0, 0 }
+    for _, r in ipairs(order) do
+      assert.equal(next_offset[r.partition], r.offset, "gap or reorder in partition " .. r.partition)
+      next_offset[r.partition] = r.offset + 1
+    end
+    assert.matches("%-20%.20%.20$", id)
+  end)
+
+  it("gives every client the identical sequence", function()
+    produce(T.pair, "--count 200 --partitions 2")
+    local result = python_clients(string.format("--port %d --host pair.test --path '/?from=earliest' " ..
+                                                "--clients 2 --events 200 --timeout 20", host.proxy_port))
+    assert.equal(2, result.complete)
+    assert.equal(1, result.sequences)
+  end)
+
+  it("cuts a slow client with an error event while the others continue", function()
+    local ready = helpers.RUN_DIR .. "/slow.ready"
+    os.remove(ready)
+    local cmd = string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host slow.test " ..
+                              "--path '/?from=latest' --clients 4 --events 1200 --timeout 40 --slow 7 " ..
+                              "--ready-file %s", helpers.ROOT, host.proxy_port, ready)
+    local clients = assert(io.popen(cmd .. " 2>&1"))
+    for _ = 1, 100 do
+      if helpers.sh("test -s " .. ready) then break end
+      helpers.sleep(0.1)
+    end
+    -- 12 MB in about 5 s while the slow client sleeps 7 s: more than the 1 MiB buffer and every socket
+    -- buffer on the way (a few MB on loopback) can hold for it
+    produce(T.slow, "--count 1200 --size 10000 --interval-ms 4")
+    local result = cjson.decode(clients:read("*a"):match("([^\n]+)\n*$"))
+    clients:close()
+    assert.is_table(result.slow, cjson.encode(result))
+    assert.equal(3, result.complete - (result.slow.events >= 1200 and 1 or 0), cjson.encode(result))
+    assert.equal(1, result.sequences)
+    assert.matches("fell too far behind", result.slow.errors[1] or "", 1, true)
+    assert.is_true(result.slow.events < 1200)
+  end)
+
+  it("serves 200 streams on one worker: every client gets every record", function()
+    local ready = helpers.RUN_DIR .. "/crowd.ready"
+    os.remove(ready)
+    local cmd = string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host crowd.test " ..
+                              "--path '/?from=latest' --clients 200 --events 100 --timeout 40 --ready-file %s",
+                              helpers.ROOT, solo.proxy_port, ready)
+    local clients = assert(io.popen(cmd .. " 2>&1"))
+    for _ = 1, 200 do
+      if helpers.sh("test -s " .. ready) then break end
+      helpers.sleep(0.1)
+    end
+    helpers.sleep(0.5)
+    produce(T.crowd, "--count 100")
+    local output = clients:read("*a")
+    clients:close()
+    local result = cjson.decode(output:match("([^\n]+)\n*$"))
+    assert.equal(200, result.complete, output)
+    assert.equal(1, result.sequences)
+    assert.same({}, result.errors)
+  end)
+
+  it("keeps a one-worker event loop responsive while 100 streams idle", function()
+    local ready = helpers.RUN_DIR .. "/idle.ready"
+    os.remove(ready)
+    local cmd = string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host crowd.test " ..
+                              "--path '/?from=latest' --clients 100 --events 1 --timeout 4 --ready-file %s",
+                              helpers.ROOT, solo.proxy_port, ready)
+    local clients = assert(io.popen(cmd .. " 2>&1"))
+    for _ = 1, 100 do
+      if helpers.sh("test -s " .. ready) then break end
+      helpers.sleep(0.05)
+    end
+    local conn = solo:connect()
+    conn:request("GET", "/messages?max_records=1", { Host = "quick.test" }) -- creates the consumer
+    local times = {}
+    for i = 1, 50 do
+      local t0 = helpers.now()
+      local status = conn:request("GET", "/messages?max_records=1", { Host = "quick.test" })
+      times[i] = helpers.now() - t0
+      assert.equal(200, status)
+    end
+    conn:close()
+    clients:read("*a")
+    clients:close()
+    table.sort(times)
+    assert.is_true(times[50] < 0.05, "slowest quick request took " .. times[50] * 1000 .. " ms")
+  end)
+
+  it("releases a gone client's resources within a second", function()
+    local pid = solo:worker_pids()[1]
+    local function count(what)
+      local _, out = helpers.sh("ls /proc/" .. pid .. "/" .. what .. " | wc -l")
+      return tonumber(out)
+    end
+    local c = open(solo, "/?from=latest", "gone.test")
+    c:read_events(1, 0.5, "none")
+    c:close()
+    helpers.sleep(0.5)
+    local threads, fds = count("task"), count("fd")
+    -- streams that catch up from the earliest record each hold a replay consumer while connected
+    local conns = {}
+    for i = 1, 20 do
+      conns[i] = open(solo, "/?from=earliest", "gone.test")
+    end
+    helpers.sleep(0.5)
+    assert.is_true(count("task") > threads, "replay consumers were running")
+    for i = 1, 20 do
+      conns[i]:close()
+    end
+    local deadline = helpers.now() + 1
+    while (count("task") > threads or count("fd") > fds) and helpers.now() < deadline do
+      helpers.sleep(0.05)
+    end
+    assert.equal(threads, count("task"))
+    assert.equal(fds, count("fd"))
+  end)
+end)
+
+
+describe("server-sent-events when the broker stops mid-stream", function()
+  local host, topic, broker_dir
+  local port = helpers.MEMORY_BROKER_PORT + 3
+
+  local function broker(action, extra)
+    local ok, output = helpers.sh(string.format("%s/scripts/broker.sh %s --dir %s %s", helpers.ROOT, action,
+                                                broker_dir, extra or ""))
+    assert(ok, output)
+  end
+
+  lazy_setup(function()
+    broker_dir = helpers.RUN_DIR .. "/broker-sse-faults"
+    helpers.sh("rm -rf " .. broker_dir)
+    broker("start", "--port " .. port .. " --storage sqlite")
+    topic = helpers.unique_name("ssedown")
+    assert(helpers.sh(string.format("%s/scripts/broker.sh topic --port %d %s 1", helpers.ROOT, port, topic)))
+    local r = route("ssedown", topic, { heartbeat_interval = 1000 })
+    r.plugins[1].config.bootstrap_servers[1].port = port
+    host = helpers.start_host({ workers = 1, routes = { r } })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+    broker("stop")
+  end)
+
+  it("sends an error event, then continues without loss once the broker is back", function()
+    local conn = open(host, "/?from=latest", "ssedown.test")
+    conn:read_events(1, 0.5, "none")
+    produce(topic, "--count 5 --format text", port)
+    local first = messages(conn:read_events(5, 10))
+    assert.equal(5, #first)
+    broker("stop", "--signal KILL")
+    local events = conn:read_events(1, 10, "error")
+    local last = events[#events]
+    assert.equal("error", last.event)
+    assert.matches("Kafka is unavailable", cjson.decode(last.data).message, 1, true)
+    broker("start", "--port " .. port .. " --storage sqlite")
+    produce(topic, "--count 5 --format text", port)
+    local rest = messages(conn:read_events(5, 20))
+    conn:close()
+    assert.equal(5, #rest)
+    for i, r in ipairs(rest) do
+      assert.equal(4 + i, r.offset)
+    end
+  end)
+end)

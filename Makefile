@@ -10,6 +10,7 @@ LUA_SO := target/lua/confluent_consume_native.so
 help:
 	@echo "make run    install what is missing, build, start broker + host + demo producer"
 	@echo "make test   install what is missing, build, run every test"
+	@echo "make bench  throughput, latency and memory figures beside a raw librdkafka consumer"
 
 deps:
 	@scripts/install-deps.sh
@@ -38,6 +39,10 @@ test-unit: build
 
 test-integration: build broker
 	@scripts/run-tests.sh integration
+
+# Figures, each beside a raw librdkafka consumer measured in the same run (not part of `make test`).
+bench: build broker
+	python3 bench/bench.py
 
 clean:
 	cargo clean

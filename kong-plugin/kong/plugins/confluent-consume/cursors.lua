@@ -5,7 +5,6 @@
 -- receive the same record. After a successful write the group commits up to the oldest claim still in
 -- flight; a failed write moves the position back to the claim's start, so its records are served again
 -- (at-least-once).
-local kong = kong
 local ngx = ngx
 local now = ngx.now
 local sleep = ngx.sleep
@@ -102,26 +101,33 @@ local function remove_claim(claims, start)
 end
 
 
--- Takes the next records for this node from `entry`'s handle.
--- Returns a claim { body, count, starts, ends } or nil, err.
-function _M.claim(entry, partitions, limits, timeout)
+-- Runs fn(shm, ...) under the group's lock; the lock is released even if fn raises.
+local function locked(group, timeout, fn, ...)
   local shm, err = dict()
   if not shm then
     return nil, err
   end
-  local group = entry.group_id
   local lock_key, lock_err = lock(shm, group, timeout)
   if not lock_key then
     return nil, lock_err
   end
+  local ok, result, result_err = pcall(fn, shm, ...)
+  shm:delete(lock_key)
+  if not ok then
+    error(result, 0)
+  end
+  return result, result_err
+end
+
+
+local function take_claim(shm, entry, partitions, limits, timeout)
+  local group = entry.group_id
   local cursors = {}
   for i, p in ipairs(partitions) do
-    local pos = shm:get(position_key(group, p))
-    cursors[i] = pos or p.start
+    cursors[i] = shm:get(position_key(group, p)) or p.start
   end
   local body, next_cursors, count = entry.handle:take(cursors, limits.max_records, limits.max_bytes)
   if not body then
-    shm:delete(lock_key)
     return nil, next_cursors
   end
   local claim = { body = body, count = count, starts = {}, ends = {} }
@@ -140,23 +146,12 @@ function _M.claim(entry, partitions, limits, timeout)
       end
     end
   end
-  shm:delete(lock_key)
   return claim
 end
 
 
--- Settles a claim after the write: on success returns the offsets to commit (parallel to partitions,
--- false where nothing is due), on failure rolls the positions back to the claim's starts.
-function _M.settle(entry, partitions, claim, delivered, timeout)
-  local shm, err = dict()
-  if not shm then
-    return nil, err
-  end
+local function settle_claim(shm, entry, partitions, claim, delivered)
   local group = entry.group_id
-  local lock_key, lock_err = lock(shm, group, timeout)
-  if not lock_key then
-    return nil, lock_err
-  end
   local t = now()
   local commits = {}
   for i, p in ipairs(partitions) do
@@ -182,8 +177,21 @@ function _M.settle(entry, partitions, claim, delivered, timeout)
       end
     end
   end
-  shm:delete(lock_key)
   return commits
+end
+
+
+-- Takes the next records for this node from `entry`'s handle.
+-- Returns a claim { body, count, starts, ends } or nil, err.
+function _M.claim(entry, partitions, limits, timeout)
+  return locked(entry.group_id, timeout, take_claim, entry, partitions, limits, timeout)
+end
+
+
+-- Settles a claim after the write: on success returns the offsets to commit (parallel to partitions,
+-- false where nothing is due), on failure rolls the positions back to the claim's starts.
+function _M.settle(entry, partitions, claim, delivered, timeout)
+  return locked(entry.group_id, timeout, settle_claim, entry, partitions, claim, delivered)
 end
 
 

@@ -1,0 +1,58 @@
+-- Consumers follow the plugin's configuration: created on first use, rebuilt when it changes, closed when
+-- it goes away; the worker's threads and descriptors come back to where they were.
+local helpers = require "spec.helpers.host"
+
+
+describe("consumer life cycle", function()
+  local host, topic, pid
+
+  local function count(what)
+    local _, out = helpers.sh("ls /proc/" .. pid .. "/" .. what .. " | wc -l")
+    return tonumber(out)
+  end
+
+  local function settle(what, expected, seconds)
+    local deadline = helpers.now() + seconds
+    while count(what) ~= expected and helpers.now() < deadline do
+      helpers.sleep(0.05)
+    end
+    return count(what)
+  end
+
+  lazy_setup(function()
+    topic = helpers.create_topic(helpers.unique_name("life"), 2)
+    host = helpers.start_host({ workers = 1, routes = {
+      { name = "life", hosts = { "life.test" }, plugins = { { name = "confluent-consume",
+        config = helpers.plugin_config(topic, { auto_offset_reset = "earliest" }) } } },
+    } })
+    pid = host:worker_pids()[1]
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  it("rebuilds the consumer on a config change and closes it when the plugin is deleted", function()
+    local threads, fds = count("task"), count("fd")
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 10 --partitions 2")
+    local status, body, _, json = host:get("/?wait=2000", { Host = "life.test" })
+    assert.equal(200, status, body)
+    assert.equal(10, #helpers.records_of(json))
+    local with_consumer = count("task")
+    assert.is_true(with_consumer > threads, "the consumer runs on threads of its own")
+
+    local _, plugins = host:admin("GET", "/plugins")
+    local id = plugins.data[1].id
+    local patched = host:admin("PATCH", "/plugins/" .. id, { config = { fetch_wait_max_ms = 20 } })
+    assert.equal(200, patched)
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 4 --partitions 2")
+    status, body, _, json = host:get("/?wait=2000", { Host = "life.test" })
+    assert.equal(200, status, body)
+    assert.equal(4, #helpers.records_of(json), "the new consumer continues where the old one stopped")
+    assert.equal(with_consumer, settle("task", with_consumer, 3), "the old consumer's threads ended")
+
+    assert.equal(204, (host:admin("DELETE", "/plugins/" .. id)))
+    assert.equal(threads, settle("task", threads, 3))
+    assert.equal(fds, settle("fd", fds, 3))
+  end)
+end)

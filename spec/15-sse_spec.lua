@@ -160,9 +160,10 @@ describe("server-sent-events", function()
   it("resumes by Last-Event-ID exactly after the last event, on any worker", function()
     local t = T.resume
     produce(t, "--count 30 --partitions 3")
-    local seen, order = {}, {}
+    local seen, order, workers = {}, {}, {}
     local function take(path, headers, n)
-      local conn = open(host, path, "resume.test", headers)
+      local conn, _, response_headers = open(host, path, "resume.test", headers)
+      workers[#workers + 1] = response_headers["x-kong-host-worker"]
       local records = messages(conn:read_events(n, 10))
       conn:close()
       assert.equal(n, #records)
@@ -176,10 +177,22 @@ describe("server-sent-events", function()
     end
     local id = take("/?from=earliest", nil, 10)
     produce(t, "--count 30 --partitions 3")
+    -- reconnect until a resume landed on the other worker, then once more by query argument
+    local crossed = false
     for _ = 1, 4 do
-      id = take("/", { ["Last-Event-ID"] = id }, 10)
+      local before = workers[#workers]
+      id = take("/", { ["Last-Event-ID"] = id }, 5)
+      crossed = crossed or workers[#workers] ~= before
     end
-    id = take("/?last_event_id=" .. id, nil, 10)
+    while not crossed and #workers < 30 do
+      local before = workers[#workers]
+      id = take("/", { ["Last-Event-ID"] = id }, 1)
+      crossed = workers[#workers] ~= before
+    end
+    assert.is_true(crossed, "a resume was served by another worker")
+    local remaining = 60
+    for _ in pairs(seen) do remaining = remaining - 1 end
+    id = take("/?last_event_id=" .. id, nil, remaining)
     local count = 0
     for _ in pairs(seen) do count = count + 1 end
     assert.equal(60, count)

@@ -6,6 +6,7 @@ PACKAGES=(
   nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
   luajit2 libluajit2-5.1-dev lua-busted lua-socket lua-yaml luarocks
   socat curl pkg-config libssl-dev build-essential
+  chromium
 )
 
 missing=()
@@ -23,3 +24,10 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required: https://rustup.rs" >&2; exit 1; }
+
+# The browser spec (spec/16-browser_spec.lua) drives Debian's chromium through playwright-core.
+BROWSER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/spec/browser"
+if [ ! -d "$BROWSER_DIR/node_modules" ] || [ "$BROWSER_DIR/package-lock.json" -nt "$BROWSER_DIR/node_modules" ]; then
+  command -v npm >/dev/null || { echo "npm (Node.js 20+) is required for spec/browser" >&2; exit 1; }
+  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund)
+fi

@@ -26,7 +26,7 @@ host/bin/kong-host stop --prefix "$HOST_PREFIX" >/dev/null 2>&1 || true
 scripts/broker.sh start --dir "$BROKER_DIR" --port 9092 --storage memory
 scripts/broker.sh topic --port 9092 my-topic 3
 host/bin/kong-host start --prefix "$HOST_PREFIX" --config examples/kong.yml --workers 2 \
-  --proxy-listen 127.0.0.1:8000 --admin-listen 127.0.0.1:8001
+  --proxy-listen 127.0.0.1:8000 --admin-listen 127.0.0.1:8001 --static examples/web
 target/release/kafka-tool produce --brokers 127.0.0.1:9092 --topic my-topic --partitions 3 \
   --count 1 --interval-ms 1000 --forever --key-prefix demo- >"$RUN_DIR/producer.log" 2>&1 &
 producer_pid=$!
@@ -38,6 +38,7 @@ and a producer writing one record a second to my-topic. Try:
 
   curl -s http://localhost:8000/messages --header 'Host: demo.test'
   curl -s 'http://localhost:8000/messages?wait=5000&max_records=10' --header 'Host: demo.test'
+  open http://localhost:8000/demo/index.html  (live stream in the browser)
 
 or add a route of your own through the Admin API (the README's quick start):
 

@@ -97,7 +97,8 @@ Host.__index = Host
 
 
 -- Starts a gateway serving `routes` (Kong declarative format: {name, hosts, paths, plugins}).
--- opts: workers (default 1), routes, env (list of variable names nginx may read).
+-- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
+-- served read-only under /demo/ on the proxy port).
 function _M.start_host(opts)
   local proxy_port, admin_port = port_counter, port_counter + 1
   port_counter = port_counter + 2
@@ -113,9 +114,9 @@ function _M.start_host(opts)
   end
   local ok, output = _M.sh(string.format(
     "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
-    "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s",
+    "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s%s",
     _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
-    opts.cpath or (_M.ROOT .. "/target/lua"), env_args))
+    opts.cpath or (_M.ROOT .. "/target/lua"), env_args, opts.static and (" --static " .. opts.static) or ""))
   assert(ok, "cannot start the host: " .. output)
   return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port }, Host)
 end

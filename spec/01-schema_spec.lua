@@ -119,4 +119,26 @@ describe("confluent-consume schema", function()
     assert.equal("required field missing", errors.config.consumer_group.consumer_group_id)
     assert(validate(minimal({ consumer_group = { mode = "manual", consumer_group_id = "billing" } })))
   end)
+
+  it("defaults TLS to automatic with verification, and checks certificates", function()
+    local c = assert(validate(minimal())).config
+    assert.is_nil(c.security.ssl)
+    assert.is_true(c.security.ssl_verify)
+    local _, errors = validate(minimal({ security = { ca_certificate = "not a pem" } }))
+    assert.is_string(errors.config.security.ca_certificate)
+    local _, _, message = validate(minimal({ security = { client_certificate = "-----BEGIN CERTIFICATE-----" } }))
+    assert.matches("client_key", message, 1, true)
+    assert(validate(minimal({ security = { ssl = true, ssl_verify = false,
+                                           ca_certificate = "-----BEGIN CERTIFICATE-----\n" } })))
+  end)
+
+  it("accepts Confluent-style cluster_api_key / cluster_api_secret, as a pair, instead of authentication", function()
+    assert(validate(minimal({ cluster_api_key = "KEY", cluster_api_secret = "SECRET" })))
+    local _, _, message = validate(minimal({ cluster_api_key = "KEY" }))
+    assert.matches("cluster_api_key and cluster_api_secret go together", message, 1, true)
+    _, _, message = validate(minimal({ cluster_api_key = "K", cluster_api_secret = "S",
+                                       authentication = { strategy = "sasl", mechanism = "PLAIN",
+                                                          user = "u", password = "p" } }))
+    assert.matches("not both", message, 1, true)
+  end)
 end)

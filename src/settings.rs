@@ -110,6 +110,48 @@ impl fmt::Debug for Authentication {
     }
 }
 
+/// `config.security` of the plugin: TLS to the brokers.
+#[derive(Clone, Deserialize)]
+pub struct Security {
+    /// TLS on or off; `None` means "on exactly when SASL is configured" (Confluent Cloud needs SASL_SSL).
+    #[serde(default)]
+    pub ssl: Option<bool>,
+    /// Verify the broker's certificate chain and host name.
+    #[serde(default = "default_true")]
+    pub ssl_verify: bool,
+    /// PEM CA bundle to trust instead of the system store.
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
+    /// PEM client certificate and key for mutual TLS.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security { ssl: None, ssl_verify: true, ca_certificate: None, client_certificate: None, client_key: None }
+    }
+}
+
+impl fmt::Debug for Security {
+    // The client key never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("ssl", &self.ssl)
+            .field("ssl_verify", &self.ssl_verify)
+            .field("ca_certificate", &self.ca_certificate.as_ref().map(|_| "<PEM>"))
+            .field("client_certificate", &self.client_certificate.as_ref().map(|_| "<PEM>"))
+            .field("client_key", &self.client_key.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
 /// Everything a native consumer handle needs, as built by the plugin's Lua side from the plugin config.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -123,6 +165,8 @@ pub struct Settings {
     pub authentication: Option<Authentication>,
     #[serde(default)]
     pub cluster_name: Option<String>,
+    #[serde(default)]
+    pub security: Security,
     /// How long the broker may hold an empty fetch (`fetch.wait.max.ms`).
     pub fetch_wait_max_ms: u32,
     /// Bound of one partition's buffer in encoded bytes; fetching pauses above it.
@@ -180,6 +224,16 @@ impl Settings {
                 return bad("authentication.password", "required with a SASL mechanism");
             }
         }
+        let pem = |field: &str, value: &Option<String>| match value {
+            Some(v) if !v.contains("-----BEGIN ") => bad(field, "expected a PEM block (-----BEGIN ...)"),
+            _ => Ok(()),
+        };
+        pem("security.ca_certificate", &self.security.ca_certificate)?;
+        pem("security.client_certificate", &self.security.client_certificate)?;
+        pem("security.client_key", &self.security.client_key)?;
+        if self.security.client_certificate.is_some() != self.security.client_key.is_some() {
+            return bad("security.client_key", "client_certificate and client_key go together");
+        }
         if self.fetch_wait_max_ms == 0 || self.fetch_wait_max_ms > 60_000 {
             return bad("fetch_wait_max_ms", "value should be between 1 and 60000");
         }
@@ -216,7 +270,14 @@ impl Settings {
 
     /// The secrets that must never appear in a log line or an error message.
     pub fn secrets(&self) -> Vec<String> {
-        self.authentication.iter().map(|a| a.password.clone()).filter(|p| !p.is_empty()).collect()
+        let password = self.authentication.iter().map(|a| a.password.clone());
+        let key = self.security.client_key.iter().cloned();
+        password.chain(key).filter(|p| !p.is_empty()).collect()
+    }
+
+    /// Whether the connection to the brokers uses TLS.
+    pub fn tls(&self) -> bool {
+        self.security.ssl.unwrap_or(self.authentication.is_some())
     }
 
     /// The one librdkafka configuration of a consumer built from these settings.
@@ -238,12 +299,31 @@ impl Settings {
             // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest.
             .set("queued.max.messages.kbytes", "16384")
             .set("log.connection.close", "false");
+        let tls = self.tls();
+        let protocol = match (self.authentication.is_some(), tls) {
+            (true, true) => "SASL_SSL",
+            (true, false) => "SASL_PLAINTEXT",
+            (false, true) => "SSL",
+            (false, false) => "PLAINTEXT",
+        };
+        config.set("security.protocol", protocol);
         if let Some(auth) = &self.authentication {
             config
-                .set("security.protocol", "SASL_PLAINTEXT")
                 .set("sasl.mechanism", auth.mechanism.as_librdkafka())
                 .set("sasl.username", &auth.user)
                 .set("sasl.password", &auth.password);
+        }
+        if tls {
+            let security = &self.security;
+            config
+                .set("enable.ssl.certificate.verification", security.ssl_verify.to_string())
+                .set("ssl.endpoint.identification.algorithm", if security.ssl_verify { "https" } else { "none" });
+            if let Some(ca) = &security.ca_certificate {
+                config.set("ssl.ca.pem", ca);
+            }
+            if let (Some(cert), Some(key)) = (&security.client_certificate, &security.client_key) {
+                config.set("ssl.certificate.pem", cert).set("ssl.key.pem", key);
+            }
         }
         config
     }
@@ -275,6 +355,7 @@ mod tests {
             message_deserializer: Deserializer::Noop,
             authentication: None,
             cluster_name: None,
+            security: Security::default(),
             fetch_wait_max_ms: 10,
             buffer_max_bytes: 1 << 20,
             socket_dir: "/tmp".into(),
@@ -291,7 +372,8 @@ mod tests {
     fn plaintext_without_authentication() {
         let config = settings().client_config();
         assert_eq!(get(&config, "bootstrap.servers"), Some("127.0.0.1:9092,[::1]:9093"));
-        assert_eq!(get(&config, "security.protocol"), None);
+        assert_eq!(get(&config, "security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(get(&config, "enable.ssl.certificate.verification"), None);
         assert_eq!(get(&config, "sasl.mechanism"), None);
         assert_eq!(get(&config, "enable.auto.commit"), Some("false"));
         assert_eq!(get(&config, "fetch.wait.max.ms"), Some("10"));
@@ -312,12 +394,56 @@ mod tests {
                 user: "alice".into(),
                 password: "s3cret".into(),
             });
+            s.security.ssl = Some(false);
             let config = s.client_config();
             assert_eq!(get(&config, "security.protocol"), Some("SASL_PLAINTEXT"));
             assert_eq!(get(&config, "sasl.mechanism"), Some(expected));
             assert_eq!(get(&config, "sasl.username"), Some("alice"));
             assert_eq!(get(&config, "sasl.password"), Some("s3cret"));
         }
+    }
+
+    #[test]
+    fn confluent_cloud_is_sasl_plain_over_verified_tls_by_default() {
+        let mut s = settings();
+        s.authentication = Some(Authentication {
+            strategy: "sasl".into(),
+            mechanism: Mechanism::Plain,
+            user: "API_KEY".into(),
+            password: "API_SECRET".into(),
+        });
+        let config = s.client_config();
+        assert_eq!(get(&config, "security.protocol"), Some("SASL_SSL"));
+        assert_eq!(get(&config, "sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(get(&config, "sasl.username"), Some("API_KEY"));
+        assert_eq!(get(&config, "sasl.password"), Some("API_SECRET"));
+        assert_eq!(get(&config, "enable.ssl.certificate.verification"), Some("true"));
+        assert_eq!(get(&config, "ssl.endpoint.identification.algorithm"), Some("https"));
+        assert_eq!(get(&config, "ssl.ca.pem"), None, "the system CA store, as Confluent Cloud's chain is public");
+    }
+
+    #[test]
+    fn tls_options_map_to_librdkafka() {
+        let mut s = settings();
+        s.security = Security {
+            ssl: Some(true),
+            ssl_verify: false,
+            ca_certificate: Some("-----BEGIN CERTIFICATE-----\nCA\n".into()),
+            client_certificate: Some("-----BEGIN CERTIFICATE-----\nC\n".into()),
+            client_key: Some("-----BEGIN PRIVATE KEY-----\nK\n".into()),
+        };
+        let config = s.client_config();
+        assert_eq!(get(&config, "security.protocol"), Some("SSL"));
+        assert_eq!(get(&config, "enable.ssl.certificate.verification"), Some("false"));
+        assert_eq!(get(&config, "ssl.endpoint.identification.algorithm"), Some("none"));
+        assert_eq!(get(&config, "ssl.ca.pem"), Some("-----BEGIN CERTIFICATE-----\nCA\n"));
+        assert_eq!(get(&config, "ssl.certificate.pem"), Some("-----BEGIN CERTIFICATE-----\nC\n"));
+        assert_eq!(get(&config, "ssl.key.pem"), Some("-----BEGIN PRIVATE KEY-----\nK\n"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(s.secrets().iter().any(|x| x.contains("PRIVATE KEY")));
+        s.security.ssl = Some(false);
+        assert_eq!(get(&s.client_config(), "security.protocol"), Some("PLAINTEXT"));
     }
 
     #[test]
@@ -361,6 +487,11 @@ mod tests {
                 "start.offsets:",
             ),
             (Box::new(|s| s.start = Some(Start::Earliest)), "start:"),
+            (Box::new(|s| s.security.ca_certificate = Some("not a pem".into())), "security.ca_certificate:"),
+            (
+                Box::new(|s| s.security.client_certificate = Some("-----BEGIN CERTIFICATE-----".into())),
+                "security.client_key:",
+            ),
             (
                 Box::new(|s| {
                     s.authentication = Some(Authentication {

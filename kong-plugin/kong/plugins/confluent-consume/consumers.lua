@@ -30,8 +30,17 @@ local handles = {}       -- settings key -> entry
 local keys_by_conf = {}  -- conf.__key__ -> settings key
 
 
+-- Kong gives unset optional fields as ngx.null; the native side wants them absent.
+local function opt(value)
+  if value == ngx.null then
+    return nil
+  end
+  return value
+end
+
+
 local function group_id(conf)
-  local group = conf.consumer_group
+  local group = opt(conf.consumer_group)
   if group and group.mode == "manual" then
     return group.consumer_group_id
   end
@@ -48,17 +57,18 @@ local function native_settings(conf, delivery, start)
   for i, server in ipairs(conf.bootstrap_servers) do
     servers[i] = { host = server.host, port = server.port }
   end
-  local auth = conf.authentication
-  if auth and auth.mechanism and auth.mechanism ~= ngx.null then
+  local auth = opt(conf.authentication)
+  if auth and opt(auth.mechanism) then
     auth = { strategy = auth.strategy, mechanism = auth.mechanism, user = auth.user,
              password = auth.password }
+  elseif opt(conf.cluster_api_key) then
+    -- Confluent Cloud: the API key and secret are SASL PLAIN credentials
+    auth = { strategy = "sasl", mechanism = "PLAIN", user = conf.cluster_api_key,
+             password = conf.cluster_api_secret }
   else
     auth = nil
   end
-  local cluster_name = conf.cluster_name
-  if cluster_name == ngx.null then
-    cluster_name = nil
-  end
+  local security = opt(conf.security) or {}
   return {
     bootstrap_servers = servers,
     topics = topics,
@@ -67,7 +77,14 @@ local function native_settings(conf, delivery, start)
     commit_strategy = conf.commit_strategy,
     message_deserializer = conf.message_deserializer,
     authentication = auth,
-    cluster_name = cluster_name,
+    cluster_name = opt(conf.cluster_name),
+    security = {
+      ssl = opt(security.ssl),
+      ssl_verify = security.ssl_verify ~= false,
+      ca_certificate = opt(security.ca_certificate),
+      client_certificate = opt(security.client_certificate),
+      client_key = opt(security.client_key),
+    },
     fetch_wait_max_ms = conf.fetch_wait_max_ms,
     buffer_max_bytes = conf.buffer_max_bytes,
     socket_dir = SOCKET_DIR,
@@ -84,10 +101,13 @@ local function settings_key(s)
     servers[i] = server.host .. ":" .. server.port
   end
   local auth = s.authentication
+  local security = s.security
   return md5(concat({
     concat(servers, ","), concat(s.topics, ","), s.group_id, s.auto_offset_reset, s.commit_strategy,
     s.message_deserializer, s.cluster_name or "", s.fetch_wait_max_ms, s.buffer_max_bytes, s.delivery,
     auth and auth.mechanism or "", auth and auth.user or "", auth and md5(auth.password) or "",
+    tostring(security.ssl), tostring(security.ssl_verify), md5(security.ca_certificate or ""),
+    md5(security.client_certificate or ""), md5(security.client_key or ""),
   }, "\n"))
 end
 

@@ -8,11 +8,25 @@ local MIB = 1024 * 1024
 local SASL_MECHANISMS = { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" }
 
 
--- strategy and mechanism go together, and a mechanism needs a user and a password.
+local function present(value)
+  return value ~= nil and value ~= NULL
+end
+
+
+-- strategy and mechanism go together, and a mechanism needs a user and a password; the Confluent-style
+-- cluster_api_key / cluster_api_secret are an alternative to `authentication`, not an addition.
 local function check_authentication(entity)
-  local auth = entity.config and entity.config.authentication
-  if auth == nil or auth == NULL then
+  local config = entity.config or {}
+  local auth = config.authentication
+  local key, secret = config.cluster_api_key, config.cluster_api_secret
+  if present(key) ~= present(secret) then
+    return nil, "cluster_api_key and cluster_api_secret go together"
+  end
+  if not present(auth) then
     return true
+  end
+  if present(key) and present(auth.mechanism) then
+    return nil, "set either authentication or cluster_api_key/cluster_api_secret, not both"
   end
   local strategy, mechanism = auth.strategy, auth.mechanism
   if strategy == NULL then strategy = nil end
@@ -175,6 +189,64 @@ return {
                 } },
               },
           } },
+          { cluster_api_key = {
+              description = "Confluent Cloud API key: an alias of authentication.user with " ..
+                            "mechanism PLAIN, so configs of Kong's own plugin work.",
+              type = "string",
+              required = false,
+              len_min = 1,
+              encrypted = true,
+              referenceable = true,
+          } },
+          { cluster_api_secret = {
+              description = "Confluent Cloud API secret: an alias of authentication.password.",
+              type = "string",
+              required = false,
+              len_min = 1,
+              encrypted = true,
+              referenceable = true,
+          } },
+          { security = {
+              description = "TLS to the brokers.",
+              type = "record",
+              required = true,
+              fields = {
+                { ssl = {
+                    description = "TLS on or off. Unset: on when SASL is configured (Confluent Cloud " ..
+                                  "accepts only SASL_SSL), off otherwise.",
+                    type = "boolean",
+                    required = false,
+                } },
+                { ssl_verify = {
+                    description = "Verify the broker's certificate chain and host name.",
+                    type = "boolean",
+                    required = true,
+                    default = true,
+                } },
+                { ca_certificate = {
+                    description = "PEM CA bundle to trust; unset: the system's CA store.",
+                    type = "string",
+                    required = false,
+                    match = "%-%-%-%-%-BEGIN ",
+                    referenceable = true,
+                } },
+                { client_certificate = {
+                    description = "PEM client certificate for mutual TLS (with client_key).",
+                    type = "string",
+                    required = false,
+                    match = "%-%-%-%-%-BEGIN ",
+                    referenceable = true,
+                } },
+                { client_key = {
+                    description = "PEM private key of client_certificate.",
+                    type = "string",
+                    required = false,
+                    match = "%-%-%-%-%-BEGIN ",
+                    encrypted = true,
+                    referenceable = true,
+                } },
+              },
+          } },
           { max_records = {
               description = "Most records one GET returns; the `max_records` query argument may ask " ..
                             "for fewer.",
@@ -242,5 +314,6 @@ return {
         field_sources = { "config" },
         fn = check_authentication,
     } },
+    { mutually_required = { "config.security.client_certificate", "config.security.client_key" } },
   },
 }

@@ -174,6 +174,8 @@ describe("http-get", function()
     local bad = {
       "wait=-1", "wait=abc", "wait=3001", "wait=1.5", "wait=1&wait=2", "max_records=0",
       "max_records=21", "max_bytes=0", "max_bytes=100001", "max_bytes=99999999999999999999",
+      "wait=1e3", "wait=0x10", "wait=+5", "wait=%205", "wait=5%00", "wait=1;DROP", "max_records=",
+      "wait=" .. string.rep("9", 5000),
     }
     for _, query in ipairs(bad) do
       local status, body, _, err = host:get("/messages?" .. query, H.limits)

@@ -22,15 +22,22 @@ use crate::encode::{encode_record, RecordParts};
 use crate::error::Error;
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
-/// How long a metadata or offset request of the start-up may take before it is retried.
+/// How long an offset request of the start-up may take before it is retried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// The first metadata request is short: a refused connection or a failed authentication is known within
+/// milliseconds, and a slow cluster simply gets another attempt (a timeout alone is not an error).
+const METADATA_TIMEOUT: Duration = Duration::from_millis(250);
+/// The same log line is written at most once in this period.
+const LOG_REPEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// Pause between start-up attempts while Kafka is unreachable.
-const RETRY_DELAY: Duration = Duration::from_millis(500);
+const RETRY_DELAY: Duration = Duration::from_millis(250);
 /// How often an unhealthy handle checks whether the cluster answers again; a brief disconnect (a broker
 /// closing an idle connection) is cleared this quickly.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// Most messages taken from librdkafka per lock of the buffer.
 const BATCH: usize = 2048;
+/// Once this many bytes were buffered and most are gone again, freed memory goes back to the system.
+const TRIM_AFTER_BYTES: usize = 8 << 20;
 /// Log lines kept for Lua to drain; older ones are dropped.
 const LOG_CAPACITY: usize = 256;
 
@@ -74,6 +81,8 @@ pub struct Shared {
     /// Set by callbacks on librdkafka's threads; the consumer thread rings the doorbell for it.
     ring_pending: AtomicBool,
     last_transport_error: Mutex<Option<String>>,
+    /// When each recent log line was last written, to keep a failing broker from flooding the log.
+    recent_lines: Mutex<HashMap<String, Instant>>,
     secrets: Vec<String>,
 }
 
@@ -93,6 +102,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             ring_pending: AtomicBool::new(false),
             last_transport_error: Mutex::new(None),
+            recent_lines: Mutex::new(HashMap::new()),
             secrets,
         }
     }
@@ -102,9 +112,20 @@ impl Shared {
         self.secrets.iter().fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), "[REDACTED]"))
     }
 
-    /// Queues a line for nginx's error log.
+    /// Queues a line for nginx's error log, unless the same line was queued recently.
     pub fn log(&self, level: Level, text: &str) {
         let line = self.redact(text);
+        {
+            let mut recent = self.recent_lines.lock();
+            let now = Instant::now();
+            if recent.get(&line).is_some_and(|t| now.duration_since(*t) < LOG_REPEAT_INTERVAL) {
+                return;
+            }
+            if recent.len() >= LOG_CAPACITY {
+                recent.retain(|_, t| now.duration_since(*t) < LOG_REPEAT_INTERVAL);
+            }
+            recent.insert(line.clone(), now);
+        }
         let mut state = self.state.lock();
         if state.log.len() >= LOG_CAPACITY {
             state.log.pop_front();
@@ -233,12 +254,18 @@ pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
         if outcome.is_err() {
             thread_shared.set_error("internal error: the consumer thread panicked");
         }
+        drop(consumer);
+        release_free_memory();
     })?;
     Ok((shared, path))
 }
 
+/// Start-up attempts that may fail without librdkafka's reason before the failure is reported anyway.
+const UNEXPLAINED_ATTEMPTS: u32 = 4;
+
 fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
     let mut reader = Reader::default();
+    let mut unexplained = 0;
     while !shared.is_closed() {
         match start(consumer, shared) {
             Ok(r) => {
@@ -248,12 +275,17 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
             Err(err) => {
                 // librdkafka's own account of the failure (from its callbacks) is the better message.
                 let _ = consumer.poll(Duration::ZERO);
-                if shared.state.lock().error.is_none() {
-                    let cause = shared.last_transport_error.lock().take();
-                    shared.set_error(&match cause {
-                        Some(cause) => format!("cannot reach Kafka at {}: {cause}", shared.settings.brokers()),
-                        None => err,
-                    });
+                let cause = shared.last_transport_error.lock().take();
+                match (cause, err) {
+                    (Some(cause), _) => shared
+                        .set_error(&format!("connecting to Kafka at {} failed: {cause}", shared.settings.brokers())),
+                    // The reason usually follows within milliseconds (a log line, an error event): wait for
+                    // it a few attempts, so that requests see the cause rather than a bare transport error.
+                    (None, StartError::TimedOut(err)) if unexplained < UNEXPLAINED_ATTEMPTS => {
+                        unexplained += 1;
+                        shared.log(Level::Warn, &format!("still waiting: {err}"));
+                    }
+                    (None, StartError::TimedOut(err) | StartError::Failed(err)) => shared.set_error(&err),
                 }
                 doorbell.ring();
                 sleep_unless_closed(shared, RETRY_DELAY);
@@ -302,10 +334,40 @@ struct Reader {
     last_watermarks: Option<Instant>,
     /// Partitions that had no committed offset, to be committed once their start is known.
     commit_start: Vec<usize>,
+    /// The most bytes buffered since memory was last handed back to the system.
+    buffered_peak: usize,
+}
+
+/// Why a start-up attempt did not complete.
+enum StartError {
+    /// A request timed out or the connection failed, and librdkafka has not said why yet.
+    TimedOut(String),
+    /// Kafka answered with an error, or the configuration cannot work.
+    Failed(String),
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError::Failed(message)
+    }
+}
+
+/// Classifies a failed request of the start-up; `what` says what was asked.
+fn request_failed(what: &str, err: KafkaError) -> StartError {
+    let message = format!("{what}: {err}");
+    match err.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown,
+        ) => StartError::TimedOut(message),
+        _ => StartError::Failed(message),
+    }
 }
 
 /// Looks up partitions and committed offsets and assigns everything.
-fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, String> {
+fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, StartError> {
     let settings = &shared.settings;
     let brokers = settings.brokers();
     let mut buffers = Vec::new();
@@ -313,16 +375,16 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, String> {
     let mut tpl = TopicPartitionList::new();
     for topic in &settings.topics {
         let metadata = consumer
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(|e| format!("cannot reach Kafka at {brokers}: {e}"))?;
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| request_failed(&format!("metadata request to Kafka at {brokers}"), e))?;
         let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(format!("topic '{topic}' not found"));
+            return Err(format!("topic '{topic}' not found").into());
         };
         if let Some(err) = meta.error() {
-            return Err(format!("topic '{topic}': {}", RDKafkaErrorCode::from(err)));
+            return Err(format!("topic '{topic}': {}", RDKafkaErrorCode::from(err)).into());
         }
         if meta.partitions().is_empty() {
-            return Err(format!("topic '{topic}' not found"));
+            return Err(format!("topic '{topic}' not found").into());
         }
         reader.topic_base.insert(topic.clone(), buffers.len());
         for partition in 0..meta.partitions().len() as i32 {
@@ -377,14 +439,14 @@ fn start_positions(
     shared: &Shared,
     buffers: &[PartitionBuffer],
     tpl: TopicPartitionList,
-) -> Result<Vec<PartitionStart>, String> {
+) -> Result<Vec<PartitionStart>, StartError> {
     let settings = &shared.settings;
     let watermarks = |b: &PartitionBuffer| {
         consumer
             .fetch_watermarks(&b.topic, b.partition, REQUEST_TIMEOUT)
-            .map_err(|e| format!("cannot read offsets of {}/{}: {e}", b.topic, b.partition))
+            .map_err(|e| request_failed(&format!("cannot read offsets of {}/{}", b.topic, b.partition), e))
     };
-    let edge = |b: &PartitionBuffer, reset: OffsetReset| -> Result<StartAt, String> {
+    let edge = |b: &PartitionBuffer, reset: OffsetReset| -> Result<StartAt, StartError> {
         let (low, high) = watermarks(b)?;
         Ok(match reset {
             OffsetReset::Earliest => StartAt::Known(low),
@@ -394,9 +456,9 @@ fn start_positions(
     let mut starts = Vec::with_capacity(buffers.len());
     match (settings.delivery, &settings.start) {
         (Delivery::Queue, _) => {
-            let committed = consumer
-                .committed_offsets(tpl, REQUEST_TIMEOUT)
-                .map_err(|e| format!("cannot read committed offsets of group '{}': {e}", settings.group_id))?;
+            let committed = consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| {
+                request_failed(&format!("cannot read committed offsets of group '{}'", settings.group_id), e)
+            })?;
             for b in buffers {
                 match committed.find_partition(&b.topic, b.partition).map(|e| e.offset()) {
                     Some(Offset::Offset(n)) if n >= 0 => {
@@ -418,7 +480,7 @@ fn start_positions(
         }
         (Delivery::Replay, Some(Start::Offsets { offsets })) => {
             if offsets.len() != buffers.len() {
-                return Err(format!("{} start offsets for {} partitions", offsets.len(), buffers.len()));
+                return Err(format!("{} start offsets for {} partitions", offsets.len(), buffers.len()).into());
             }
             starts.extend(offsets.iter().map(|&o| PartitionStart { at: StartAt::Known(o), uncommitted: false }));
         }
@@ -431,7 +493,7 @@ fn start_positions(
             }
             let found = consumer
                 .offsets_for_times(query, REQUEST_TIMEOUT)
-                .map_err(|e| format!("cannot look up offsets for time {ms}: {e}"))?;
+                .map_err(|e| request_failed(&format!("cannot look up offsets for time {ms}"), e))?;
             for b in buffers {
                 let at = match found.find_partition(&b.topic, b.partition).map(|e| e.offset()) {
                     Some(Offset::Offset(n)) if n >= 0 => StartAt::Known(n),
@@ -463,7 +525,7 @@ fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
             } else if !p.paused && p.bytes() >= limit {
                 p.paused = true;
                 pause.push((p.topic.clone(), p.partition));
-            } else if p.paused && p.bytes() < limit / 2 {
+            } else if p.paused && p.bytes() < limit / 4 * 3 {
                 p.paused = false;
                 resume.push((p.topic.clone(), p.partition));
             }
@@ -572,8 +634,15 @@ impl Reader {
             keys.into_iter().map(|(i, t, p)| (i, cached_high_watermark(consumer, &t, p))).collect();
         let mut newly_started = Vec::new();
         let mut became_ready = false;
+        let mut trim = false;
         {
             let mut state = shared.state.lock();
+            let buffered: usize = state.partitions.iter().map(PartitionBuffer::bytes).sum();
+            self.buffered_peak = self.buffered_peak.max(buffered);
+            if self.buffered_peak >= TRIM_AFTER_BYTES && buffered < TRIM_AFTER_BYTES / 8 {
+                self.buffered_peak = buffered;
+                trim = true;
+            }
             for (i, high) in marks {
                 let Some(high) = high else { continue };
                 let p = &mut state.partitions[i];
@@ -588,6 +657,10 @@ impl Reader {
                 state.phase = Phase::Ready;
                 became_ready = true;
             }
+        }
+        if trim {
+            // outside the lock: requests never wait for it
+            release_free_memory();
         }
         if became_ready {
             shared.ring_pending.store(true, Ordering::Release);
@@ -605,6 +678,18 @@ impl Reader {
                 commit(consumer, shared, &starts);
             }
         }
+    }
+}
+
+/// Hands memory freed by a closed handle or an emptied buffer back to the system; without it glibc keeps
+/// the freed heap of one large catch-up and the worker's RSS never comes down.
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: glibc's malloc_trim only releases free pages of the allocator's own arenas.
+    unsafe {
+        malloc_trim(0);
     }
 }
 

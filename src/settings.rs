@@ -297,8 +297,7 @@ impl Settings {
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("socket.keepalive.enable", "true")
             // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest.
-            .set("queued.max.messages.kbytes", "16384")
-            .set("log.connection.close", "false");
+            .set("queued.max.messages.kbytes", "16384");
         let tls = self.tls();
         let protocol = match (self.authentication.is_some(), tls) {
             (true, true) => "SASL_SSL",

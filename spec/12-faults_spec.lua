@@ -9,9 +9,7 @@ describe("http-get when Kafka fails", function()
   local H = { Host = "down.test" }
 
   local function broker(action, extra)
-    local ok, output = helpers.sh(string.format("%s/scripts/broker.sh %s --dir %s %s", helpers.ROOT, action,
-                                                broker_dir, extra or ""))
-    assert(ok, output)
+    helpers.broker(broker_dir, action, extra)
   end
 
   lazy_setup(function()

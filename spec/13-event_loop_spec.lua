@@ -21,17 +21,7 @@ describe("the event loop of a one-worker nginx", function()
   end)
 
   local function p99_of_quick_requests(n)
-    local conn = host:connect()
-    local times = {}
-    for i = 1, n do
-      local t0 = helpers.now()
-      local status = conn:request("GET", "/messages", { Host = "quick.test" })
-      times[i] = helpers.now() - t0
-      assert.equal(200, status)
-    end
-    conn:close()
-    table.sort(times)
-    return times[math.ceil(n * 0.99)]
+    return host:time_requests("/messages", "quick.test", n)[math.ceil(n * 0.99)]
   end
 
   it("answers other requests at their usual speed while GETs wait 5 s", function()

@@ -32,10 +32,22 @@ local function messages(events)
 end
 
 
-local function python_clients(args)
-  local ok, output = helpers.sh("python3 " .. helpers.ROOT .. "/spec/helpers/sse_clients.py " .. args)
-  assert(ok, output)
-  return assert(cjson.decode(output:match("([^\n]+)\n*$")), output)
+-- Starts spec/helpers/sse_clients.py with `args` in the background and returns once every client is
+-- connected; the returned function waits for the clients and gives their summary and raw output.
+local function start_clients(name, args)
+  local ready = helpers.RUN_DIR .. "/" .. name .. ".ready"
+  os.remove(ready)
+  local pipe = assert(io.popen(string.format("python3 %s/spec/helpers/sse_clients.py %s --ready-file %s 2>&1",
+                                             helpers.ROOT, args, ready)))
+  for _ = 1, 200 do
+    if helpers.sh("test -s " .. ready) then break end
+    helpers.sleep(0.05)
+  end
+  return function()
+    local output = pipe:read("*a")
+    pipe:close()
+    return assert(cjson.decode(output:match("([^\n]+)\n*$") or ""), output), output
+  end
 end
 
 
@@ -206,28 +218,20 @@ describe("server-sent-events", function()
 
   it("gives every client the identical sequence", function()
     produce(T.pair, "--count 200 --partitions 2")
-    local result = python_clients(string.format("--port %d --host pair.test --path '/?from=earliest' " ..
-                                                "--clients 2 --events 200 --timeout 20", host.proxy_port))
+    local result = start_clients("pair", string.format("--port %d --host pair.test --path '/?from=earliest' " ..
+                                                       "--clients 2 --events 200 --timeout 20", host.proxy_port))()
     assert.equal(2, result.complete)
     assert.equal(1, result.sequences)
   end)
 
   it("cuts a slow client with an error event while the others continue", function()
-    local ready = helpers.RUN_DIR .. "/slow.ready"
-    os.remove(ready)
-    local cmd = string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host slow.test " ..
-                              "--path '/?from=latest' --clients 4 --events 1200 --timeout 40 --slow 7 " ..
-                              "--ready-file %s", helpers.ROOT, host.proxy_port, ready)
-    local clients = assert(io.popen(cmd .. " 2>&1"))
-    for _ = 1, 100 do
-      if helpers.sh("test -s " .. ready) then break end
-      helpers.sleep(0.1)
-    end
+    local finish = start_clients("slow", string.format("--port %d --host slow.test --path '/?from=latest' " ..
+                                                       "--clients 4 --events 1200 --timeout 40 --slow 7",
+                                                       host.proxy_port))
     -- 12 MB in about 5 s while the slow client sleeps 7 s: more than the 1 MiB buffer and every socket
     -- buffer on the way (a few MB on loopback) can hold for it
     produce(T.slow, "--count 1200 --size 10000 --interval-ms 4")
-    local result = cjson.decode(clients:read("*a"):match("([^\n]+)\n*$"))
-    clients:close()
+    local result = finish()
     assert.is_table(result.slow, cjson.encode(result))
     assert.equal(3, result.complete - (result.slow.events >= 1200 and 1 or 0), cjson.encode(result))
     assert.equal(1, result.sequences)
@@ -236,50 +240,22 @@ describe("server-sent-events", function()
   end)
 
   it("serves 200 streams on one worker: every client gets every record", function()
-    local ready = helpers.RUN_DIR .. "/crowd.ready"
-    os.remove(ready)
-    local cmd = string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host crowd.test " ..
-                              "--path '/?from=latest' --clients 200 --events 100 --timeout 40 --ready-file %s",
-                              helpers.ROOT, solo.proxy_port, ready)
-    local clients = assert(io.popen(cmd .. " 2>&1"))
-    for _ = 1, 200 do
-      if helpers.sh("test -s " .. ready) then break end
-      helpers.sleep(0.1)
-    end
+    local finish = start_clients("crowd", string.format("--port %d --host crowd.test --path '/?from=latest' " ..
+                                                        "--clients 200 --events 100 --timeout 40", solo.proxy_port))
     helpers.sleep(0.5)
     produce(T.crowd, "--count 100")
-    local output = clients:read("*a")
-    clients:close()
-    local result = cjson.decode(output:match("([^\n]+)\n*$"))
+    local result, output = finish()
     assert.equal(200, result.complete, output)
     assert.equal(1, result.sequences)
     assert.same({}, result.errors)
   end)
 
   it("keeps a one-worker event loop responsive while 100 streams idle", function()
-    local ready = helpers.RUN_DIR .. "/idle.ready"
-    os.remove(ready)
-    local cmd = string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host crowd.test " ..
-                              "--path '/?from=latest' --clients 100 --events 1 --timeout 4 --ready-file %s",
-                              helpers.ROOT, solo.proxy_port, ready)
-    local clients = assert(io.popen(cmd .. " 2>&1"))
-    for _ = 1, 100 do
-      if helpers.sh("test -s " .. ready) then break end
-      helpers.sleep(0.05)
-    end
-    local conn = solo:connect()
-    conn:request("GET", "/messages?max_records=1", { Host = "quick.test" }) -- creates the consumer
-    local times = {}
-    for i = 1, 50 do
-      local t0 = helpers.now()
-      local status = conn:request("GET", "/messages?max_records=1", { Host = "quick.test" })
-      times[i] = helpers.now() - t0
-      assert.equal(200, status)
-    end
-    conn:close()
-    clients:read("*a")
-    clients:close()
-    table.sort(times)
+    local finish = start_clients("idle", string.format("--port %d --host crowd.test --path '/?from=latest' " ..
+                                                       "--clients 100 --events 1 --timeout 4", solo.proxy_port))
+    solo:time_requests("/messages?max_records=1", "quick.test", 1) -- creates the consumer
+    local times = solo:time_requests("/messages?max_records=1", "quick.test", 50)
+    finish()
     assert.is_true(times[50] < 0.05, "slowest quick request took " .. times[50] * 1000 .. " ms")
   end)
 
@@ -319,9 +295,7 @@ describe("server-sent-events when the broker stops mid-stream", function()
   local port = helpers.MEMORY_BROKER_PORT + 3
 
   local function broker(action, extra)
-    local ok, output = helpers.sh(string.format("%s/scripts/broker.sh %s --dir %s %s", helpers.ROOT, action,
-                                                broker_dir, extra or ""))
-    assert(ok, output)
+    helpers.broker(broker_dir, action, extra)
   end
 
   lazy_setup(function()

@@ -73,6 +73,14 @@ function _M.create_topic(name, partitions, port)
 end
 
 
+-- A broker of the spec's own (for faults): scripts/broker.sh `action` ("start", "stop") on `dir`.
+function _M.broker(dir, action, extra)
+  local ok, output = _M.sh(string.format("%s/scripts/broker.sh %s --dir %s %s", _M.ROOT, action, dir,
+                                         extra or ""))
+  assert(ok, output)
+end
+
+
 -- The plugin config for `topic` on the test broker, with `overrides` merged in.
 function _M.plugin_config(topics, overrides)
   if type(topics) == "string" then
@@ -138,6 +146,23 @@ end
 
 function Host:get(path, headers)
   return self:request("GET", path, headers)
+end
+
+
+-- Times `n` GETs of `path` on one keep-alive connection (each must answer 200); returns the sorted
+-- durations in seconds.
+function Host:time_requests(path, host_header, n)
+  local conn = self:connect()
+  local times = {}
+  for i = 1, n do
+    local t0 = _M.now()
+    local status, body = conn:request("GET", path, { Host = host_header })
+    times[i] = _M.now() - t0
+    assert(status == 200, "GET " .. path .. ": " .. tostring(status) .. " " .. tostring(body))
+  end
+  conn:close()
+  table.sort(times)
+  return times
 end
 
 

@@ -11,13 +11,16 @@
 //!                        [--header NAME=VALUE ...] [--header-hex NAME=HEX ...] [--compression C]
 //! kafka-tool consume     --topic T --count N [--partitions K] [--from earliest|latest|committed|OFFSET] [--group G]
 //!                        [--fetch-wait-ms MS] [--timeout-ms MS] [--commit] [--print]
-//! kafka-tool latency     --topic T --count N [--partitions K] [--fetch-wait-ms MS] [--timeout-ms MS]
+//! kafka-tool latency     --topic T --count N [--partitions K] [--fetch-wait-ms MS] [--timeout-ms MS] [--samples]
 //! kafka-tool committed   --topic T --group G
 //! kafka-tool watermarks  --topic T
 //! kafka-tool wait-ready  [--timeout-ms MS]
+//! kafka-tool sse-clients --port P --host H --events N [--path P] [--clients N] [--sample N] [--timeout-ms MS]
+//!                        [--ready-file F]   (many SSE clients against the gateway, for benchmarks)
 //! ```
 
 mod args;
+mod sse_clients;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -33,9 +36,9 @@ use serde_json::{json, Map, Value};
 
 use args::Args;
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+pub(crate) type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const USAGE: &str = "usage: kafka-tool <produce|produce-one|consume|latency|committed|watermarks|wait-ready> \
+const USAGE: &str = "usage: kafka-tool <produce|produce-one|consume|latency|committed|watermarks|wait-ready|sse-clients> \
 [--brokers HOST:PORT] [--config KEY=VALUE ...] [options] (see the doc comment in tools/src/main.rs)";
 
 /// Time-outs for requests that should answer quickly on loopback.
@@ -55,6 +58,7 @@ fn main() {
         "committed" => committed(rest),
         "watermarks" => watermarks(rest),
         "wait-ready" => wait_ready(rest),
+        "sse-clients" => sse_clients::sse_clients(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -88,14 +92,14 @@ fn client_config(args: &Args, defaults: &[(&str, String)]) -> Result<ClientConfi
     Ok(config)
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
 
-fn print_json(value: Value) {
+pub(crate) fn print_json(value: Value) {
     println!("{value}");
 }
 
@@ -547,7 +551,7 @@ fn latency(argv: &[String]) -> Result<()> {
             "fetch-wait-ms",
             "timeout-ms",
         ],
-        &[],
+        &["samples"],
     )?;
     let topic = args.required("topic")?;
     let count: usize = args.number("count")?.ok_or("--count is required")?;
@@ -589,12 +593,17 @@ fn latency(argv: &[String]) -> Result<()> {
     let percentile = |p: f64| {
         delays_ms[((p * delays_ms.len() as f64).ceil() as usize).clamp(1, delays_ms.len()) - 1]
     };
-    print_json(json!({
+    let mut result = json!({
         "count": delays_ms.len(),
         "p50_ms": round3(percentile(0.50)),
         "p99_ms": round3(percentile(0.99)),
         "max_ms": round3(percentile(1.0)),
-    }));
+    });
+    if args.flag("samples") {
+        // every delay, for a latency chart
+        result["samples_ms"] = json!(delays_ms.iter().map(|d| round3(*d)).collect::<Vec<_>>());
+    }
+    print_json(result);
     Ok(())
 }
 
@@ -714,6 +723,6 @@ fn wait_ready(argv: &[String]) -> Result<()> {
     }
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

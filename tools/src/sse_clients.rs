@@ -1,0 +1,146 @@
+//! `sse-clients`: many concurrent server-sent-event clients, one thread each, cheap enough that the
+//! benchmark measures the gateway rather than its client (a Python asyncio client saturated a core at
+//! 1,000 streams). Counts message events per client; `--sample` clients also time each record from its
+//! `ts_us` stamp (set by `produce`) to its arrival.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::args::Args;
+use crate::{now_us, print_json, round3, Result};
+
+/// What one client saw.
+struct Seen {
+    events: usize,
+    delays_ms: Vec<f64>,
+}
+
+pub fn sse_clients(argv: &[String]) -> Result<()> {
+    let args = Args::parse(
+        argv,
+        &["port", "host", "path", "clients", "events", "sample", "timeout-ms", "ready-file"],
+        &[],
+    )?;
+    let port: u16 = args.number("port")?.ok_or("--port is required")?;
+    let host = args.required("host")?.to_string();
+    let path = args.get("path").unwrap_or("/").to_string();
+    let clients: usize = args.number("clients")?.unwrap_or(1);
+    let events: usize = args.number("events")?.ok_or("--events is required")?;
+    let sample: usize = args.number("sample")?.unwrap_or(0);
+    let timeout = Duration::from_millis(args.number("timeout-ms")?.unwrap_or(60_000));
+    let connected = Arc::new(Barrier::new(clients + 1));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut threads = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let (host, path, connected, results) = (host.clone(), path.clone(), connected.clone(), results.clone());
+        threads.push(
+            std::thread::Builder::new().stack_size(128 * 1024).spawn(move || {
+                let seen = client(port, &host, &path, events, i < sample, timeout, &connected);
+                results.lock().expect("results lock").push(seen);
+            })?,
+        );
+    }
+    connected.wait();
+    if let Some(file) = args.get("ready-file") {
+        std::fs::write(file, clients.to_string())?;
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let results = results.lock().expect("results lock");
+    let mut delays: Vec<f64> = results.iter().flat_map(|s| s.delays_ms.iter().copied()).collect();
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if delays.is_empty() {
+            return 0.0;
+        }
+        delays[((p * delays.len() as f64).ceil() as usize).clamp(1, delays.len()) - 1]
+    };
+    print_json(json!({
+        "clients": clients,
+        "complete": results.iter().filter(|s| s.events >= events).count(),
+        "min_events": results.iter().map(|s| s.events).min().unwrap_or(0),
+        "samples": delays.len(),
+        "p50_ms": round3(pct(0.5)),
+        "p99_ms": round3(pct(0.99)),
+        "max_ms": round3(pct(1.0)),
+        "samples_ms": delays.iter().map(|d| round3(*d)).collect::<Vec<_>>(),
+        "seconds": round3(started.elapsed().as_secs_f64()),
+    }));
+    Ok(())
+}
+
+/// One stream: counts `event: message` blocks until `events`, or the stream ends, or `timeout`.
+fn client(port: u16, host: &str, path: &str, events: usize, timed: bool, timeout: Duration, connected: &Barrier) -> Seen {
+    let mut seen = Seen { events: 0, delays_ms: Vec::new() };
+    let stream = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")?;
+        Ok(s)
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut headers_done = false;
+    let deadline = Instant::now() + timeout;
+    let Ok(mut stream) = stream else {
+        connected.wait();
+        return seen;
+    };
+    // Headers first: the stream is open (and positioned) once they arrived.
+    while !headers_done {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                if let Some(end) = find(&pending, b"\r\n\r\n") {
+                    pending.drain(..end + 4);
+                    headers_done = true;
+                }
+            }
+        }
+    }
+    connected.wait();
+    while headers_done && seen.events < events && Instant::now() < deadline {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let arrived_us = now_us();
+        pending.extend_from_slice(&buf[..n]);
+        // Chunk-size lines sit between events; an event is complete at its blank line.
+        while let Some(end) = find(&pending, b"\n\n") {
+            let block = &pending[..end];
+            if let Some(at) = find(block, b"event: message") {
+                seen.events += 1;
+                if timed {
+                    if let Some(ts) = stamp(&block[at..]) {
+                        seen.delays_ms.push((arrived_us - ts) as f64 / 1e3);
+                    }
+                }
+            }
+            pending.drain(..end + 2);
+        }
+    }
+    seen
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `ts_us` stamp inside a record's (JSON-escaped or embedded) value.
+fn stamp(block: &[u8]) -> Option<i64> {
+    let at = find(block, b"ts_us")? + 5;
+    let digits: Vec<u8> = block[at..]
+        .iter()
+        .skip_while(|b| !b.is_ascii_digit())
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}

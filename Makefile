@@ -42,6 +42,7 @@ test-integration: build broker
 
 # Figures, each beside a raw librdkafka consumer measured in the same run (not part of `make test`).
 bench: build broker
+	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q -r bench/requirements.txt
 	python3 bench/bench.py
 
 clean:

@@ -37,6 +37,7 @@ build = {
       ["kong.plugins." .. plugin_name .. ".cursors"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/cursors.lua",
       ["kong.plugins." .. plugin_name .. ".http_get"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/http_get.lua",
       ["kong.plugins." .. plugin_name .. ".sse"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/sse.lua",
+      ["kong.plugins." .. plugin_name .. ".respond"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/respond.lua",
     },
     lib = {
       confluent_consume_native = "target/lua/confluent_consume_native.so",

@@ -4,6 +4,7 @@
 -- Query arguments: `wait` (ms to wait for the first record when none is ready; long-poll),
 -- `max_records`, `max_bytes`; each bounded by the plugin config.
 local consumers = require "kong.plugins.confluent-consume.consumers"
+local respond = require "kong.plugins.confluent-consume.respond"
 local cursors = require "kong.plugins.confluent-consume.cursors"
 
 
@@ -17,11 +18,6 @@ local floor = math.floor
 
 
 local _M = {}
-
-
-local function respond_error(status, message)
-  return kong.response.exit(status, { message = message })
-end
 
 
 -- An integer query argument in [min, max], `default` when absent; nil, message when invalid.
@@ -83,19 +79,18 @@ end
 function _M.serve(conf)
   local limits, err = read_limits(conf)
   if not limits then
-    return respond_error(400, err)
+    return respond.error(400, err)
   end
   local entry
   entry, err = consumers.get(conf)
   if not entry then
-    kong.log.err("cannot create the Kafka consumer: ", err)
-    return respond_error(500, "cannot create the Kafka consumer: " .. err)
+    return respond.consumer_failed(err)
   end
   update_time()
   local started = now()
   local partitions, status, message = consumers.await_ready(entry, started + conf.timeout / 1000)
   if not partitions then
-    return respond_error(status, message)
+    return respond.error(status, message)
   end
   local wait_until = now() + limits.wait
   while true do
@@ -103,7 +98,7 @@ function _M.serve(conf)
     local claim
     claim, err = cursors.claim(entry, partitions, limits, conf.timeout / 1000)
     if not claim then
-      return respond_error(503, err)
+      return respond.error(503, err)
     end
     update_time()
     local remaining = wait_until - now()
@@ -113,7 +108,7 @@ function _M.serve(conf)
     consumers.wait(entry, generation, remaining)
     local _, kafka_err = entry.handle:state()
     if kafka_err then
-      return respond_error(503, "Kafka is unavailable: " .. kafka_err)
+      return respond.error(503, "Kafka is unavailable: " .. kafka_err)
     end
   end
 end

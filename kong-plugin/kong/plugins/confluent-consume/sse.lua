@@ -10,6 +10,7 @@
 -- handle and joins the shared one once its cursor is within what the shared handle holds: no gap and no
 -- duplicate at the seam. Commits are never needed: the event id is the position.
 local consumers = require "kong.plugins.confluent-consume.consumers"
+local respond = require "kong.plugins.confluent-consume.respond"
 local cjson = require "cjson.safe"
 
 
@@ -29,11 +30,6 @@ local MAX_CURSOR_LENGTH = 4096
 
 
 local _M = {}
-
-
-local function respond_error(status, message)
-  return kong.response.exit(status, { message = message })
-end
 
 
 -- The requested start: { cursor = id } to resume, or { from = "earliest" | "latest" | <ms> }.
@@ -158,7 +154,7 @@ local function stream(conf, live, replay, cursors)
       consumers.close(replay)
       replay, source = nil, live
     elseif count == 0 then
-      local _, kafka_err = source.handle:state()
+      local kafka_err = consumers.kafka_error(source)
       if kafka_err ~= last_error then
         last_error = kafka_err
         if kafka_err and not send(error_event("Kafka is unavailable: " .. kafka_err)) then
@@ -178,26 +174,25 @@ end
 function _M.serve(conf)
   local start, err = read_start(conf)
   if not start then
-    return respond_error(400, err)
+    return respond.error(400, err)
   end
   local live
   live, err = consumers.get(conf)
   if not live then
-    kong.log.err("cannot create the Kafka consumer: ", err)
-    return respond_error(500, "cannot create the Kafka consumer: " .. err)
+    return respond.consumer_failed(err)
   end
   update_time()
   local deadline = now() + conf.timeout / 1000
   local _, status, message = consumers.await_ready(live, deadline)
   if status then
-    return respond_error(status, message)
+    return respond.error(status, message)
   end
 
   local cursors, replay_start
   if start.cursor then
     cursors, err = live.handle:parse_cursor(start.cursor)
     if not cursors then
-      return respond_error(400, "invalid Last-Event-ID: " .. err)
+      return respond.error(400, "invalid Last-Event-ID: " .. err)
     end
     if not within(live, cursors) then
       replay_start = { kind = "offsets", offsets = cursors }
@@ -217,13 +212,13 @@ function _M.serve(conf)
   if replay_start then
     replay, err = consumers.replay(conf, replay_start)
     if not replay then
-      return respond_error(500, "cannot create the Kafka consumer: " .. err)
+      return respond.consumer_failed(err)
     end
     local partitions
     partitions, status, message = consumers.await_ready(replay, deadline)
     if not partitions then
       consumers.close(replay)
-      return respond_error(status, message)
+      return respond.error(status, message)
     end
     if not cursors then
       cursors = {}

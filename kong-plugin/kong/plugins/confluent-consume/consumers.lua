@@ -21,6 +21,11 @@ local ipairs = ipairs
 
 local DOORBELL_READ_TIMEOUT = 1000 -- ms; how often an idle doorbell checks for close / worker exit
 local SOCKET_DIR = os.getenv("TMPDIR") or "/tmp"
+-- How each mode reads its handle (see the native module's `delivery`).
+local DELIVERY = {
+  ["http-get"] = "queue",
+  ["server-sent-events"] = "broadcast",
+}
 
 
 local _M = {}
@@ -202,13 +207,6 @@ local function create(key, settings, shared)
   end
   return entry
 end
-
-
--- How each mode reads its handle (see the native module's `delivery`).
-local DELIVERY = {
-  ["http-get"] = "queue",
-  ["server-sent-events"] = "broadcast",
-}
 
 
 -- Returns this worker's shared handle entry for `conf`, creating it on first use.

@@ -216,7 +216,7 @@ describe("server-sent-events", function()
     assert.matches("%-20%.20%.20$", id)
   end)
 
-  it("gives every client the identical sequence", function()
+  it("gives every client the identical sequence of every partition", function()
     produce(T.pair, "--count 200 --partitions 2")
     local result = start_clients("pair", string.format("--port %d --host pair.test --path '/?from=earliest' " ..
                                                        "--clients 2 --events 200 --timeout 20", host.proxy_port))()

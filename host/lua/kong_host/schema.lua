@@ -717,14 +717,20 @@ ENTITY_CHECKS.at_least_one_of = function(record, fields)
 end
 
 
-ENTITY_CHECKS.only_one_of = function(record, fields)
-  local found = 0
+-- How many of `fields` are set in `record`.
+local function count_set(record, fields)
+  local set = 0
   for _, name in ipairs(fields) do
     if is_nonempty(get_path(record, name)) then
-      found = found + 1
+      set = set + 1
     end
   end
-  if found == 1 then
+  return set
+end
+
+
+ENTITY_CHECKS.only_one_of = function(record, fields)
+  if count_set(record, fields) == 1 then
     return true
   end
   return nil, ERR.ONLY_ONE_OF:format(quoted_list(fields))
@@ -732,12 +738,7 @@ end
 
 
 ENTITY_CHECKS.mutually_required = function(record, fields)
-  local set = 0
-  for _, name in ipairs(fields) do
-    if is_nonempty(get_path(record, name)) then
-      set = set + 1
-    end
-  end
+  local set = count_set(record, fields)
   if set == 0 or set == #fields then
     return true
   end
@@ -746,13 +747,7 @@ end
 
 
 ENTITY_CHECKS.mutually_exclusive = function(record, fields)
-  local set = 0
-  for _, name in ipairs(fields) do
-    if is_nonempty(get_path(record, name)) then
-      set = set + 1
-    end
-  end
-  if set <= 1 then
+  if count_set(record, fields) <= 1 then
     return true
   end
   return nil, ERR.MUTUALLY_EXCLUSIVE:format(quoted_list(fields))

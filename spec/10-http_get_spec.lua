@@ -163,7 +163,7 @@ describe("http-get", function()
 
   it("limits by max_records and max_bytes and rejects bad arguments", function()
     helpers.kafka_tool("produce", "--topic " .. topics.limits .. " --count 50 --size 200")
-    local _, _, _, json = host:get("/messages?max_records=3", H.limits)
+    local _, _, _, json = host:get("/messages?max_records=3&wait=2000", H.limits)
     assert.equal(3, #json[topics.limits].partitions["0"].records)
     _, _, _, json = host:get("/messages?max_bytes=1", H.limits)
     assert.equal(1, #json[topics.limits].partitions["0"].records, "one record even above max_bytes")

@@ -166,6 +166,23 @@ function Host:time_requests(path, host_header, n)
 end
 
 
+-- GETs `path` (an http-get route; give it a `wait`) until `n` records arrived or `seconds` passed: a
+-- long-poll answers as soon as the first records are there, which may be fewer than were produced.
+-- Returns the records as `records_of` lists them.
+function Host:collect(path, host_header, n, seconds)
+  local all = {}
+  local deadline = _M.now() + (seconds or 10)
+  while #all < n and _M.now() < deadline do
+    local status, body, _, json = self:get(path, { Host = host_header })
+    assert(status == 200, "GET " .. path .. ": " .. tostring(status) .. " " .. tostring(body))
+    for _, r in ipairs(_M.records_of(json)) do
+      all[#all + 1] = r
+    end
+  end
+  return all
+end
+
+
 -- A keep-alive connection to the proxy.
 function Host:connect(timeout)
   return assert(http.connect("127.0.0.1", self.proxy_port, timeout))

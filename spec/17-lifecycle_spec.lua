@@ -41,8 +41,17 @@ describe("consumer life cycle", function()
 
     local _, plugins = host:admin("GET", "/plugins")
     local id = plugins.data[1].id
+    -- a long-poll waiting when the configuration changes is answered normally, not with an error
+    local waiting = assert(io.popen(string.format(
+      "curl -s -o /dev/null -w '%%{http_code} %%{time_total}' -H 'Host: life.test' 'http://127.0.0.1:%d/?wait=8000'",
+      host.proxy_port)))
+    helpers.sleep(0.5)
     local patched = host:admin("PATCH", "/plugins/" .. id, { config = { fetch_wait_max_ms = 20 } })
     assert.equal(200, patched)
+    local code, seconds = waiting:read("*a"):match("^(%d+) ([%d.]+)")
+    waiting:close()
+    assert.equal("200", code)
+    assert.is_true(tonumber(seconds) < 5, "the long-poll ended with its consumer (" .. seconds .. " s)")
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 4 --partitions 2")
     assert.equal(4, #host:collect("/?wait=2000", "life.test", 4), "the new consumer continues where the old one stopped")
     assert.equal(0, #host:collect("/?wait=300", "life.test", 1, 0.1), "and delivers nothing twice")

@@ -58,7 +58,9 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
         Err(e) => return failure(lua, e),
     };
     let mut state = shared.state.lock();
-    if state.phase != Phase::Ready {
+    // A closed handle still answers from what it holds, so that a request that was waiting on it when
+    // the configuration changed gets a normal (usually empty) answer rather than an error.
+    if state.phase == Phase::Starting {
         return failure(lua, "consumer is not ready");
     }
     let mut offsets = Vec::with_capacity(state.partitions.len());

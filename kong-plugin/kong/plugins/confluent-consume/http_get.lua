@@ -102,7 +102,9 @@ function _M.serve(conf)
     end
     update_time()
     local remaining = wait_until - now()
-    if claim.count > 0 or remaining <= 0 then
+    -- a consumer closed by a configuration change (or a worker exit) ends the long-poll: the next GET
+    -- goes to the consumer of the new configuration
+    if claim.count > 0 or remaining <= 0 or entry.closed then
       return deliver(conf, entry, partitions, claim)
     end
     consumers.wait(entry, generation, remaining)

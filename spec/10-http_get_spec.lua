@@ -3,7 +3,12 @@ local helpers = require "spec.helpers.host"
 
 
 local function drain(host, path, headers)
-  -- Successive GETs on one keep-alive connection until a response has no records.
+  -- Successive GETs on one keep-alive connection until a response has no records. Each GET long-polls
+  -- (1 s unless the path says otherwise): partitions are fetched independently, so a GET without a wait
+  -- can come back empty while another partition's records are still on their way.
+  if not path:find("wait=", 1, true) then
+    path = path .. (path:find("?", 1, true) and "&" or "?") .. "wait=1000"
+  end
   local conn = host:connect()
   local all = {}
   for _ = 1, 1000 do

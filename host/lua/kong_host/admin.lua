@@ -127,6 +127,27 @@ local function foreign_key_violation(field, ref, entity_name)
 end
 
 
+-- Answers a failed store update (what a route or plugin update returned) the way Kong does; returns
+-- true when it answered, false when the update succeeded. A store error is raised.
+local function answer_failed_update(result, uerr)
+  if not result then
+    error(uerr)
+  end
+  if result.status == 404 then
+    not_found()
+  elseif result.foreign then
+    foreign_key_violation("route", result.foreign, "routes")
+  elseif result.errors then
+    schema_violation(result.errors)
+  elseif result.unique then
+    unique_violation(result.unique)
+  else
+    return false
+  end
+  return true
+end
+
+
 ---------------------------------------------------------------------------
 -- Request bodies
 ---------------------------------------------------------------------------
@@ -330,17 +351,8 @@ local function save_route(name_or_id)
     return { route = route }, true
   end)
 
-  if not result then
-    error(uerr)
-  end
-  if result.status == 404 then
-    return not_found()
-  end
-  if result.errors then
-    return schema_violation(result.errors)
-  end
-  if result.unique then
-    return unique_violation(result.unique)
+  if answer_failed_update(result, uerr) then
+    return
   end
   return respond(status, entities.render_route(result.route))
 end
@@ -508,20 +520,8 @@ local function save_plugin(plugin_id, route_name_or_id)
     return { plugin = plugin }, true
   end)
 
-  if not result then
-    error(uerr)
-  end
-  if result.status == 404 then
-    return not_found()
-  end
-  if result.foreign then
-    return foreign_key_violation("route", result.foreign, "routes")
-  end
-  if result.errors then
-    return schema_violation(result.errors)
-  end
-  if result.unique then
-    return unique_violation(result.unique)
+  if answer_failed_update(result, uerr) then
+    return
   end
   return respond(plugin_id and 200 or 201,
                  entities.render_plugin(result.plugin))

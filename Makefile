@@ -5,7 +5,7 @@ SHELL := /bin/bash
 NATIVE_SO := target/release/libconfluent_consume_native.so
 LUA_SO := target/lua/confluent_consume_native.so
 
-.PHONY: help deps build broker run test test-rust test-unit test-integration bench clean
+.PHONY: help deps build broker run test test-rust test-unit test-integration test-faults bench clean
 
 help:
 	@echo "make run    install what is missing, build, start broker + host + demo producer"
@@ -39,6 +39,11 @@ test-unit: build
 
 test-integration: build broker
 	@scripts/run-tests.sh integration
+
+# Faults (broker and worker kills, reloads), leaks over many connections, bounds and hostile input.
+# `make test` runs these too.
+test-faults: build broker
+	@scripts/run-tests.sh faults
 
 # Figures, each beside a raw librdkafka consumer measured in the same run (not part of `make test`).
 bench: build broker

@@ -2,7 +2,8 @@
 # Runs every test: Rust unit tests, Lua unit specs, and the integration specs against a real tansu broker
 # and real nginx hosts. Prints one "N passed, N failed" line at the end; exit status tells.
 #   scripts/run-tests.sh              everything
-#   scripts/run-tests.sh integration  only the integration specs
+#   scripts/run-tests.sh integration  only the integration specs (spec/1*)
+#   scripts/run-tests.sh faults       only the fault, leak and hostile-input specs (spec/2*)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,11 +40,12 @@ if ! scripts/broker.sh start --dir "$BROKER_DIR" --port "$CC_TEST_BROKER_PORT" -
   exit 1
 fi
 
-if [ "${1:-all}" = all ]; then
-  specs=(spec/*_spec.lua)
-else
-  specs=(spec/1*_spec.lua)
-fi
+case "${1:-all}" in
+  all) specs=(spec/*_spec.lua) ;;
+  integration) specs=(spec/1*_spec.lua) ;;
+  faults) specs=(spec/2*_spec.lua) ;;
+  *) echo "unknown selection: $1" >&2; exit 2 ;;
+esac
 spec_out=$(scripts/run-specs.sh "${specs[@]}" 2>&1 | tee /dev/stderr | tail -1)
 spec_passed=$(echo "$spec_out" | sed -nE 's/.* ([0-9]+) passed, ([0-9]+) failed/\1/p')
 spec_failed=$(echo "$spec_out" | sed -nE 's/.* ([0-9]+) passed, ([0-9]+) failed/\2/p')

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! kafka-tool produce     --topic T --count N [--size B] [--partition P | --partitions K] [--compression C]
-//!                        [--linger-ms MS] [--interval-ms MS] [--forever] [--key-prefix S] [--format json|text]
+//!                        [--linger-ms MS] [--interval-ms MS | --rate R] [--forever] [--key-prefix S] [--format json|text]
 //! kafka-tool produce-one --topic T [--partition P] [--key S | --key-hex HEX] [--value S | --value-hex HEX | --null-value]
 //!                        [--header NAME=VALUE ...] [--header-hex NAME=HEX ...] [--compression C]
 //! kafka-tool consume     --topic T --count N [--partitions K] [--from earliest|latest|committed|OFFSET] [--group G]
@@ -18,6 +18,11 @@
 //! kafka-tool sse-clients --port P --host H --events N [--path P] [--clients N] [--sample N] [--timeout-ms MS]
 //!                        [--ready-file F]   (many SSE clients against the gateway, for benchmarks)
 //! ```
+//!
+//! `produce --rate R` spreads the records evenly at R per second (fault tests need a producer still writing
+//! when they kill the broker). The producer rides out a broker outage shorter than `message.timeout.ms`
+//! (30 s here; raise it with `--config`): librdkafka retries without limit (`retries` defaults to INT32_MAX)
+//! until then, and a record whose ack was lost in the outage may be written twice.
 
 mod args;
 mod sse_clients;
@@ -207,6 +212,7 @@ fn produce(argv: &[String]) -> Result<()> {
             "compression",
             "linger-ms",
             "interval-ms",
+            "rate",
             "key-prefix",
             "format",
         ],
@@ -225,6 +231,12 @@ fn produce(argv: &[String]) -> Result<()> {
     let interval = args
         .number::<u64>("interval-ms")?
         .map(Duration::from_millis);
+    let rate: Option<f64> = args.number("rate")?;
+    if let Some(r) = rate {
+        if !(r.is_finite() && r > 0.0) || interval.is_some() {
+            return Err("--rate wants records per second (> 0), without --interval-ms".into());
+        }
+    }
     let linger_ms = args
         .number("linger-ms")?
         .unwrap_or(if interval.is_some() { 0 } else { 5 });
@@ -234,8 +246,8 @@ fn produce(argv: &[String]) -> Result<()> {
         "text" => false,
         other => return Err(format!("--format must be json or text, got {other:?}").into()),
     };
-    if forever && interval.is_none() {
-        return Err("--forever needs --interval-ms".into());
+    if forever && interval.is_none() && rate.is_none() {
+        return Err("--forever needs --interval-ms or --rate".into());
     }
     if round_robin == Some(0) {
         return Err("--partitions must be at least 1".into());
@@ -268,6 +280,17 @@ fn produce(argv: &[String]) -> Result<()> {
             }
             None if seq.is_multiple_of(1024) => producer.poll(Duration::ZERO),
             None => {}
+        }
+        if let Some(r) = rate {
+            // record `seq` is due `seq / r` seconds after the start; serve delivery reports meanwhile
+            let due = started + Duration::from_secs_f64(seq as f64 / r);
+            loop {
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                producer.poll(due - now);
+            }
         }
     }
     finish_producing(&producer)?;

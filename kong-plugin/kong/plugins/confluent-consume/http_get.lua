@@ -20,6 +20,9 @@ local floor = math.floor
 local _M = {}
 
 
+local warned = false  -- the missing lua_check_client_abort is logged once per worker
+
+
 -- An integer query argument in [min, max], `default` when absent; nil, message when invalid.
 local function integer_arg(query, name, min, max, default)
   local value = query[name]
@@ -57,13 +60,35 @@ local function read_limits(conf)
 end
 
 
-local function deliver(conf, entry, partitions, claim)
+-- With lua_check_client_abort on, a client that goes away while the request waits ends it at once (no
+-- records are claimed then); one that goes away while its records are written lets the write finish, so
+-- the claim is settled as undelivered and its records are served again. Killing the request there would
+-- leave the claim unsettled and its records skipped.
+local function watch_abort(request)
+  local ok, err = ngx.on_abort(function()
+    if request.writing then
+      request.aborted = true
+    else
+      return ngx.exit(499)
+    end
+  end)
+  if not ok and not warned then
+    warned = true
+    kong.log.warn("a client that leaves during a long-poll is noticed only when its records are written, ",
+                  "and they may be committed unread: set lua_check_client_abort on (", err, ")")
+  end
+end
+
+
+local function deliver(conf, entry, partitions, claim, request)
   ngx.status = 200
   ngx.header["Content-Type"] = "application/json"
+  request.writing = true
   local ok = ngx.print(claim.body)
   if ok then
     ok = ngx.flush(true)
   end
+  ok = ok and not request.aborted
   if claim.count > 0 then
     local commits, err = cursors.settle(entry, partitions, claim, ok, conf.timeout / 1000)
     if not commits then
@@ -81,6 +106,8 @@ function _M.serve(conf)
   if not limits then
     return respond.error(400, err)
   end
+  local request = {}
+  watch_abort(request)
   local entry
   entry, err = consumers.get(conf)
   if not entry then
@@ -105,7 +132,7 @@ function _M.serve(conf)
     -- a consumer closed by a configuration change (or a worker exit) ends the long-poll: the next GET
     -- goes to the consumer of the new configuration
     if claim.count > 0 or remaining <= 0 or entry.closed then
-      return deliver(conf, entry, partitions, claim)
+      return deliver(conf, entry, partitions, claim, request)
     end
     consumers.wait(entry, generation, remaining)
     local _, kafka_err = entry.handle:state()

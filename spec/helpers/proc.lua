@@ -1,0 +1,58 @@
+-- What the leak and bounds specs measure of an nginx worker, read from /proc: threads, open descriptors,
+-- resident memory. And waiting for a condition with a deadline instead of sleeping a fixed time.
+local helpers = require "spec.helpers.host"
+
+
+local _M = {}
+
+
+local function count_entries(dir)
+  local _, out = helpers.sh("ls " .. dir .. " | wc -l")
+  return tonumber(out)
+end
+
+
+-- { threads, fds, rss_kb } of process `pid`.
+function _M.stats(pid)
+  local file = assert(io.open("/proc/" .. pid .. "/status"))
+  local status = file:read("*a")
+  file:close()
+  return {
+    threads = count_entries("/proc/" .. pid .. "/task"),
+    fds = count_entries("/proc/" .. pid .. "/fd"),
+    rss_kb = tonumber(status:match("VmRSS:%s*(%d+)")),
+  }
+end
+
+
+function _M.format(s)
+  return string.format("threads %d, fds %d, RSS %.1f MB", s.threads, s.fds, s.rss_kb / 1024)
+end
+
+
+-- Waits until `condition()` returns a true value or `seconds` pass; returns that value (or false).
+function _M.wait_until(condition, seconds, step)
+  local deadline = helpers.now() + seconds
+  while true do
+    local value = condition()
+    if value or helpers.now() > deadline then
+      return value or false
+    end
+    helpers.sleep(step or 0.1)
+  end
+end
+
+
+-- Waits until the worker's threads and descriptors are back to `baseline` (at most `seconds`); returns
+-- its stats then.
+function _M.settle(pid, baseline, seconds)
+  local last
+  _M.wait_until(function()
+    last = _M.stats(pid)
+    return last.threads == baseline.threads and last.fds == baseline.fds
+  end, seconds, 0.2)
+  return last
+end
+
+
+return _M

@@ -167,3 +167,187 @@ describe("http-get without lua_check_client_abort", function()
     assert.equal(1, warnings)
   end)
 end)
+
+
+describe("server-sent events when the plugin's configuration changes", function()
+  local host, topic, pid
+  local H = "change.test"
+  local SSE = { Host = H, Accept = "text/event-stream" }
+
+  lazy_setup(function()
+    topic = helpers.create_topic(helpers.unique_name("change"), 2)
+    host = helpers.start_host({ workers = 1, routes = {
+      { name = "change", hosts = { H }, plugins = { { name = "confluent-consume",
+        config = helpers.plugin_config(topic, { mode = "server-sent-events" }) } } },
+    } })
+    pid = host:worker_pids()[1]
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  -- Opens a stream and waits for its `retry:` (sent once its start position is fixed).
+  local function open(path, last_id)
+    local conn = host:connect(20)
+    local headers = { Host = H, Accept = "text/event-stream", ["Last-Event-ID"] = last_id }
+    local status = conn:send_request("GET", path, headers)
+    assert.equal(200, status)
+    assert.matches("^retry:", conn:read_chunk())
+    return { conn = conn, seen = {} }
+  end
+
+  -- Reads `n` records from a stream; returns why it stopped ("count", "eof", ...).
+  local function read(stream, n, seconds)
+    local events, why = stream.conn:read_events(n, seconds)
+    for _, e in ipairs(events) do
+      if e.data and (e.event or "message") == "message" then
+        local r = cjson.decode(e.data)
+        local key = r.partition .. ":" .. r.offset
+        assert.is_nil(stream.seen[key], "a duplicate: " .. key)
+        stream.seen[key] = true
+        stream.last_id = e.id
+      end
+    end
+    return why, events
+  end
+
+  local function count(stream)
+    local n = 0
+    for _ in pairs(stream.seen) do n = n + 1 end
+    return n
+  end
+
+  it("end cleanly on a PATCH and resume on the new consumer; on a DELETE leave no thread or fd", function()
+    local baseline = proc.stats(pid)
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 20 --partitions 2")
+    local streams = {}
+    for i = 1, 5 do
+      -- three at the live edge, two catching up from the oldest record on consumers of their own
+      streams[i] = open(i <= 3 and "/" or "/?from=earliest")
+    end
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 10 --partitions 2")
+    for i, s in ipairs(streams) do
+      assert.equal("count", (read(s, i <= 3 and 10 or 30, 20)))
+    end
+    local streaming = proc.stats(pid)
+    print("SSE before any consumer: " .. proc.format(baseline) .. "; 5 streams: " .. proc.format(streaming))
+    assert.is_true(streaming.threads > baseline.threads)
+
+    local _, plugins = host:admin("GET", "/plugins")
+    local id = plugins.data[1].id
+    assert.equal(200, (host:admin("PATCH", "/plugins/" .. id, { config = { fetch_wait_max_ms = 20 } })))
+    for _, s in ipairs(streams) do
+      local why, events = read(s, 1, 10)
+      assert.equal("eof", why, "the stream ended with the consumer it read")
+      assert.equal(0, #events)
+      s.conn:close()
+    end
+    local after_patch = proc.settle(pid, baseline, 15)
+    assert.same({ baseline.threads, baseline.fds }, { after_patch.threads, after_patch.fds },
+                "the old consumers' threads and descriptors are gone")
+
+    -- each stream resumes where it stopped, on the consumer of the new configuration
+    for i, s in ipairs(streams) do
+      local resumed = open("/", s.last_id)
+      resumed.seen, resumed.last_id = s.seen, s.last_id
+      streams[i] = resumed
+    end
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 10 --partitions 2")
+    for i, s in ipairs(streams) do
+      assert.equal("count", (read(s, 10, 20)))
+      assert.equal(i <= 3 and 20 or 40, count(s), "no gap and no duplicate across the change")
+    end
+
+    assert.equal(204, (host:admin("DELETE", "/plugins/" .. id)))
+    for _, s in ipairs(streams) do
+      assert.equal("eof", (read(s, 1, 10)))
+      s.conn:close()
+    end
+    local after_delete = proc.settle(pid, baseline, 15)
+    print("after PATCH: " .. proc.format(after_patch) .. "; after DELETE: " .. proc.format(after_delete))
+    assert.same({ baseline.threads, baseline.fds }, { after_delete.threads, after_delete.fds })
+  end)
+end)
+
+
+describe("a broker that is not there when the gateway starts", function()
+  local host, topic, broker_dir
+  local port = helpers.MEMORY_BROKER_PORT + 20
+
+  lazy_setup(function()
+    broker_dir = helpers.RUN_DIR .. "/broker-late"
+    helpers.sh("rm -rf " .. broker_dir)
+    topic = helpers.unique_name("late")
+    local routes = {}
+    for _, mode in ipairs({ "http-get", "server-sent-events" }) do
+      local config = helpers.plugin_config(topic, { mode = mode, auto_offset_reset = "earliest", timeout = 2000 })
+      config.bootstrap_servers[1].port = port  -- nothing listens there yet
+      routes[#routes + 1] = { name = mode, hosts = { mode .. ".test" },
+                              plugins = { { name = "confluent-consume", config = config } } }
+    end
+    host = helpers.start_host({ workers = 1, routes = routes })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+    helpers.broker(broker_dir, "stop")
+  end)
+
+  local function assert_unavailable(status, body, json)
+    assert.is_true(status == 503 or status == 504, status .. " " .. body)
+    assert.is_table(json, body)
+    assert.matches("Kafka", json.message, 1, true)
+  end
+
+  it("fails clearly meanwhile, then serves both modes without a restart", function()
+    for _, h in ipairs({ "http-get.test", "server-sent-events.test" }) do
+      local t0 = helpers.now()
+      local status, body, headers, json = host:get("/?wait=500", { Host = h })
+      assert_unavailable(status, body, json)
+      assert.matches("application/json", headers["content-type"], 1, true)
+      assert.matches("Connection refused", json.message, 1, true)
+      assert.is_true(helpers.now() - t0 < 3, "answered within timeout")
+    end
+
+    helpers.broker(broker_dir, "start", "--port " .. port .. " --storage sqlite")
+    -- the broker answers but the topic does not exist yet: still a clear 5xx
+    assert.truthy(proc.wait_until(function()
+      local status, body, _, json = host:get("/", { Host = "http-get.test" })
+      assert_unavailable(status, body, json)
+      return json.message:find("Connection refused", 1, true) == nil and json.message
+    end, 30, 0.3), "the reason changed once the broker answered")
+
+    helpers.create_topic(topic, 2, port)
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 10 --partitions 2", port)
+    local records = {}
+    assert.truthy(proc.wait_until(function()
+      local status, body, _, json = host:get("/?wait=500", { Host = "http-get.test" })
+      if status ~= 200 then
+        assert_unavailable(status, body, json)
+        return false
+      end
+      for _, r in ipairs(helpers.records_of(json)) do records[#records + 1] = r end
+      return #records >= 10
+    end, 40, 0.3), "http-get serves once Kafka is reachable")
+    assert.equal(10, #records)
+
+    local conn
+    assert.truthy(proc.wait_until(function()
+      conn = host:connect(20)
+      local status = conn:send_request("GET", "/?from=earliest",
+                                       { Host = "server-sent-events.test", Accept = "text/event-stream" })
+      if status == 200 then return true end
+      conn:close()
+      return false
+    end, 40, 0.3), "server-sent events stream once Kafka is reachable")
+    local events, why = conn:read_events(10, 20)
+    conn:close()
+    assert.equal("count", why)
+    local messages = 0
+    for _, e in ipairs(events) do
+      if e.data and (e.event or "message") == "message" then messages = messages + 1 end
+    end
+    assert.equal(10, messages)
+  end)
+end)

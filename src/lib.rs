@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod doorbell;
 pub mod encode;
 pub mod error;
+pub mod query;
 pub mod settings;
 
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData, U
 use crate::buffer::{layout_tag, parse_cursor, render_kong, render_sse, select, Limits, ReadMode};
 use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
-use crate::settings::{Delivery, Settings};
+use crate::query::{Mode, Query, QueryConfig, StreamStart};
+use crate::settings::{Delivery, OffsetReset, Settings};
 
 /// A consumer handle as Lua sees it.
 pub struct Handle {
@@ -247,7 +249,60 @@ fn new_consumer(lua: &Lua, settings: Value) -> LuaResult<MultiValue> {
     }
 }
 
-/// The module table: `version()` and `new_consumer(settings)`.
+/// `parse_query(raw, conf [, last_event_id])`: the query arguments of a request for the plugin config
+/// `conf` (its `mode` and bounds), from the raw query string; `last_event_id` is the request's
+/// `Last-Event-ID` header. http-get: `{wait = ms, max_records =, max_bytes =}`; server-sent-events:
+/// `{cursor = id}` or `{from = "earliest" | "latest" | ms}`. See [`query`].
+///
+/// # Errors
+/// Returns `nil, message` for the client when an argument is invalid. Raises when `conf` lacks the
+/// fields its mode needs (misuse).
+fn parse_query(
+    lua: &Lua,
+    (raw, conf, last_event_id): (mlua::LuaString, Table, Option<mlua::LuaString>),
+) -> LuaResult<MultiValue> {
+    let mode: String = conf.get("mode")?;
+    let mode = Mode::from_name(&mode).ok_or_else(|| mlua::Error::runtime(format!("unknown mode '{mode}'")))?;
+    let bound = |name: &str| -> LuaResult<u64> {
+        if mode == Mode::HttpGet {
+            conf.get(name)
+        } else {
+            Ok(0)
+        }
+    };
+    let auto_offset_reset = match (mode, conf.get::<Option<String>>("auto_offset_reset")?.as_deref()) {
+        (Mode::ServerSentEvents, Some("earliest")) => OffsetReset::Earliest,
+        (Mode::ServerSentEvents, Some("latest")) | (Mode::HttpGet, _) => OffsetReset::Latest,
+        (Mode::ServerSentEvents, _) => return Err(mlua::Error::runtime("conf.auto_offset_reset is invalid")),
+    };
+    let config = QueryConfig {
+        mode,
+        max_wait: bound("max_wait")?,
+        max_records: bound("max_records")?,
+        max_bytes: bound("max_bytes")?,
+        auto_offset_reset,
+    };
+    let header = last_event_id.as_ref().map(|h| h.as_bytes());
+    let parsed = match query::parse(&raw.as_bytes(), &config, header.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(message) => return failure(lua, message),
+    };
+    let args = lua.create_table_with_capacity(0, 3)?;
+    match parsed {
+        Query::Get(limits) => {
+            args.raw_set("wait", limits.wait_ms)?;
+            args.raw_set("max_records", limits.max_records)?;
+            args.raw_set("max_bytes", limits.max_bytes)?;
+        }
+        Query::Stream(StreamStart::Cursor(id)) => args.raw_set("cursor", lua.create_string(id)?)?,
+        Query::Stream(StreamStart::Earliest) => args.raw_set("from", "earliest")?,
+        Query::Stream(StreamStart::Latest) => args.raw_set("from", "latest")?,
+        Query::Stream(StreamStart::Timestamp(ms)) => args.raw_set("from", ms)?,
+    }
+    Ok(MultiValue::from_vec(vec![Value::Table(args)]))
+}
+
+/// The module table: `version()`, `new_consumer(settings)` and `parse_query(raw, conf, last_event_id)`.
 ///
 /// # Errors
 /// Fails only when Lua cannot allocate the table.
@@ -256,5 +311,6 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     let exports = lua.create_table()?;
     exports.set("version", lua.create_function(|_, ()| Ok(env!("CARGO_PKG_VERSION")))?)?;
     exports.set("new_consumer", lua.create_function(new_consumer)?)?;
+    exports.set("parse_query", lua.create_function(parse_query)?)?;
     Ok(exports)
 }

@@ -6,15 +6,13 @@
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local cursors = require "kong.plugins.confluent-consume.cursors"
+local native = require "confluent_consume_native"
 
 
 local kong = kong
 local ngx = ngx
 local now = ngx.now
 local update_time = ngx.update_time
-local tonumber = tonumber
-local type = type
-local floor = math.floor
 
 
 local _M = {}
@@ -23,40 +21,15 @@ local _M = {}
 local warned = false  -- the missing lua_check_client_abort is logged once per worker
 
 
--- An integer query argument in [min, max], `default` when absent; nil, message when invalid.
-local function integer_arg(query, name, min, max, default)
-  local value = query[name]
-  if value == nil then
-    return default
-  end
-  if type(value) ~= "string" then
-    return nil, name .. " must be given once, as an integer"
-  end
-  local n = value:match("^%d+$") and tonumber(value)
-  if not n or n ~= floor(n) or n < min or n > max then
-    return nil, name .. " must be an integer between " .. min .. " and " .. max
-  end
-  return n
-end
-
-
+-- wait, max_records and max_bytes from the query string, each bounded by the config (see the native
+-- module's parse_query).
 local function read_limits(conf)
-  local query = kong.request.get_query()
-  local wait, err = integer_arg(query, "wait", 0, conf.max_wait, 0)
-  if not wait then
+  local limits, err = native.parse_query(kong.request.get_raw_query(), conf)
+  if not limits then
     return nil, err
   end
-  local max_records
-  max_records, err = integer_arg(query, "max_records", 1, conf.max_records, conf.max_records)
-  if not max_records then
-    return nil, err
-  end
-  local max_bytes
-  max_bytes, err = integer_arg(query, "max_bytes", 1, conf.max_bytes, conf.max_bytes)
-  if not max_bytes then
-    return nil, err
-  end
-  return { wait = wait / 1000, max_records = max_records, max_bytes = max_bytes }
+  limits.wait = limits.wait / 1000
+  return limits
 end
 
 

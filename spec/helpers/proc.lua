@@ -43,6 +43,20 @@ function _M.wait_until(condition, seconds, step)
 end
 
 
+-- The stats of `pid` once its threads and descriptors stopped changing (two samples half a second
+-- apart agree; at most `seconds`).
+function _M.steady(pid, seconds)
+  local last = _M.stats(pid)
+  _M.wait_until(function()
+    local s = _M.stats(pid)
+    local same = s.threads == last.threads and s.fds == last.fds
+    last = s
+    return same
+  end, seconds, 0.5)
+  return last
+end
+
+
 -- Waits until the worker's threads and descriptors are back to `baseline` (at most `seconds`); returns
 -- its stats then.
 function _M.settle(pid, baseline, seconds)

@@ -11,7 +11,6 @@
 -- duplicate at the seam. Commits are never needed: the event id is the position.
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
-local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
 
 
@@ -23,15 +22,52 @@ local print = ngx.print
 local flush = ngx.flush
 local concat = table.concat
 local ipairs = ipairs
+local tonumber = tonumber
+local type = type
+
+
+local MAX_CURSOR_LENGTH = 4096
 
 
 local _M = {}
 
 
--- The requested start: { cursor = id } to resume (the Last-Event-ID header, else ?last_event_id), or
--- { from = "earliest" | "latest" | <ms> } (?from, else auto_offset_reset); see the native parse_query.
+local warned = false  -- the missing lua_check_client_abort is logged once per worker
+
+
+-- The requested start: { cursor = id } to resume, or { from = "earliest" | "latest" | <ms> }.
 local function read_start(conf)
-  return native.parse_query(kong.request.get_raw_query(), conf, kong.request.get_header("Last-Event-ID"))
+  local query = kong.request.get_query()
+  local id = kong.request.get_header("Last-Event-ID")
+  if id == nil then
+    id = query.last_event_id
+    if id ~= nil and type(id) ~= "string" then
+      return nil, "last_event_id must be given once"
+    end
+  elseif type(id) ~= "string" then
+    return nil, "Last-Event-ID must be given once"
+  end
+  if id and id ~= "" then
+    if #id > MAX_CURSOR_LENGTH then
+      return nil, "invalid Last-Event-ID: cursor is too long"
+    end
+    return { cursor = id }
+  end
+  local from = query.from
+  if from == nil then
+    return { from = conf.auto_offset_reset }
+  end
+  if type(from) ~= "string" then
+    return nil, "from must be given once"
+  end
+  if from == "earliest" or from == "latest" then
+    return { from = from }
+  end
+  local ms = from:match("^%d+$") and #from <= 15 and tonumber(from)
+  if not ms then
+    return nil, "from must be earliest, latest or a timestamp in milliseconds since the epoch"
+  end
+  return { from = ms }
 end
 
 
@@ -138,11 +174,29 @@ local function stream(conf, live, replay, cursors)
 end
 
 
+-- The client went away: end the request at once and release its replay handle, whether the stream
+-- runs or is still starting (its replay handle still connecting).
+local function watch_abort(request)
+  local ok = ngx.on_abort(function()
+    if request.replay then
+      consumers.close(request.replay)
+    end
+    return ngx.exit(499)
+  end)
+  if not ok and not warned then
+    warned = true
+    kong.log.warn("client disconnects are noticed only at the next write: set lua_check_client_abort on")
+  end
+end
+
+
 function _M.serve(conf)
   local start, err = read_start(conf)
   if not start then
     return respond.error(400, err)
   end
+  local request = {}
+  watch_abort(request)
   local live
   live, err = consumers.get(conf)
   if not live then
@@ -181,6 +235,7 @@ function _M.serve(conf)
     if not replay then
       return respond.consumer_failed(err)
     end
+    request.replay = replay
     local partitions
     partitions, status, message = consumers.await_ready(replay, deadline)
     if not partitions then
@@ -199,16 +254,6 @@ function _M.serve(conf)
   ngx.header["Content-Type"] = "text/event-stream"
   ngx.header["Cache-Control"] = "no-cache"
   ngx.header["X-Accel-Buffering"] = "no"
-  local ok = ngx.on_abort(function()
-    -- the client went away: release the replay handle now, not at the next write
-    if replay then
-      consumers.close(replay)
-    end
-    return ngx.exit(499)
-  end)
-  if not ok then
-    kong.log.warn("client disconnects are noticed only at the next write: set lua_check_client_abort on")
-  end
   if send("retry: " .. conf.retry_interval .. "\n\n") then
     stream(conf, live, replay, cursors)
   end

@@ -11,6 +11,7 @@
 -- duplicate at the seam. Commits are never needed: the event id is the position.
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
+local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
 
 
@@ -22,11 +23,6 @@ local print = ngx.print
 local flush = ngx.flush
 local concat = table.concat
 local ipairs = ipairs
-local tonumber = tonumber
-local type = type
-
-
-local MAX_CURSOR_LENGTH = 4096
 
 
 local _M = {}
@@ -35,39 +31,10 @@ local _M = {}
 local warned = false  -- the missing lua_check_client_abort is logged once per worker
 
 
--- The requested start: { cursor = id } to resume, or { from = "earliest" | "latest" | <ms> }.
+-- The requested start: { cursor = id } to resume (the Last-Event-ID header, else ?last_event_id), or
+-- { from = "earliest" | "latest" | <ms> } (?from, else auto_offset_reset); see the native parse_query.
 local function read_start(conf)
-  local query = kong.request.get_query()
-  local id = kong.request.get_header("Last-Event-ID")
-  if id == nil then
-    id = query.last_event_id
-    if id ~= nil and type(id) ~= "string" then
-      return nil, "last_event_id must be given once"
-    end
-  elseif type(id) ~= "string" then
-    return nil, "Last-Event-ID must be given once"
-  end
-  if id and id ~= "" then
-    if #id > MAX_CURSOR_LENGTH then
-      return nil, "invalid Last-Event-ID: cursor is too long"
-    end
-    return { cursor = id }
-  end
-  local from = query.from
-  if from == nil then
-    return { from = conf.auto_offset_reset }
-  end
-  if type(from) ~= "string" then
-    return nil, "from must be given once"
-  end
-  if from == "earliest" or from == "latest" then
-    return { from = from }
-  end
-  local ms = from:match("^%d+$") and #from <= 15 and tonumber(from)
-  if not ms then
-    return nil, "from must be earliest, latest or a timestamp in milliseconds since the epoch"
-  end
-  return { from = ms }
+  return native.parse_query(kong.request.get_raw_query(), conf, kong.request.get_header("Last-Event-ID"))
 end
 
 

@@ -14,7 +14,20 @@ local function fake_dict()
       return true
     end,
     delete = function(_, k) data[k] = nil end,
+    incr = function(_, k, v, init)
+      data[k] = (data[k] or init) + v
+      return data[k]
+    end,
   }
+end
+
+
+-- The pid of a process that has exited (and been reaped).
+local function dead_pid()
+  local pipe = assert(io.popen("sh -c 'echo $$'"))
+  local pid = tonumber(pipe:read("*l"))
+  pipe:close()
+  return pid
 end
 
 
@@ -36,16 +49,16 @@ end
 
 
 describe("cursors", function()
-  local cursors, dict, clock
+  local cursors, dict, clock, pid
 
   before_each(function()
-    dict, clock = fake_dict(), 1000
+    dict, clock, pid = fake_dict(), 1000, 1  -- pid 1 always exists
     _G.kong = {}
     _G.ngx = {
       shared = { confluent_consume = dict },
       now = function() return clock end,
       sleep = function() end,
-      worker = { pid = function() return 1 end },
+      worker = { pid = function() return pid end },
     }
     package.loaded["kong.plugins.confluent-consume.cursors"] = nil
     cursors = require "kong.plugins.confluent-consume.cursors"
@@ -85,13 +98,82 @@ describe("cursors", function()
     assert.same({ 0 }, again.starts)
   end)
 
-  it("ignores abandoned claims once they expire", function()
+  it("serves again exactly a failed claim's records, not what later claims delivered", function()
+    local entry = { group_id = "g", handle = fake_handle({ 20, 20 }) }
+    local limits = { max_records = 6, max_bytes = 1e6 }
+    local a = assert(cursors.claim(entry, partitions, limits, 1))  -- p0 [0, 6)
+    local b = assert(cursors.claim(entry, partitions, limits, 1))  -- p0 [6, 12)
+    assert.same({ 6 }, b.starts)
+    assert(cursors.settle(entry, partitions, b, true, 1))
+    assert.same({ false, false }, assert(cursors.settle(entry, partitions, a, false, 1)))
+    -- the redo read is capped at the range's size: p0 [0, 6) again, p1 untouched
+    local redo = assert(cursors.claim(entry, partitions, { max_records = 100, max_bytes = 1e6 }, 1))
+    assert.same({ 0 }, redo.starts)
+    assert.same({ 6 }, redo.ends)
+    -- then the frontier: p0 from 12 (b's records are not served twice), p1 from 0
+    local c = assert(cursors.claim(entry, partitions, { max_records = 100, max_bytes = 1e6 }, 1))
+    assert.same({ 12, 0 }, c.starts)
+    assert.same({ 20, 20 }, c.ends)
+  end)
+
+  it("does not commit past records still to be served again", function()
     local entry = { group_id = "g", handle = fake_handle({ 10 }) }
     local one = { partitions[1] }
-    assert(cursors.claim(entry, one, { max_records = 2, max_bytes = 1e6 }, 1)) -- never settled
-    local b = assert(cursors.claim(entry, one, { max_records = 2, max_bytes = 1e6 }, 1))
+    local a = assert(cursors.claim(entry, one, { max_records = 3, max_bytes = 1e6 }, 1))
+    local b = assert(cursors.claim(entry, one, { max_records = 3, max_bytes = 1e6 }, 1))
+    assert(cursors.settle(entry, one, a, false, 1))
+    assert.same({ 0 }, assert(cursors.settle(entry, one, b, true, 1)))
+    local redo = assert(cursors.claim(entry, one, { max_records = 3, max_bytes = 1e6 }, 1))
+    assert.same({ 6 }, assert(cursors.settle(entry, one, redo, true, 1)))
+  end)
+
+  it("serves at once again the records of a claim whose worker died", function()
+    local entry = { group_id = "g", handle = fake_handle({ 10 }) }
+    local one = { partitions[1] }
+    local limits = { max_records = 3, max_bytes = 1e6 }
+    pid = dead_pid()
+    assert(cursors.claim(entry, one, limits, 1))  -- [0, 3), never settled: its worker was killed
+    pid = 1
+    local b = assert(cursors.claim(entry, one, limits, 1))
+    assert.same({ 3 }, b.starts)
+    assert.same({ 0 }, assert(cursors.settle(entry, one, b, true, 1)), "the dead claim holds commits back")
+    clock = clock + 1  -- a worker looks for dead workers' claims once a second, not after timeout + grace
+    local again = assert(cursors.claim(entry, one, limits, 1))
+    assert.same({ 0 }, again.starts)
+    assert.same({ 3 }, again.ends)
+    assert.same({ 6 }, assert(cursors.settle(entry, one, again, true, 1)))
+    local next_claim = assert(cursors.claim(entry, one, limits, 1))
+    assert.same({ 6 }, next_claim.starts)
+  end)
+
+  it("keeps a live worker's claim until timeout and grace expire, then serves its records again", function()
+    local entry = { group_id = "g", handle = fake_handle({ 10 }) }
+    local one = { partitions[1] }
+    local limits = { max_records = 2, max_bytes = 1e6 }
+    local a = assert(cursors.claim(entry, one, limits, 1))  -- a slow write, still going on
+    clock = clock + 30
+    local b = assert(cursors.claim(entry, one, limits, 1))
+    assert.same({ 2 }, b.starts)
     clock = clock + 3600
-    assert.same({ 4 }, assert(cursors.settle(entry, one, b, true, 1)))
+    local again = assert(cursors.claim(entry, one, limits, 1))
+    assert.same({ 0 }, again.starts)
+    -- b and the late a both succeed: nothing left to serve again, commits move on
+    assert(cursors.settle(entry, one, b, true, 1))
+    assert(cursors.settle(entry, one, again, true, 1))
+    assert.same({ 4 }, assert(cursors.settle(entry, one, a, true, 1)))
+  end)
+
+  it("does not serve again what a claim taken for abandoned delivered after all", function()
+    local entry = { group_id = "g", handle = fake_handle({ 10 }) }
+    local one = { partitions[1] }
+    local a = assert(cursors.claim(entry, one, { max_records = 4, max_bytes = 1e6 }, 1))
+    clock = clock + 3600
+    local b = assert(cursors.claim(entry, one, { max_records = 1, max_bytes = 1e6 }, 1))
+    assert.same({ 0 }, b.starts, "a's records are served again")
+    assert.same({ 1 }, b.ends)
+    assert.same({ 0 }, assert(cursors.settle(entry, one, a, true, 1)), "b is still in flight")
+    local c = assert(cursors.claim(entry, one, { max_records = 10, max_bytes = 1e6 }, 1))
+    assert.same({ 4 }, c.starts, "a was delivered: [1, 4) is not served a third time")
   end)
 
   it("reports a missing shared dict clearly", function()
@@ -102,8 +184,21 @@ describe("cursors", function()
     assert.matches("lua_shared_dict confluent_consume", err)
   end)
 
+  it("takes over at once a lock held by a worker that died", function()
+    dict:add("lock:g", dead_pid())
+    ngx.sleep = function(seconds) clock = clock + seconds end
+    package.loaded["kong.plugins.confluent-consume.cursors"] = nil
+    cursors = require "kong.plugins.confluent-consume.cursors"
+    local entry = { group_id = "g", handle = fake_handle({ 1, 1 }) }
+    local t0 = clock
+    assert(cursors.claim(entry, partitions, { max_records = 1, max_bytes = 1 }, 1))
+    assert.equal(t0, clock)
+    assert.is_nil(dict.data["lock:g"])
+    assert.is_nil(dict.data["lock:g:taker"])
+  end)
+
   it("times out instead of spinning on a held lock", function()
-    dict:add("lock:g", 99)
+    dict:add("lock:g", 1)  -- a live worker's
     ngx.sleep = function(seconds) clock = clock + seconds end
     package.loaded["kong.plugins.confluent-consume.cursors"] = nil
     cursors = require "kong.plugins.confluent-consume.cursors"

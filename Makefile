@@ -4,8 +4,9 @@ SHELL := /bin/bash
 
 NATIVE_SO := target/release/libconfluent_consume_native.so
 LUA_SO := target/lua/confluent_consume_native.so
+FAULT_DIR := target/fault-injection
 
-.PHONY: help deps build broker run test test-rust test-unit test-integration test-faults bench clean
+.PHONY: help deps build fault-injection broker run test test-rust test-unit test-integration test-faults bench clean
 
 help:
 	@echo "make run    install what is missing, build, start broker + host + demo producer"
@@ -22,13 +23,20 @@ build: deps
 	@mkdir -p target/lua
 	install -m 0755 $(NATIVE_SO) $(LUA_SO)
 
+# The native module with the `fault-injection` feature (an export that panics on purpose), for
+# spec/27-panic_spec.lua only. Its own target dir keeps it from ever replacing the production build.
+fault-injection: deps
+	cargo build --release --locked --features fault-injection --target-dir $(FAULT_DIR) -p confluent-consume-native
+	@mkdir -p $(FAULT_DIR)/lua
+	install -m 0755 $(FAULT_DIR)/release/libconfluent_consume_native.so $(FAULT_DIR)/lua/confluent_consume_native.so
+
 broker: deps
 	@scripts/broker.sh install >/dev/null
 
 run: build broker
 	@scripts/run-demo.sh
 
-test: build broker
+test: build fault-injection broker
 	@scripts/run-tests.sh
 
 test-rust: build
@@ -42,7 +50,7 @@ test-integration: build broker
 
 # Faults (broker and worker kills, reloads), leaks over many connections, bounds and hostile input.
 # `make test` runs these too.
-test-faults: build broker
+test-faults: build fault-injection broker
 	@scripts/run-tests.sh faults
 
 # Figures, each beside a raw librdkafka consumer measured in the same run (not part of `make test`).

@@ -20,6 +20,7 @@ use crate::buffer::{PartitionBuffer, Record};
 use crate::doorbell::Doorbell;
 use crate::encode::{encode_record, RecordParts};
 use crate::error::Error;
+use crate::guard;
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
 /// How long an offset request of the start-up may take before it is retried.
@@ -247,13 +248,14 @@ pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
         .map_err(|e| Error::Client(shared.redact(&e.to_string())))?;
     let thread_shared = Arc::clone(&shared);
     std::thread::Builder::new().name("cc-consumer".into()).spawn(move || {
-        // A panic here must not take nginx down; it ends this handle with an error instead.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(&consumer, &thread_shared, doorbell);
-        }));
-        if outcome.is_err() {
-            thread_shared.set_error("internal error: the consumer thread panicked");
+        let mut doorbell = doorbell;
+        // A panic must neither take nginx down nor end the thread unnoticed: it closes this handle with
+        // the panic as its error, logged before the doorbell closes (which makes Lua drop the handle).
+        if let Err(panic) = guard::catch(|| run(&consumer, &thread_shared, &mut doorbell)) {
+            thread_shared.set_error(&format!("internal error: the consumer thread panicked: {panic}"));
+            thread_shared.close();
         }
+        drop(doorbell);
         drop(consumer);
         release_free_memory();
     })?;
@@ -263,7 +265,7 @@ pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
 /// Start-up attempts that may fail without librdkafka's reason before the failure is reported anyway.
 const UNEXPLAINED_ATTEMPTS: u32 = 4;
 
-fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
+fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     let mut reader = Reader::default();
     let mut unexplained = 0;
     while !shared.is_closed() {
@@ -295,6 +297,8 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, mut doorbell: Doorbell) {
     doorbell.ring();
     let mut last_probe = Instant::now();
     while !shared.is_closed() {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::consumer_turn();
         apply_requests(consumer, shared);
         let urgent = {
             let state = shared.state.lock();

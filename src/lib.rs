@@ -10,12 +10,23 @@ pub mod consumer;
 pub mod doorbell;
 pub mod encode;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod guard;
 pub mod query;
 pub mod settings;
 
 use std::sync::Arc;
 
-use mlua::{Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData, UserDataMethods, Value};
+// The module leaves the Lua symbols to its host (nginx); unit tests that run Lua link the same LuaJIT.
+#[cfg(test)]
+#[link(name = "luajit-5.1")]
+extern "C" {}
+
+use mlua::{
+    FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData,
+    UserDataMethods, Value,
+};
 
 use crate::buffer::{layout_tag, parse_cursor, render_kong, render_sse, select, Limits, ReadMode};
 use crate::consumer::{Level, Phase, Shared};
@@ -95,10 +106,31 @@ fn failure(lua: &Lua, err: impl std::fmt::Display) -> LuaResult<MultiValue> {
     Ok(MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(err.to_string())?)]))
 }
 
+/// Registers a handle method whose panics come back to Lua as `nil, "internal error: …"`.
+fn method<M, A, R, F>(methods: &mut M, name: &str, body: F)
+where
+    M: UserDataMethods<Handle>,
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, &Handle, A) -> LuaResult<R> + 'static,
+{
+    methods.add_method(name, move |lua, this, args: A| guard::lua_call(lua, || body(lua, this, args)));
+}
+
+/// A module function whose panics come back to Lua as `nil, "internal error: …"`.
+fn function<A, R, F>(lua: &Lua, body: F) -> LuaResult<Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+    F: Fn(&Lua, A) -> LuaResult<R> + 'static,
+{
+    lua.create_function(move |lua, args: A| guard::lua_call(lua, || body(lua, args)))
+}
+
 impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         // state() -> "starting"|"ready"|"closed", current_error_or_nil
-        methods.add_method("state", |lua, this, ()| {
+        method(methods, "state", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
@@ -117,7 +149,7 @@ impl UserData for Handle {
         });
 
         // partitions() -> { {topic=, partition=, start=}, ... } in buffer order
-        methods.add_method("partitions", |lua, this, ()| {
+        method(methods, "partitions", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
@@ -136,17 +168,17 @@ impl UserData for Handle {
 
         // take(cursors, max_records, max_bytes) -> body (Kong's JSON shape), next_cursors, count
         // `cursors` is an array parallel to partitions(): the offset each partition continues from.
-        methods.add_method("take", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+        method(methods, "take", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
             read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Kong)
         });
 
         // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind
-        methods.add_method("read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+        method(methods, "read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
             read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse)
         });
 
         // bounds() -> { {from, next}, ... }: the offsets each partition's buffer holds every record of
-        methods.add_method("bounds", |lua, this, ()| {
+        method(methods, "bounds", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
@@ -161,7 +193,7 @@ impl UserData for Handle {
         });
 
         // parse_cursor(text) -> cursors | nil, err: a stream cursor (SSE event id) of this handle's layout
-        methods.add_method("parse_cursor", |lua, this, text: mlua::LuaString| {
+        method(methods, "parse_cursor", |lua, this, text: mlua::LuaString| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
@@ -176,7 +208,7 @@ impl UserData for Handle {
         });
 
         // commit(offsets): array parallel to partitions(), next offset to consume or false; asynchronous
-        methods.add_method("commit", |lua, this, offsets: Table| {
+        method(methods, "commit", |lua, this, offsets: Table| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
@@ -195,7 +227,7 @@ impl UserData for Handle {
         });
 
         // drain_log() -> { {level, message}, ... }
-        methods.add_method("drain_log", |lua, this, ()| {
+        method(methods, "drain_log", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
@@ -213,10 +245,10 @@ impl UserData for Handle {
             Ok(MultiValue::from_vec(vec![Value::Table(list)]))
         });
 
-        methods.add_method("doorbell_path", |lua, this, ()| lua.create_string(&this.doorbell_path));
+        method(methods, "doorbell_path", |lua, this, ()| lua.create_string(&this.doorbell_path));
 
         // close(): asynchronous and idempotent; the thread ends and closes its client on its own.
-        methods.add_method("close", |_, this, ()| {
+        method(methods, "close", |_, this, ()| {
             this.shared.close();
             Ok(true)
         });
@@ -231,7 +263,7 @@ impl UserData for Handle {
 /// `settings` is not a table.
 ///
 /// # Panics
-/// Never on purpose; a panic inside is turned into a Lua error by mlua and never crosses the FFI.
+/// Never on purpose; a panic inside comes back as `nil, "internal error: …"` (see [`guard`]).
 fn new_consumer(lua: &Lua, settings: Value) -> LuaResult<MultiValue> {
     if !settings.is_table() {
         return Err(mlua::Error::runtime("new_consumer expects a settings table"));
@@ -309,8 +341,52 @@ fn parse_query(
 #[mlua::lua_module(name = "confluent_consume_native")]
 fn module(lua: &Lua) -> LuaResult<Table> {
     let exports = lua.create_table()?;
-    exports.set("version", lua.create_function(|_, ()| Ok(env!("CARGO_PKG_VERSION")))?)?;
-    exports.set("new_consumer", lua.create_function(new_consumer)?)?;
-    exports.set("parse_query", lua.create_function(parse_query)?)?;
+    exports.set("version", function(lua, |_, ()| Ok(env!("CARGO_PKG_VERSION")))?)?;
+    exports.set("new_consumer", function(lua, new_consumer)?)?;
+    exports.set("parse_query", function(lua, parse_query)?)?;
+    #[cfg(feature = "fault-injection")]
+    exports.set("inject_panic", function(lua, fault::inject_panic)?)?;
     Ok(exports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `code` with the module table as `native`; the code asserts.
+    fn run(code: &str) {
+        let lua = Lua::new();
+        lua.globals().set("native", module(&lua).unwrap()).unwrap();
+        lua.load(code).exec().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn parse_query_answers_a_table_or_nil_and_a_message() {
+        run(r#"
+            local get = { mode = "http-get", max_wait = 3000, max_records = 20, max_bytes = 1000 }
+            local args = native.parse_query("wait=250&max_records=5&other=x", get)
+            assert(args.wait == 250 and args.max_records == 5 and args.max_bytes == 1000)
+            local none, err = native.parse_query("wait=1&wait=2", get)
+            assert(none == nil and err == "wait must be given once, as an integer", err)
+            local sse = { mode = "server-sent-events", auto_offset_reset = "earliest" }
+            assert(native.parse_query("", sse).from == "earliest")
+            assert(native.parse_query("from=1700000000000", sse).from == 1700000000000)
+            assert(native.parse_query("last_event_id=a%00b", sse).cursor == "a\0b")
+            assert(native.parse_query("last_event_id=q", sse, "h").cursor == "h")
+            local bad = { native.parse_query("from=soon", sse) }
+            assert(bad[1] == nil and bad[2]:match("^from must be"), bad[2])
+            -- misuse raises
+            assert(not pcall(native.parse_query, "", { mode = "other" }))
+            assert(not pcall(native.parse_query, "", { mode = "http-get" }))
+        "#);
+    }
+
+    #[test]
+    fn new_consumer_refuses_bad_settings_with_a_message() {
+        run(r#"
+            local h, err = native.new_consumer({ topics = {} })
+            assert(h == nil and err:match("^invalid configuration: "), err)
+            assert(not pcall(native.new_consumer, "not a table"))
+        "#);
+    }
 }

@@ -106,7 +106,8 @@ Host.__index = Host
 
 -- Starts a gateway serving `routes` (Kong declarative format: {name, hosts, paths, plugins}).
 -- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
--- served read-only under /demo/ on the proxy port).
+-- served read-only under /demo/ on the proxy port), cpath (the native module's directory),
+-- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin).
 function _M.start_host(opts, attempt)
   local proxy_port, admin_port = port_counter, port_counter + 1
   port_counter = port_counter + 2
@@ -119,6 +120,9 @@ function _M.start_host(opts, attempt)
   local env_args = ""
   for _, name in ipairs(opts.env or {}) do
     env_args = env_args .. " --env " .. name
+  end
+  for _, dir in ipairs(opts.plugin_paths or {}) do
+    env_args = env_args .. " --plugin-path " .. dir
   end
   local ok, output = _M.sh(string.format(
     "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..

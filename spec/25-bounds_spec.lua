@@ -1,0 +1,102 @@
+-- Every buffer between Kafka and a client is bounded: with 50 MB of backlog, an SSE client reading from the
+-- oldest record and an http-get client, neither of which reads its socket, the worker's resident memory
+-- stays under the sum of the documented bounds while the backlog is there.
+--
+-- The bounds (README "Memory bounds"), per consumer handle (one per configuration per worker, plus one per
+-- SSE stream while it catches up):
+--   buffer_max_bytes per partition   the handle's buffer of encoded records (fetching pauses, or the oldest
+--                                    records are dropped, above it)
+--   1 MiB per partition              a fetch response in flight (librdkafka max.partition.fetch.bytes)
+--   16 MiB                           librdkafka's pre-fetch queue (queued.max.messages.kbytes = 16384)
+--   4 MiB                            the handle itself: librdkafka's threads, metadata and allocator arenas
+--                                    (an idle handle measures about 2 MB)
+-- and per open response: 2 x max_bytes (the Lua string and nginx's copy of it; ngx.flush waits for the
+-- socket, so an SSE stream never holds more than one write).
+local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
+local socket = require "socket"
+
+
+local MiB = 1024 * 1024
+local HANDLE_KB = 4 * 1024
+local LIBRDKAFKA_QUEUE_KB = 16 * 1024
+local FETCH_KB = 1024
+local BACKLOG = 50 * MiB
+local RECORD = 1000
+
+
+-- What the worker may hold for `handles` consumer handles of `partitions` partitions each and
+-- `responses` open responses, in KB.
+local function bound_kb(config, partitions, handles, responses)
+  local buffer_kb = (config.buffer_max_bytes or 8 * MiB) / 1024
+  local per_handle = HANDLE_KB + LIBRDKAFKA_QUEUE_KB + partitions * (buffer_kb + FETCH_KB)
+  return handles * per_handle + responses * 2 * (config.max_bytes or MiB) / 1024
+end
+
+
+-- A client that sends one request and never reads.
+local function stuck_client(port, request)
+  local sock = socket.tcp()
+  assert(sock:connect("127.0.0.1", port))
+  assert(sock:send(request))
+  return sock
+end
+
+
+local function check(partitions, overrides)
+  local topic = helpers.create_topic(helpers.unique_name("bounds"), partitions)
+  helpers.kafka_tool("produce", string.format("--topic %s --count %d --size %d --partitions %d", topic,
+                                              BACKLOG / RECORD, RECORD, partitions))
+  local get_config = helpers.plugin_config(topic, { auto_offset_reset = "earliest" })
+  local sse_config = helpers.plugin_config(topic, { mode = "server-sent-events" })
+  for k, v in pairs(overrides) do
+    get_config[k], sse_config[k] = v, v
+  end
+  local host = helpers.start_host({ workers = 1, routes = {
+    { name = "get", hosts = { "get.test" }, plugins = { { name = "confluent-consume", config = get_config } } },
+    { name = "sse", hosts = { "sse.test" }, plugins = { { name = "confluent-consume", config = sse_config } } },
+  } })
+  local ok, err = pcall(function()
+    local pid = host:worker_pids()[1]
+    local baseline = proc.steady(pid, 5)
+    local clients = {
+      stuck_client(host.proxy_port, "GET /?from=earliest HTTP/1.1\r\nHost: sse.test\r\n" ..
+                                    "Accept: text/event-stream\r\n\r\n"),
+      stuck_client(host.proxy_port, "GET /?wait=5000 HTTP/1.1\r\nHost: get.test\r\n\r\n"),
+    }
+    -- the SSE route's shared handle, its stream's replay handle, the http-get handle; two responses
+    local bound = bound_kb(overrides, partitions, 3, 2)
+    local peak, samples = baseline, 0
+    local deadline = helpers.now() + 10
+    while helpers.now() < deadline do
+      helpers.sleep(0.5)
+      local s = proc.stats(pid)
+      samples = samples + 1
+      if s.rss_kb > peak.rss_kb then peak = s end
+    end
+    print(string.format("%d partition(s), buffer_max_bytes %d, max_bytes %d, 50 MB backlog: " ..
+                        "RSS baseline %.1f MB, peak %.1f MB over %d samples in 10 s (+%.1f MB); bound +%.1f MB",
+                        partitions, overrides.buffer_max_bytes or 8 * MiB, overrides.max_bytes or MiB,
+                        baseline.rss_kb / 1024,
+                        peak.rss_kb / 1024, samples, (peak.rss_kb - baseline.rss_kb) / 1024, bound / 1024))
+    assert.is_true(peak.rss_kb - baseline.rss_kb <= bound,
+                   string.format("the worker grew by %.1f MB, more than the bound of %.1f MB",
+                                 (peak.rss_kb - baseline.rss_kb) / 1024, bound / 1024))
+    assert.is_true(peak.threads > baseline.threads, "the consumers ran")
+    for _, c in ipairs(clients) do c:close() end
+  end)
+  host:stop()
+  assert(ok, err)
+end
+
+
+describe("with 50 MB of backlog and clients that never read", function()
+  it("the worker stays within its bounds (small buffers, 2 partitions)", function()
+    -- small buffers make the bound far below what holding the backlog would take (about 2 x 50 MB)
+    check(2, { buffer_max_bytes = MiB })
+  end)
+
+  it("the worker stays within its bounds (default buffers, 1 partition)", function()
+    check(1, {})
+  end)
+end)

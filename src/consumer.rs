@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, Timestamp, TopicPartitionList};
 
@@ -720,9 +720,64 @@ fn parts<'a>(message: &'a BorrowedMessage<'a>) -> RecordParts<'a> {
         Timestamp::NotAvailable => None,
         Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => Some(ms),
     };
-    let headers = message
-        .headers()
-        .map(|h| h.iter().map(|header| (header.key, header.value)).collect())
-        .unwrap_or_default();
+    let mut native_headers = std::ptr::null_mut();
+    // SAFETY: the message pointer is valid while `message` lives; librdkafka only writes the out pointer,
+    // to headers the message owns.
+    let err = unsafe { rdkafka::bindings::rd_kafka_message_headers(message.ptr(), &mut native_headers) };
+    let headers = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && !native_headers.is_null() {
+        // SAFETY: the headers belong to the message and live as long as it does.
+        unsafe { header_list(native_headers) }
+    } else {
+        Vec::new()
+    };
     RecordParts { offset: message.offset(), timestamp, key: message.key(), value: message.payload(), headers }
+}
+
+/// Every header as (name bytes, value). rdkafka's own accessor panics on a name that is not UTF-8, which
+/// any producer can send: one such record would end every consumer that reads it.
+///
+/// # Safety
+/// `headers` must be valid for `'a`.
+unsafe fn header_list<'a>(headers: *const rdkafka::bindings::rd_kafka_headers_t) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    let count = rdkafka::bindings::rd_kafka_header_cnt(headers);
+    let mut list = Vec::with_capacity(count);
+    for i in 0..count {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+        let err = rdkafka::bindings::rd_kafka_header_get_all(headers, i, &mut name, &mut value, &mut size);
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            continue;
+        }
+        let name = std::ffi::CStr::from_ptr(name).to_bytes();
+        let value = (!value.is_null()).then(|| std::slice::from_raw_parts(value.cast::<u8>(), size));
+        list.push((name, value));
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_that_are_not_utf8_are_read_as_bytes() {
+        use rdkafka::bindings as rd;
+        // SAFETY: a header list of our own, freed at the end.
+        unsafe {
+            let headers = rd::rd_kafka_headers_new(3);
+            let add = |name: &[u8], value: Option<&[u8]>| {
+                let (ptr, len) = value.map_or((std::ptr::null(), 0), |v| (v.as_ptr().cast(), v.len() as isize));
+                rd::rd_kafka_header_add(headers, name.as_ptr().cast(), name.len() as isize, ptr, len)
+            };
+            add(b"trace", Some(b"abc"));
+            add(&[0xff, b'x'], Some(&[0x80]));
+            add(b"none", None);
+            let list = header_list(headers);
+            assert_eq!(list, vec![
+                (&b"trace"[..], Some(&b"abc"[..])),
+                (&[0xff, b'x'][..], Some(&[0x80][..])),
+                (&b"none"[..], None),
+            ]);
+            rd::rd_kafka_headers_destroy(headers);
+        }
+    }
 }

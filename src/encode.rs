@@ -3,7 +3,8 @@
 //! A record renders as `{"offset":…,"timestamp":…,"key":…,"value":…,"headers":{…}}` with no raw newline in
 //! it, so the same bytes serve the http-get body and an SSE `data:` line. Byte strings that are not UTF-8
 //! render as `{"base64":"…"}`; under the `json` deserializer a value that is not JSON renders as under `noop`
-//! and the record gets `"value_error":"not valid JSON"`.
+//! and the record gets `"value_error":"not valid JSON"`. A header name that is not UTF-8 renders with U+FFFD for
+//! its invalid bytes (JSON object keys are strings).
 
 use base64::Engine;
 use serde_json::value::RawValue;
@@ -17,7 +18,8 @@ pub struct RecordParts<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
-    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    /// Names as sent: Kafka means them to be UTF-8, but nothing enforces it.
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 /// Renders one record as compact JSON.
@@ -50,7 +52,8 @@ pub fn encode_record(record: &RecordParts<'_>, deserializer: Deserializer) -> Bo
         if i > 0 {
             out.push(b',');
         }
-        write_str(&mut out, name);
+        // A JSON object key must be a string: a name that is not UTF-8 gets U+FFFD for its bad bytes.
+        write_str(&mut out, &String::from_utf8_lossy(name));
         out.push(b':');
         write_bytes(&mut out, *value);
     }
@@ -166,10 +169,13 @@ mod tests {
     fn tombstones_and_headers() {
         let mut r = record(Some(b"k"), None);
         r.timestamp = None;
-        r.headers = vec![("trace", Some(b"abc")), ("bin", Some(&[0x80])), ("empty", None)];
+        r.headers = vec![(b"trace", Some(b"abc")), (b"bin", Some(&[0x80])), (b"empty", None), (&[b'x', 0xff], None)];
         let v = render(&r, Deserializer::Json);
         assert_eq!(v["value"], serde_json::Value::Null);
         assert_eq!(v["timestamp"], serde_json::Value::Null);
-        assert_eq!(v["headers"], serde_json::json!({"trace": "abc", "bin": {"base64": "gA=="}, "empty": null}));
+        assert_eq!(
+            v["headers"],
+            serde_json::json!({"trace": "abc", "bin": {"base64": "gA=="}, "empty": null, "x\u{fffd}": null})
+        );
     }
 }

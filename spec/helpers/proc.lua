@@ -43,16 +43,20 @@ function _M.wait_until(condition, seconds, step)
 end
 
 
--- The stats of `pid` once its threads and descriptors stopped changing (two samples half a second
--- apart agree; at most `seconds`).
-function _M.steady(pid, seconds)
-  local last = _M.stats(pid)
+-- The stats of `pid` once its threads and descriptors stopped changing: the same for `window` seconds
+-- (default 2; closing consumers end their threads a while after the requests that used them), waiting at
+-- most `seconds`.
+function _M.steady(pid, seconds, window)
+  window = window or 2
+  local last, since = _M.stats(pid), helpers.now()
   _M.wait_until(function()
     local s = _M.stats(pid)
-    local same = s.threads == last.threads and s.fds == last.fds
+    if s.threads ~= last.threads or s.fds ~= last.fds then
+      since = helpers.now()
+    end
     last = s
-    return same
-  end, seconds, 0.5)
+    return helpers.now() - since >= window
+  end, seconds, 0.25)
   return last
 end
 

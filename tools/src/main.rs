@@ -8,7 +8,8 @@
 //! kafka-tool produce     --topic T --count N [--size B] [--partition P | --partitions K] [--compression C]
 //!                        [--linger-ms MS] [--interval-ms MS | --rate R] [--forever] [--key-prefix S] [--format json|text]
 //! kafka-tool produce-one --topic T [--partition P] [--key S | --key-hex HEX] [--value S | --value-hex HEX | --null-value]
-//!                        [--header NAME=VALUE ...] [--header-hex NAME=HEX ...] [--compression C]
+//!                        [--header NAME=VALUE ...] [--header-hex NAME=HEX ...] [--header-null NAME ...]
+//!                        [--header-raw NAMEHEX=VALUEHEX ...] [--compression C]
 //! kafka-tool consume     --topic T --count N [--partitions K] [--from earliest|latest|committed|OFFSET] [--group G]
 //!                        [--fetch-wait-ms MS] [--timeout-ms MS] [--commit] [--print]
 //! kafka-tool latency     --topic T --count N [--partitions K] [--fetch-wait-ms MS] [--timeout-ms MS] [--samples]
@@ -331,6 +332,8 @@ fn produce_one(argv: &[String]) -> Result<()> {
             "value-hex",
             "header",
             "header-hex",
+            "header-null",
+            "header-raw",
             "compression",
         ],
         &["null-value"],
@@ -368,6 +371,15 @@ fn produce_one(argv: &[String]) -> Result<()> {
             value: Some(bytes),
         });
     }
+    for name in args.all("header-null") {
+        headers = headers.insert::<[u8]>(Header { key: name, value: None });
+    }
+    for spec in args.all("header-raw") {
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or("--header-raw wants NAMEHEX=VALUEHEX")?;
+        add_raw_header(&headers, &decode_hex(name)?, &decode_hex(value)?)?;
+    }
 
     let producer = producer(&args, 0)?;
     let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
@@ -390,6 +402,30 @@ fn produce_one(argv: &[String]) -> Result<()> {
         .last
         .ok_or("no delivery report")?;
     print_json(json!({"partition": partition, "offset": offset}));
+    Ok(())
+}
+
+/// Adds a header whose name is any bytes (not necessarily UTF-8, as a hostile producer may send), which
+/// rdkafka's `Header` (a `&str` key) cannot express, through librdkafka's C API.
+fn add_raw_header(headers: &OwnedHeaders, name: &[u8], value: &[u8]) -> Result<()> {
+    if name.contains(&0) {
+        return Err("--header-raw: a header name cannot contain a NUL byte".into());
+    }
+    // rdkafka's BorrowedHeaders is a zero-sized view whose address is librdkafka's rd_kafka_headers_t.
+    let native = headers.as_borrowed() as *const _ as *mut rdkafka::bindings::rd_kafka_headers_t;
+    // SAFETY: `native` is the live header list owned by `headers`; librdkafka copies name and value.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_header_add(
+            native,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            value.as_ptr().cast(),
+            value.len() as isize,
+        )
+    };
+    if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Err(format!("--header-raw: librdkafka refused the header ({err:?})").into());
+    }
     Ok(())
 }
 

@@ -45,14 +45,15 @@ function _M.workdir(name)
 end
 
 
--- Starts `kafka-tool produce` of `count` JSON records (sequence numbers 0..count-1) spread at `rate` per
--- second over `partitions`. The returned function waits for it (up to `seconds`) and returns its summary.
-function _M.start_producer(dir, port, topic, count, rate, partitions)
+-- Starts `kafka-tool produce` of `count` JSON records (sequence numbers 0..count-1) of `size` bytes
+-- (default 64) spread at `rate` per second over `partitions`. The returned function waits for it (up to
+-- `seconds`) and returns its summary.
+function _M.start_producer(dir, port, topic, count, rate, partitions, size)
   local log = dir .. "/producer.log"
   -- a generous message.timeout.ms: the producer must keep retrying through any outage the spec causes
   local pid = spawn(string.format("%s produce --brokers 127.0.0.1:%d --topic %s --count %d --rate %d " ..
-                                  "--partitions %d --size 64 --config message.timeout.ms=120000",
-                                  helpers.KAFKA_TOOL, port, topic, count, rate, partitions), log)
+                                  "--partitions %d --size %d --config message.timeout.ms=120000",
+                                  helpers.KAFKA_TOOL, port, topic, count, rate, partitions, size or 64), log)
   return function(seconds)
     assert(_M.wait_until(function() return not alive(pid) end, seconds or 60), "the producer did not finish")
     local file = assert(io.open(log))
@@ -167,6 +168,39 @@ end
 function _M.delivered_count(dir)
   local _, out = helpers.sh("cat " .. dir .. "/*.txt 2>/dev/null | grep -c -v '^status'")
   return tonumber(out:match("%d+")) or 0
+end
+
+
+-- The established connections of the gateway's proxy port, from the server's side (ss): a list of
+-- { pid = <worker>, peer_port =, send_q = <bytes not yet sent> }.
+function _M.proxy_connections(host)
+  local ok, out = helpers.sh(string.format("ss -tnpH state established '( sport = :%d )'", host.proxy_port))
+  assert(ok, out)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do
+    local send_q, peer_port = line:match("^%s*%d+%s+(%d+)%s+%S+:%d+%s+%S+:(%d+)")
+    local pid = line:match("pid=(%d+)")
+    if pid then
+      list[#list + 1] = { pid = tonumber(pid), peer_port = tonumber(peer_port), send_q = tonumber(send_q) }
+    end
+  end
+  return list
+end
+
+
+-- Kills worker `pid` with SIGKILL and waits until nginx has respawned it; returns the new worker pids.
+function _M.kill_worker(host, pid)
+  local before = #host:worker_pids()
+  assert(helpers.sh("kill -KILL " .. pid))
+  local pids
+  assert(_M.wait_until(function()
+    pids = host:worker_pids()
+    for _, p in ipairs(pids) do
+      if p == pid then return false end
+    end
+    return #pids == before
+  end, 10), "nginx did not replace the killed worker")
+  return pids
 end
 
 

@@ -9,7 +9,7 @@ local cjson = require "cjson"
 local _M = {}
 
 
--- A zombie (exited, not yet reaped) counts as gone.
+-- Whether process `pid` runs; a zombie (exited, not yet reaped) counts as gone.
 local function alive(pid)
   local _, out = helpers.sh("ps -o stat= -p " .. pid)
   return out:match("^%s*[^%sZ]") ~= nil
@@ -22,6 +22,10 @@ local function spawn(command, log)
   assert(ok, output)
   return assert(tonumber(output:match("(%d+)%s*$")), output)
 end
+
+
+_M.alive = alive
+_M.spawn = spawn
 
 
 -- Waits until `condition()` is true or `seconds` pass; returns whether it became true.
@@ -227,7 +231,7 @@ function _M.sse_clients(host, host_header, n, dir, extra)
   local ready = dir .. "/ready"
   self.log = dir .. "/sse_clients.log"
   self.pids[1] = spawn(string.format("python3 %s/spec/helpers/sse_clients.py --port %d --host %s --clients %d " ..
-                                     "--resume --idle 5 --timeout 120 --out %s --stop-file %s --ready-file %s %s",
+                                     "--resume --idle 15 --timeout 120 --out %s --stop-file %s --ready-file %s %s",
                                      helpers.ROOT, host.proxy_port, host_header, n, dir, self.stop_file, ready,
                                      extra or ""), self.log)
   assert(_M.wait_until(function() return helpers.sh("test -s " .. ready) end, 20), "SSE clients did not start")

@@ -138,6 +138,17 @@ function _M.start_host(opts, attempt)
 end
 
 
+-- Replaces the gateway's declarative config with `routes` and reloads nginx (HUP): new workers start with
+-- the new config, old ones finish their requests and exit.
+function Host:reload(routes)
+  local file = assert(io.open(self.prefix .. "/kong.json", "w"))
+  file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
+  file:close()
+  local ok, output = _M.sh(_M.ROOT .. "/host/bin/kong-host reload --prefix " .. self.prefix)
+  assert(ok, "cannot reload the host: " .. output)
+end
+
+
 function Host:stop()
   _M.sh(_M.ROOT .. "/host/bin/kong-host stop --prefix " .. self.prefix)
 end

@@ -90,6 +90,9 @@ async def connection(index, args, state, started):
                     continue  # a comment (heartbeat) or the retry hint
                 kind = fields.get("event", b"message").decode()
                 if kind == "message":
+                    if state["cut_at"] is not None:
+                        state["gaps"].append(time.time() - state["cut_at"])
+                        state["cut_at"] = None
                     state["got"] += 1
                     data = fields.get("data", b"")
                     partition = re.search(rb'"partition":(\d+)', data)
@@ -122,7 +125,7 @@ async def connection(index, args, state, started):
 async def client(index, args, results, started):
     out = open(os.path.join(args.out, f"{index}.txt"), "w") if args.out else None
     state = {"per_partition": {}, "events": [], "errors": [], "got": 0, "last_id": None, "slowed": False,
-             "out": out, "active": time.time()}
+             "out": out, "active": time.time(), "cut_at": None, "gaps": []}
     limit = args.events or float("inf")
     deadline = time.time() + args.timeout
     connections = 0
@@ -137,13 +140,16 @@ async def client(index, args, results, started):
         # --resume: reconnect from the last event id whenever the stream ends or fails, as EventSource does
         if not args.resume or state["got"] >= limit or stopping(args) or time.time() >= deadline:
             break
+        if state["cut_at"] is None:
+            state["cut_at"] = time.time()
         await asyncio.sleep(args.retry_delay)
     if out:
         out.close()
     per_partition = state["per_partition"]
     digest = hashlib.sha1(b"".join(k + b":" + h.digest() for k, h in sorted(per_partition.items())))
     results[index] = {"events": len(state["events"]), "digest": digest.hexdigest(), "first": state["events"][:1],
-                      "last": state["events"][-1:], "errors": state["errors"], "connections": connections}
+                      "last": state["events"][-1:], "errors": state["errors"], "connections": connections,
+                      "gaps": state["gaps"]}
 
 
 async def main():
@@ -188,6 +194,8 @@ async def main():
         "slow": results.get(0) if args.slow else None,
         "errors": [e for r in normal for e in r["errors"]][:5],
         "reconnects": sum(r["connections"] - 1 for r in results.values()),
+        # --resume: the longest time from a stream's end to the next event on its successor
+        "resume_max_s": round(max([g for r in results.values() for g in r["gaps"]], default=0), 3),
         "seconds": round(time.time() - t0, 3),
     }))
 

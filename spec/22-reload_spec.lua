@@ -1,0 +1,146 @@
+-- nginx reload (HUP) while 50 SSE streams, polling clients and idle long-polls are open, with a new config:
+-- the old workers end their streams cleanly (the clients resume by Last-Event-ID: nothing lost, nothing
+-- twice), answer their long-polls with a normal 200 at once, and exit; the new config takes effect.
+local helpers = require "spec.helpers.host"
+local faults = require "spec.helpers.faults"
+
+
+describe("nginx reload", function()
+  local STREAMS, POLLERS, LONG_POLLS = 50, 3, 5
+  local COUNT, RATE, PARTITIONS = 3000, 600, 3
+  local host
+  local T = {}
+
+  local function route(name, topic, overrides)
+    return { name = name, hosts = { name .. ".test" },
+             plugins = { { name = "confluent-consume", config = helpers.plugin_config(topic, overrides) } } }
+  end
+
+  -- The config before the reload, and after it with `max_records` of the http-get route and `extra` routes.
+  local function routes(max_records, extra)
+    local list = {
+      route("reload-sse", T.sse, { mode = "server-sent-events", auto_offset_reset = "earliest",
+                                   heartbeat_interval = 1000 }),
+      route("reload-get", T.get, { auto_offset_reset = "earliest", max_records = max_records }),
+      route("reload-idle", T.idle, {}),
+    }
+    for _, r in ipairs(extra or {}) do
+      list[#list + 1] = r
+    end
+    return list
+  end
+
+  lazy_setup(function()
+    T.sse = helpers.create_topic(helpers.unique_name("reload-sse"), PARTITIONS)
+    T.get = helpers.create_topic(helpers.unique_name("reload-get"), PARTITIONS)
+    T.idle = helpers.create_topic(helpers.unique_name("reload-idle"), 1)
+    T.new = helpers.create_topic(helpers.unique_name("reload-new"), 1)
+    host = helpers.start_host({ workers = 2, routes = routes(100) })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  it("ends old workers' streams and long-polls cleanly, loses and repeats nothing, and applies the new config",
+     function()
+    local t0 = helpers.now()
+    local sse_dir, get_dir = faults.workdir("reload-sse"), faults.workdir("reload-get")
+    local old_workers = host:worker_pids()
+    local streams = faults.sse_clients(host, "reload-sse.test", STREAMS, sse_dir)
+    local pollers = faults.poll_clients(host, "reload-get.test", "wait=3000", POLLERS, get_dir)
+    finally(function()
+      streams:stop()
+      pollers:stop()
+    end)
+    -- long-polls on a topic nobody writes to, that would wait 20 s
+    local long_polls = {}
+    local t_long_polls = helpers.now()
+    for i = 1, LONG_POLLS do
+      long_polls[i] = get_dir .. "/long-poll-" .. i .. ".out"
+      faults.spawn(string.format("curl -s -o /dev/null -w '%%{http_code} %%{time_total}' -H 'Host: reload-idle.test' " ..
+                                 "'http://127.0.0.1:%d/?wait=20000'", host.proxy_port), long_polls[i])
+    end
+    local sse_producer = faults.start_producer(sse_dir, helpers.BROKER_PORT, T.sse, COUNT, RATE, PARTITIONS)
+    local get_producer = faults.start_producer(get_dir, helpers.BROKER_PORT, T.get, COUNT, RATE, PARTITIONS)
+    assert(faults.wait_until(function() return streams:count() >= STREAMS * COUNT * 0.3 end, 30))
+    helpers.sleep(0.5)  -- the long-polls are waiting by now
+
+    local t_reload = helpers.now()
+    host:reload(routes(20, { route("reload-new", T.new, {}) }))
+    assert(faults.wait_until(function()
+      for _, pid in ipairs(old_workers) do
+        if faults.alive(pid) then return false end
+      end
+      return true
+    end, 20, 0.05), "the old workers did not exit")
+    local old_exited = helpers.now() - t_reload
+
+    -- every long-poll was answered normally when its worker left, long before its 20 s
+    local slowest = 0
+    for _, file in ipairs(long_polls) do
+      local f = assert(io.open(file))
+      local code, seconds = f:read("*a"):match("^(%d+) ([%d.]+)")
+      f:close()
+      assert.equal("200", code)
+      slowest = math.max(slowest, tonumber(seconds))
+    end
+    assert.is_true(slowest < 15, "a long-poll answered after " .. slowest .. " s")
+    local after_hup = t_long_polls + slowest - t_reload
+
+    assert.equal(COUNT, sse_producer(60).produced)
+    assert.equal(COUNT, get_producer(60).produced)
+    local sse_produced = faults.topic_records(T.sse, helpers.BROKER_PORT)
+    local get_produced = faults.topic_records(T.get, helpers.BROKER_PORT)
+    faults.wait_until(function()
+      if not faults.covers(get_produced, (pollers:deliveries())) then return false end
+      for _, list in ipairs((streams:deliveries())) do
+        if not faults.covers(sse_produced, { list }) then return false end
+      end
+      return true
+    end, 40, 0.5)
+    local summary = streams:stop()
+    pollers:stop()
+
+    local worst = { missing = 0, duplicates = 0 }
+    local lists = streams:deliveries()
+    assert.equal(STREAMS, #lists)
+    for _, list in ipairs(lists) do
+      local t = faults.tally(sse_produced, { list })
+      worst.missing = math.max(worst.missing, #t.missing)
+      worst.duplicates = math.max(worst.duplicates, t.duplicates)
+    end
+    local g = faults.tally(get_produced, (pollers:deliveries()))
+    print(("reload: old workers exited %.2f s after HUP, long-polls (wait=20 s) answered 200 at most %.1f s after; " ..
+           "%d streams x %d records: at worst %d missing, %d duplicates per stream, %d reconnects, resumed " ..
+           "within %.1f s; http-get: %d produced, %d delivered, %d missing, %d duplicates; %.1f s in all")
+          :format(old_exited, after_hup, STREAMS, #sse_produced, worst.missing, worst.duplicates,
+                  summary.reconnects, summary.resume_max_s, g.produced, g.delivered, #g.missing, g.duplicates,
+                  helpers.now() - t0))
+    assert.equal(0, worst.missing)
+    assert.equal(0, worst.duplicates)
+    -- each stream was cut by its worker leaving, cleanly: an end of stream, not a reset or an error
+    assert.is_true(summary.reconnects >= STREAMS, summary.reconnects .. " reconnects")
+    assert.same({}, summary.errors)
+    assert.same({}, { unpack(g.missing, 1, 10) }, #g.missing .. " records never delivered")
+    assert.is_true(g.duplicates <= POLLERS * 100, g.duplicates .. " duplicates")
+    assert.is_true(old_exited < 10, "the old workers took " .. old_exited .. " s to exit")
+
+    -- the new config: at most 20 records per GET, and a new route
+    helpers.kafka_tool("produce", "--topic " .. T.get .. " --count 50 --partitions " .. PARTITIONS)
+    helpers.sleep(1)  -- in the buffers by now, so that answers are as full as allowed
+    local got, largest = 0, 0
+    assert(faults.wait_until(function()
+      local status, body, _, json = host:get("/?wait=1000", { Host = "reload-get.test" })
+      assert.equal(200, status, body)
+      local n = #helpers.records_of(json)
+      got, largest = got + n, math.max(largest, n)
+      return got >= 50
+    end, 20, 0))
+    assert.equal(50, got)
+    assert.equal(20, largest)
+    local status, body, _, json = host:get("/?wait=0", { Host = "reload-new.test" })
+    assert.equal(200, status, body)
+    assert.is_table(json[T.new])
+  end)
+end)

@@ -279,10 +279,10 @@ pub fn parse_cursor(layout: &str, partitions: usize, text: &str) -> Result<Vec<i
     let parsed: Vec<i64> = offsets
         .split('.')
         .map(|o| {
-            if o.is_empty() || o.len() > 18 || !o.bytes().all(|b| b.is_ascii_digit()) {
+            if o.is_empty() || o.len() > 19 || !o.bytes().all(|b| b.is_ascii_digit()) {
                 return Err("cursor offsets must be non-negative integers".to_string());
             }
-            o.parse::<i64>().map_err(|e| e.to_string())
+            o.parse::<i64>().map_err(|_| "cursor offsets must be non-negative integers".to_string())
         })
         .collect::<Result<_, _>>()?;
     if parsed.len() != partitions {
@@ -456,6 +456,10 @@ mod tests {
         format_cursor(&layout, &[17, 0], &mut text);
         let text = String::from_utf8(text).unwrap();
         assert_eq!(parse_cursor(&layout, 2, &text), Ok(vec![17, 0]));
+        let mut max = Vec::new();
+        format_cursor(&layout, &[i64::MAX, 0], &mut max);
+        assert_eq!(parse_cursor(&layout, 2, std::str::from_utf8(&max).unwrap()), Ok(vec![i64::MAX, 0]));
+        assert!(parse_cursor(&layout, 2, &format!("{layout}-9223372036854775808.0")).is_err());
         let other = layout_tag(&[PartitionBuffer::new("u", 0, 0)]);
         assert_ne!(layout, other);
         for bad in ["", "garbage", &format!("{layout}-1"), &format!("{layout}-1.x"), &format!("{layout}--1.2"),

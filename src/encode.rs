@@ -86,14 +86,29 @@ fn write_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
+/// Longest run of digits a number can have and still be a finite double.
+const MAX_NUMBER_DIGITS: usize = 300;
+
 /// The value as compact JSON (insignificant white space removed), or `None` when it is not valid JSON.
+/// A number beyond a double's range (`1e999`) counts as not valid: the grammar allows it, but strict
+/// parsers (serde_json, Go's encoding/json) refuse the whole body.
 fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
     let raw: &RawValue = serde_json::from_slice(value).ok()?;
     let text = raw.get().as_bytes();
     let mut out = Vec::with_capacity(text.len());
     let mut in_string = false;
     let mut escaped = false;
+    // an exponent or a long run of digits may be out of range: then the slow check below
+    let mut digits = 0;
+    let mut check_numbers = false;
     for &b in text {
+        if !in_string {
+            if (b == b'e' || b == b'E') && digits > 0 {
+                check_numbers = true;
+            }
+            digits = if b.is_ascii_digit() || b == b'.' { digits + 1 } else { 0 };
+            check_numbers |= digits > MAX_NUMBER_DIGITS;
+        }
         if in_string {
             out.push(b);
             if escaped {
@@ -109,6 +124,9 @@ fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
             }
             out.push(b);
         }
+    }
+    if check_numbers && serde_json::from_slice::<serde_json::Value>(text).is_err() {
+        return None;
     }
     Some(out)
 }
@@ -153,6 +171,18 @@ mod tests {
         let v = render(&record(None, Some(b"{not json")), Deserializer::Json);
         assert_eq!(v["value"], "{not json");
         assert_eq!(v["value_error"], "not valid JSON");
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_not_valid_json() {
+        for value in ["1e999", "[1, -2E+400]", &"9".repeat(400)] {
+            let v = render(&record(None, Some(value.as_bytes())), Deserializer::Json);
+            assert_eq!(v["value"], value, "{value}");
+            assert_eq!(v["value_error"], "not valid JSON");
+        }
+        let v = render(&record(None, Some(b"{\"e\": [1e300, 2.5E-3, true, \"1e999\"]}")), Deserializer::Json);
+        assert!(v.get("value_error").is_none());
+        assert_eq!(v["value"]["e"][3], "1e999");
     }
 
     #[test]

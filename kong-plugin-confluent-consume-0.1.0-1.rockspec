@@ -38,6 +38,7 @@ build = {
       ["kong.plugins." .. plugin_name .. ".http_get"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/http_get.lua",
       ["kong.plugins." .. plugin_name .. ".sse"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/sse.lua",
       ["kong.plugins." .. plugin_name .. ".respond"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/respond.lua",
+      ["kong.plugins." .. plugin_name .. ".client"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/client.lua",
     },
     lib = {
       confluent_consume_native = "target/lua/confluent_consume_native.so",

@@ -96,12 +96,28 @@ describe("http-get when the client goes away", function()
                   "the GET that delivered them committed them")
   end)
 
+  it("commits nothing for a long-poll whose client closed right after sending it", function()
+    -- nginx sees no abort event for these (the end of stream came with the request), so only the
+    -- plugin's look at the socket keeps their records from being answered into the closed connection
+    local before = committed(topic, group)
+    for _ = 1, 5 do
+      send_get(host, "/?wait=5000", H):close()
+    end
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 5")
+    helpers.sleep(2)
+    assert.same(before, committed(topic, group))
+    assert.same(range(0, 4), offsets_of(host:collect("/?wait=2000", H, 5)))
+  end)
+
   it("serves again the records of a response its client left while it was being written", function()
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 100 --size 200000")
     -- the 20 MB answer cannot fit in the socket buffers, so the client leaves while it is written
     helpers.sleep(2)
     local conn = send_get(host, "/", H)
-    conn.sock:shutdown("send")  -- with lua_check_client_abort on, nginx takes this as the client leaving
+    -- unread, the answer fills the socket buffers and the write waits; then the client's end of stream
+    -- (with lua_check_client_abort on, nginx takes it as the client leaving) comes in the middle of it
+    helpers.sleep(1)
+    conn.sock:shutdown("send")
     conn.sock:settimeout(20)
     local received = conn.sock:receive("*a") or ""
     conn:close()
@@ -149,20 +165,20 @@ describe("http-get without lua_check_client_abort", function()
     if host then host:stop() end
   end)
 
-  it("keeps serving, and says once per worker what a disconnect during a long-poll costs", function()
+  it("loses nothing when a long-poll's client leaves, and says once per worker what the directive is for", function()
     assert.equal(200, (host:get("/", { Host = H })))
     for _ = 1, 2 do
       send_get(host, "/?wait=100", H):close()
     end
-    -- what the warning is about: a long-poll whose client left is answered into the closed socket (the
-    -- kernel accepts the write), so the records it took count as delivered and are committed
+    -- nginx does not notice this client leave; the plugin looks at the socket before it claims records
+    local before = committed(topic, group)
     send_get(host, "/?wait=10000", H):close()
     helpers.sleep(0.5)
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 3")
+    helpers.sleep(2)
+    assert.same(before, committed(topic, group))
+    assert.same({ 0, 1, 2 }, offsets_of(host:collect("/?wait=2000", H, 3, 10)))
     assert.truthy(proc.wait_until(function() return committed(topic, group)["0"] == 3 end, 10))
-    assert.equal(0, #host:collect("/?wait=500", H, 1, 1))
-    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 2")
-    assert.same({ 3, 4 }, offsets_of(host:collect("/?wait=2000", H, 2, 10)), "and goes on serving")
     local _, warnings = host:error_log():gsub("set lua_check_client_abort on", "")
     assert.equal(1, warnings)
   end)
@@ -219,7 +235,7 @@ describe("server-sent events when the plugin's configuration changes", function(
   end
 
   it("end cleanly on a PATCH and resume on the new consumer; on a DELETE leave no thread or fd", function()
-    local baseline = proc.stats(pid)
+    local baseline = proc.steady(pid, 10)
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 20 --partitions 2")
     local streams = {}
     for i = 1, 5 do

@@ -49,8 +49,6 @@ describe("1,000 connect/disconnect cycles", function()
       assert.equal(200, status)
       conn:close()
     elseif kind == 1 then
-      -- (a client that closes within a millisecond or so of its request is not noticed by nginx until
-      -- the long-poll ends: keep the wait short, so such a request is over before the counts are compared)
       local conn = send("/?wait=1000", "get.test")
       helpers.sleep(0.01)
       conn:close()

@@ -6,6 +6,7 @@
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local cursors = require "kong.plugins.confluent-consume.cursors"
+local client = require "kong.plugins.confluent-consume.client"
 local native = require "confluent_consume_native"
 
 
@@ -47,8 +48,8 @@ local function watch_abort(request)
   end)
   if not ok and not warned then
     warned = true
-    kong.log.warn("a client that leaves during a long-poll is noticed only when its records are written, ",
-                  "and they may be committed unread: set lua_check_client_abort on (", err, ")")
+    kong.log.warn("a long-poll whose client left ends only when records arrive or its wait is over: ",
+                  "set lua_check_client_abort on (", err, ")")
   end
 end
 
@@ -94,6 +95,10 @@ function _M.serve(conf)
   end
   local wait_until = now() + limits.wait
   while true do
+    -- a client that left without nginx noticing (see client.lua) must not have records claimed for it
+    if client.gone() then
+      return ngx.exit(499)
+    end
     local generation = entry.generation
     local claim
     claim, err = cursors.claim(entry, partitions, limits, conf.timeout / 1000)

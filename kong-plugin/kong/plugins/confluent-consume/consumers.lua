@@ -164,6 +164,9 @@ local function doorbell(premature, entry)
     close(entry)
     return
   end
+  -- the consumer thread rings only the connected: a ring before now (often "ready", on a busy worker)
+  -- was lost, so let every waiter look again
+  wake_all(entry)
   while not entry.closed do
     local data, read_err = sock:receiveany(4096)
     if worker_exiting() then

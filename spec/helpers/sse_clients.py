@@ -125,7 +125,7 @@ async def connection(index, args, state, started):
 async def client(index, args, results, started):
     out = open(os.path.join(args.out, f"{index}.txt"), "w") if args.out else None
     state = {"per_partition": {}, "events": [], "errors": [], "got": 0, "last_id": None, "slowed": False,
-             "out": out, "active": time.time(), "cut_at": None, "gaps": []}
+             "out": out, "active": time.time(), "cut_at": None, "gaps": [], "broken": 0}
     limit = args.events or float("inf")
     deadline = time.time() + args.timeout
     connections = 0
@@ -137,6 +137,7 @@ async def client(index, args, results, started):
             break
         except Exception as exc:  # noqa: BLE001 - reported to the spec
             state["errors"].append(repr(exc))
+            state["broken"] += 1
         # --resume: reconnect from the last event id whenever the stream ends or fails, as EventSource does
         if not args.resume or state["got"] >= limit or stopping(args) or time.time() >= deadline:
             break
@@ -149,7 +150,7 @@ async def client(index, args, results, started):
     digest = hashlib.sha1(b"".join(k + b":" + h.digest() for k, h in sorted(per_partition.items())))
     results[index] = {"events": len(state["events"]), "digest": digest.hexdigest(), "first": state["events"][:1],
                       "last": state["events"][-1:], "errors": state["errors"], "connections": connections,
-                      "gaps": state["gaps"]}
+                      "gaps": state["gaps"], "broken": state["broken"]}
 
 
 async def main():
@@ -194,6 +195,8 @@ async def main():
         "slow": results.get(0) if args.slow else None,
         "errors": [e for r in normal for e in r["errors"]][:5],
         "reconnects": sum(r["connections"] - 1 for r in results.values()),
+        # streams that ended in a failure (reset, cut mid-chunk, silent for --idle), not a clean end
+        "broken": sum(r["broken"] for r in results.values()),
         # --resume: the longest time from a stream's end to the next event on its successor
         "resume_max_s": round(max([g for r in results.values() for g in r["gaps"]], default=0), 3),
         "seconds": round(time.time() - t0, 3),

@@ -1,5 +1,5 @@
--- Every buffer between Kafka and a client is bounded: with 50 MB of backlog, an SSE client reading from the
--- oldest record and an http-get client, neither of which reads its socket, the worker's resident memory
+-- Every buffer between Kafka and a client is bounded: with 50 MB of backlog, SSE clients reading from the
+-- oldest record and an http-get client, none of which reads its socket, the worker's resident memory
 -- stays under the sum of the documented bounds while the backlog is there.
 --
 -- The bounds (README "Memory bounds"), per consumer handle (one per configuration per worker, plus one per
@@ -43,7 +43,8 @@ local function stuck_client(port, request)
 end
 
 
-local function check(partitions, overrides)
+local function check(partitions, overrides, streams)
+  streams = streams or 1
   local topic = helpers.create_topic(helpers.unique_name("bounds"), partitions)
   helpers.kafka_tool("produce", string.format("--topic %s --count %d --size %d --partitions %d", topic,
                                               BACKLOG / RECORD, RECORD, partitions))
@@ -60,12 +61,14 @@ local function check(partitions, overrides)
     local pid = host:worker_pids()[1]
     local baseline = proc.steady(pid, 5)
     local clients = {
-      stuck_client(host.proxy_port, "GET /?from=earliest HTTP/1.1\r\nHost: sse.test\r\n" ..
-                                    "Accept: text/event-stream\r\n\r\n"),
       stuck_client(host.proxy_port, "GET /?wait=5000 HTTP/1.1\r\nHost: get.test\r\n\r\n"),
     }
-    -- the SSE route's shared handle, its stream's replay handle, the http-get handle; two responses
-    local bound = bound_kb(overrides, partitions, 3, 2)
+    for _ = 1, streams do
+      clients[#clients + 1] = stuck_client(host.proxy_port, "GET /?from=earliest HTTP/1.1\r\n" ..
+                                           "Host: sse.test\r\nAccept: text/event-stream\r\n\r\n")
+    end
+    -- the http-get handle, the SSE route's shared handle and each stream's replay handle; a response each
+    local bound = bound_kb(overrides, partitions, 2 + streams, 1 + streams)
     local peak, samples = baseline, 0
     local deadline = helpers.now() + 10
     while helpers.now() < deadline do
@@ -74,9 +77,9 @@ local function check(partitions, overrides)
       samples = samples + 1
       if s.rss_kb > peak.rss_kb then peak = s end
     end
-    print(string.format("%d partition(s), buffer_max_bytes %d, max_bytes %d, 50 MB backlog: " ..
+    print(string.format("%d stream(s), %d partition(s), buffer_max_bytes %d, max_bytes %d, 50 MB backlog: " ..
                         "RSS baseline %.1f MB, peak %.1f MB over %d samples in 10 s (+%.1f MB); bound +%.1f MB",
-                        partitions, overrides.buffer_max_bytes or 8 * MiB, overrides.max_bytes or MiB,
+                        streams, partitions, overrides.buffer_max_bytes or 8 * MiB, overrides.max_bytes or MiB,
                         baseline.rss_kb / 1024,
                         peak.rss_kb / 1024, samples, (peak.rss_kb - baseline.rss_kb) / 1024, bound / 1024))
     assert.is_true(peak.rss_kb - baseline.rss_kb <= bound,
@@ -98,5 +101,11 @@ describe("with 50 MB of backlog and clients that never read", function()
 
   it("the worker stays within its bounds (default buffers, 1 partition)", function()
     check(1, {})
+  end)
+
+  it("each stream catching up adds at most one handle's bound (4 streams)", function()
+    -- a stream behind the live edge reads a consumer of its own: the worker's memory grows with the
+    -- number of such streams, each bounded
+    check(2, { buffer_max_bytes = MiB }, 4)
   end)
 end)

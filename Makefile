@@ -6,7 +6,8 @@ NATIVE_SO := target/release/libconfluent_consume_native.so
 LUA_SO := target/lua/confluent_consume_native.so
 FAULT_DIR := target/fault-injection
 
-.PHONY: help deps build fault-injection broker run test test-rust test-unit test-integration test-faults bench clean
+.PHONY: help deps build fault-injection broker run test test-rust test-unit test-integration test-faults fuzz fuzz-smoke \
+	fuzz-cmin bench clean
 
 help:
 	@echo "make run    install what is missing, build, start broker + host + demo producer"
@@ -53,6 +54,18 @@ test-integration: build broker
 test-faults: build fault-injection broker
 	@scripts/run-tests.sh faults
 
+# libFuzzer targets in fuzz/ (cargo fuzz): record encoding, cursors, query arguments, settings. `make test`
+# runs the smoke (each target ~25 s); `make fuzz` runs each FUZZ_SECONDS (600) and reports executions.
+fuzz-smoke: deps
+	@scripts/fuzz.sh smoke
+
+fuzz: deps
+	@scripts/fuzz.sh long $(or $(FUZZ_SECONDS),600)
+
+# Folds what fuzzing found into the committed, minimized corpus fuzz/corpus/<target>/.
+fuzz-cmin: deps
+	@scripts/fuzz.sh cmin
+
 # Figures, each beside a raw librdkafka consumer measured in the same run (not part of `make test`).
 bench: build broker
 	@python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q -r bench/requirements.txt
@@ -60,4 +73,5 @@ bench: build broker
 
 clean:
 	cargo clean
+	rm -rf fuzz/target fuzz/work
 	rm -rf .run

@@ -25,6 +25,12 @@ fi
 
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required: https://rustup.rs" >&2; exit 1; }
 
+# The fuzz targets (scripts/fuzz.sh) run under cargo fuzz.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install --locked --quiet cargo-fuzz@0.13.2
+fi
+
 # The browser spec (spec/16-browser_spec.lua) drives Debian's chromium through playwright-core.
 BROWSER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/spec/browser"
 if [ ! -d "$BROWSER_DIR/node_modules" ] || [ "$BROWSER_DIR/package-lock.json" -nt "$BROWSER_DIR/node_modules" ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit tests, Lua unit specs, and the integration specs against a real tansu broker
-# and real nginx hosts. Prints one "N passed, N failed" line at the end; exit status tells.
+# Runs every test: Rust unit tests, a short run of each fuzz target, Lua unit specs, and the integration
+# specs against a real tansu broker and real nginx hosts. Prints one "N passed, N failed" line at the end;
+# exit status tells.
 #   scripts/run-tests.sh              everything
 #   scripts/run-tests.sh integration  only the integration specs (spec/1*)
 #   scripts/run-tests.sh faults       only the fault, leak and hostile-input specs (spec/2*)
@@ -21,6 +22,16 @@ if [ "${1:-all}" = all ]; then
   rust_passed=$(echo "$out" | awk '/^test result:/ {s += $4} END {print s + 0}')
   rust_failed=$(echo "$out" | awk '/^test result:/ {s += $6} END {print s + 0}')
   echo "$out" | grep -q "^test result" || { echo "$out" | tail -20; rust_failed=1; }
+fi
+
+# The fuzz targets, each for a short run: a crash on any input is a failure.
+fuzz_passed=0 fuzz_failed=0
+if [ "${1:-all}" = all ]; then
+  echo "== fuzz smoke"
+  out=$(scripts/fuzz.sh smoke 2>&1)
+  echo "$out" | grep -E "^fuzz " || echo "$out" | tail -20
+  fuzz_passed=$(echo "$out" | sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1/p')
+  fuzz_failed=$(echo "$out" | sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\2/p')
 fi
 
 # Integration specs share two brokers. Most use sqlite storage: tansu's memory storage drops the rest of
@@ -50,7 +61,7 @@ spec_out=$(scripts/run-specs.sh "${specs[@]}" 2>&1 | tee /dev/stderr | tail -1)
 spec_passed=$(echo "$spec_out" | sed -nE 's/.* ([0-9]+) passed, ([0-9]+) failed/\1/p')
 spec_failed=$(echo "$spec_out" | sed -nE 's/.* ([0-9]+) passed, ([0-9]+) failed/\2/p')
 
-passed=$(( ${rust_passed:-0} + ${spec_passed:-0} ))
-failed=$(( ${rust_failed:-0} + ${spec_failed:-1} ))
+passed=$(( ${rust_passed:-0} + ${fuzz_passed:-0} + ${spec_passed:-0} ))
+failed=$(( ${rust_failed:-0} + ${fuzz_failed:-1} + ${spec_failed:-1} ))
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

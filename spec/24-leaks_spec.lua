@@ -58,9 +58,12 @@ describe("1,000 connect/disconnect cycles", function()
   end
 
   -- One SSE cycle: a live stream read until it started; every tenth from the oldest record, which
-  -- starts a consumer of its own for the stream, left either once it streams or before it started.
+  -- starts a consumer of its own for the stream, left either once it streams or before it started; every
+  -- tenth (another) a live stream left right after its request was sent.
   local function sse_cycle(i)
-    if i % 10 == 0 then
+    if i % 10 == 5 then
+      send("/", "sse.test", "text/event-stream"):close()
+    elseif i % 10 == 0 then
       local conn = send("/?from=earliest", "sse.test", "text/event-stream")
       if i % 20 == 0 then
         assert(conn.sock:receive("*l"))  -- the status line: the stream started

@@ -45,7 +45,7 @@ describe("broker killed mid-stream", function()
   -- Once the clients hold `at` records: SIGKILL the broker, keep it down `down` seconds, restart it on
   -- the same storage. Returns how many records the clients held at the kill.
   local function crash(clients, at, down)
-    assert(faults.wait_until(function() return clients:count() >= at end, 30), "clients got too little before the crash")
+    assert(faults.wait_until(function() return clients:count() >= at end, 30), "too few records before the crash")
     broker("stop", "--signal KILL")
     local held = clients:count()
     helpers.sleep(down)

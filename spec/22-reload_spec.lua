@@ -59,8 +59,9 @@ describe("nginx reload", function()
     local t_long_polls = helpers.now()
     for i = 1, LONG_POLLS do
       long_polls[i] = get_dir .. "/long-poll-" .. i .. ".out"
-      faults.spawn(string.format("curl -s -o /dev/null -w '%%{http_code} %%{time_total}' -H 'Host: reload-idle.test' " ..
-                                 "'http://127.0.0.1:%d/?wait=20000'", host.proxy_port), long_polls[i])
+      faults.spawn(string.format("curl -s -o /dev/null -w '%%{http_code} %%{time_total}' " ..
+                                 "-H 'Host: reload-idle.test' 'http://127.0.0.1:%d/?wait=20000'", host.proxy_port),
+                   long_polls[i])
     end
     local sse_producer = faults.start_producer(sse_dir, helpers.BROKER_PORT, T.sse, COUNT, RATE, PARTITIONS)
     local get_producer = faults.start_producer(get_dir, helpers.BROKER_PORT, T.get, COUNT, RATE, PARTITIONS)

@@ -1,6 +1,7 @@
 -- Consumers follow the plugin's configuration: created on first use, rebuilt when it changes, closed when
 -- it goes away; the worker's threads and descriptors come back to where they were.
 local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
 
 
 describe("consumer life cycle", function()
@@ -11,9 +12,10 @@ describe("consumer life cycle", function()
     return tonumber(out)
   end
 
+  -- waits until the count of `what` is at most `expected`; returns the last count
   local function settle(what, expected, seconds)
     local deadline = helpers.now() + seconds
-    while count(what) ~= expected and helpers.now() < deadline do
+    while count(what) > expected and helpers.now() < deadline do
       helpers.sleep(0.05)
     end
     return count(what)
@@ -33,7 +35,9 @@ describe("consumer life cycle", function()
   end)
 
   it("rebuilds the consumer on a config change and closes it when the plugin is deleted", function()
-    local threads, fds = count("task"), count("fd")
+    -- a baseline taken while a connection of the host's start-up is still closing would be one fd high
+    local baseline = proc.steady(pid, 5, 1)
+    local threads, fds = baseline.threads, baseline.fds
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 10 --partitions 2")
     assert.equal(10, #host:collect("/?wait=2000", "life.test", 10))
     local with_consumer = count("task")
@@ -55,10 +59,15 @@ describe("consumer life cycle", function()
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 4 --partitions 2")
     assert.equal(4, #host:collect("/?wait=2000", "life.test", 4), "the new consumer continues where the old one stopped")
     assert.equal(0, #host:collect("/?wait=300", "life.test", 1, 0.1), "and delivers nothing twice")
-    assert.equal(with_consumer, settle("task", with_consumer, 3), "the old consumer's threads ended")
+    -- librdkafka starts a thread per broker it learns of, so one consumer's count may differ by one from
+    -- another's depending on when it was taken; two consumers' threads would be several more
+    local after_change = settle("task", with_consumer, 5)
+    assert.is_true(after_change <= with_consumer + 1,
+                   "the old consumer's threads ended (" .. after_change .. " threads, " .. with_consumer .. " before)")
 
     assert.equal(204, (host:admin("DELETE", "/plugins/" .. id)))
-    assert.equal(threads, settle("task", threads, 3))
-    assert.equal(fds, settle("fd", fds, 3))
+    local threads_after, fds_after = settle("task", threads, 5), settle("fd", fds, 5)
+    assert.is_true(threads_after <= threads, threads_after .. " threads, " .. threads .. " before")
+    assert.is_true(fds_after <= fds, fds_after .. " fds, " .. fds .. " before")
   end)
 end)

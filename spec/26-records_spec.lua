@@ -102,7 +102,7 @@ describe("edge-case records", function()
     assert.equal("not valid JSON", records[7].value_error)
   end)
 
-  it("the raw http-get body repeats a repeated header name", function()
+  it("the raw http-get body names a repeated header once, with its last value", function()
     local bodies = {}
     local deadline = helpers.now() + 20
     repeat
@@ -110,7 +110,9 @@ describe("edge-case records", function()
       assert.equal(200, status)
       bodies[#bodies + 1] = body
     until body:find('"offset":3', 1, true) or helpers.now() > deadline
-    assert.matches('"dup":"first","dup":"second"', table.concat(bodies), 1, true)
+    local raw = table.concat(bodies)
+    assert.matches('"dup":"second"', raw, 1, true)
+    assert.is_nil(raw:find('"dup":"first"', 1, true))
   end)
 
   it("server-sent events: the same records, one event each, the big one in one data line", function()

@@ -48,21 +48,35 @@ pub fn encode_record(record: &RecordParts<'_>, deserializer: Deserializer) -> Bo
         (_, value) => write_bytes(&mut out, value),
     }
     out.extend_from_slice(b",\"headers\":{");
-    for (i, (name, value)) in record.headers.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // A JSON object key must be a string: a name that is not UTF-8 gets U+FFFD for its bad bytes.
-        write_str(&mut out, &String::from_utf8_lossy(name));
-        out.push(b':');
-        write_bytes(&mut out, *value);
-    }
+    write_headers(&mut out, &record.headers);
     out.push(b'}');
     if value_error {
         out.extend_from_slice(b",\"value_error\":\"not valid JSON\"");
     }
     out.push(b'}');
     out.into_boxed_slice()
+}
+
+/// Writes the members of the headers object. A name repeated in the record keeps its last value, as a
+/// JSON object can hold a name only once (strict parsers reject a repeated one). A name that is not UTF-8
+/// gets U+FFFD for its bad bytes, since an object key must be a string.
+fn write_headers(out: &mut Vec<u8>, headers: &[(&[u8], Option<&[u8]>)]) {
+    let mut names = std::collections::HashSet::with_capacity(headers.len());
+    let mut last: Vec<(String, Option<&[u8]>)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers.iter().rev() {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if names.insert(name.clone()) {
+            last.push((name, *value));
+        }
+    }
+    for (i, (name, value)) in last.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, name);
+        out.push(b':');
+        write_bytes(out, *value);
+    }
 }
 
 /// Writes a JSON string literal.
@@ -207,5 +221,19 @@ mod tests {
             v["headers"],
             serde_json::json!({"trace": "abc", "bin": {"base64": "gA=="}, "empty": null, "x\u{fffd}": null})
         );
+    }
+
+    #[test]
+    fn a_repeated_header_name_appears_once_with_its_last_value() {
+        let mut r = record(None, None);
+        r.headers = vec![
+            (b"dup", Some(b"first")),
+            (b"a", None),
+            (b"dup", Some(b"second")),
+            (&[b'x', 0xfe], None),
+            (&[b'x', 0xff], Some(b"z")),
+        ];
+        let text = String::from_utf8(encode_record(&r, Deserializer::Noop).into_vec()).unwrap();
+        assert!(text.ends_with("\"headers\":{\"a\":null,\"dup\":\"second\",\"x\u{fffd}\":\"z\"}}"), "{text}");
     }
 }

@@ -296,8 +296,12 @@ impl Settings {
             })
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("socket.keepalive.enable", "true")
-            // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest.
-            .set("queued.max.messages.kbytes", "16384");
+            // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest, and
+            // small for a stream's private catch-up consumer, of which a worker may run many at once.
+            .set("queued.max.messages.kbytes", match self.delivery {
+                Delivery::Replay => "2048",
+                Delivery::Queue | Delivery::Broadcast => "16384",
+            });
         let tls = self.tls();
         let protocol = match (self.authentication.is_some(), tls) {
             (true, true) => "SASL_SSL",
@@ -377,6 +381,14 @@ mod tests {
         assert_eq!(get(&config, "enable.auto.commit"), Some("false"));
         assert_eq!(get(&config, "fetch.wait.max.ms"), Some("10"));
         assert_eq!(get(&config, "client.id"), Some("kong-confluent-consume"));
+        assert_eq!(get(&config, "queued.max.messages.kbytes"), Some("16384"));
+    }
+
+    #[test]
+    fn a_catch_up_consumer_prefetches_less() {
+        let mut s = settings();
+        s.delivery = Delivery::Replay;
+        assert_eq!(get(&s.client_config(), "queued.max.messages.kbytes"), Some("2048"));
     }
 
     #[test]

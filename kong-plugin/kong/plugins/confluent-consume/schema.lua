@@ -286,6 +286,16 @@ return {
               default = 3000,
               between = { 0, 300000 },
           } },
+          { max_catchup_streams = {
+              description = "server-sent-events: most streams of one worker reading behind the live " ..
+                            "records at once (each on a consumer of its own, holding up to " ..
+                            "buffer_max_bytes per partition); more wait for a free slot up to `timeout`, " ..
+                            "then get a 503.",
+              type = "integer",
+              required = true,
+              default = 16,
+              between = { 1, 10000 },
+          } },
           { fetch_wait_max_ms = {
               description = "How long the broker may hold a fetch that has no data (librdkafka " ..
                             "`fetch.wait.max.ms`); lower means lower latency and more idle requests.",

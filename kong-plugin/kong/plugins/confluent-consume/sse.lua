@@ -13,6 +13,7 @@ local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
+local semaphore = require "ngx.semaphore"
 
 
 local kong = kong
@@ -23,6 +24,7 @@ local print = ngx.print
 local flush = ngx.flush
 local concat = table.concat
 local ipairs = ipairs
+local max = math.max
 
 
 local _M = {}
@@ -88,8 +90,40 @@ local function read_live(live, cursors, max_records, max_bytes)
 end
 
 
+-- A stream behind the live records reads a consumer of its own, which may hold buffer_max_bytes per
+-- partition: `max_catchup_streams` bounds how many one worker runs per configuration. A stream waits for
+-- a free slot until `deadline`.
+local function take_catchup_slot(conf, live, request, deadline)
+  local slots = live.catchup_slots
+  if not slots then
+    slots = semaphore.new(conf.max_catchup_streams)
+    live.catchup_slots = slots
+  end
+  update_time()
+  if not slots:wait(max(0, deadline - now())) then
+    return nil
+  end
+  request.slot = slots
+  return true
+end
+
+
+-- Closes the stream's catch-up consumer, if any, and frees its slot; safe to call again.
+local function end_catchup(request)
+  if request.replay then
+    consumers.close(request.replay)
+    request.replay = nil
+  end
+  if request.slot then
+    request.slot:post(1)
+    request.slot = nil
+  end
+end
+
+
 -- Streams until the client goes away, falls behind, or the worker exits.
-local function stream(conf, live, replay, cursors)
+local function stream(conf, live, request, cursors)
+  local replay = request.replay
   local heartbeat = conf.heartbeat_interval / 1000
   local last_error
   local source = replay or live
@@ -121,7 +155,7 @@ local function stream(conf, live, replay, cursors)
       cursors = next_cursors
     end
     if source == replay and within(live, cursors) then
-      consumers.close(replay)
+      end_catchup(request)
       replay, source = nil, live
     elseif count == 0 then
       local kafka_err = consumers.kafka_error(source)
@@ -145,9 +179,7 @@ end
 -- runs or is still starting (its replay handle still connecting).
 local function watch_abort(request)
   local ok = ngx.on_abort(function()
-    if request.replay then
-      consumers.close(request.replay)
-    end
+    end_catchup(request)
     return ngx.exit(499)
   end)
   if not ok and not warned then
@@ -196,17 +228,23 @@ function _M.serve(conf)
     replay_start = { kind = "timestamp", ms = start.from }
   end
 
-  local replay
   if replay_start then
+    if not take_catchup_slot(conf, live, request, deadline) then
+      kong.response.set_header("Retry-After", 1)
+      return respond.error(503, "too many streams of this route are catching up on this worker " ..
+                                "(max_catchup_streams); retry")
+    end
+    local replay
     replay, err = consumers.replay(conf, replay_start)
     if not replay then
+      end_catchup(request)
       return respond.consumer_failed(err)
     end
     request.replay = replay
     local partitions
     partitions, status, message = consumers.await_ready(replay, deadline)
     if not partitions then
-      consumers.close(replay)
+      end_catchup(request)
       return respond.error(status, message)
     end
     if not cursors then
@@ -222,11 +260,9 @@ function _M.serve(conf)
   ngx.header["Cache-Control"] = "no-cache"
   ngx.header["X-Accel-Buffering"] = "no"
   if send("retry: " .. conf.retry_interval .. "\n\n") then
-    stream(conf, live, replay, cursors)
+    stream(conf, live, request, cursors)
   end
-  if replay then
-    consumers.close(replay)
-  end
+  end_catchup(request)
   return ngx.exit(200)
 end
 

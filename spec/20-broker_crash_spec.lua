@@ -18,9 +18,9 @@ describe("broker killed mid-stream", function()
   end
 
   local function route(name, topic, overrides)
-    local config = helpers.plugin_config(topic, overrides)
-    config.bootstrap_servers[1].port = port
-    return { name = name, hosts = { name .. ".test" }, plugins = { { name = "confluent-consume", config = config } } }
+    local r = helpers.route(name, topic, overrides)
+    r.plugins[1].config.bootstrap_servers[1].port = port
+    return r
   end
 
   lazy_setup(function()
@@ -93,12 +93,7 @@ describe("broker killed mid-stream", function()
     local held = crash(clients, CLIENTS * COUNT * 0.3, 2)
     assert.equal(COUNT, producer(60).produced)
     local produced = faults.topic_records(T.sse, port)
-    faults.wait_until(function()
-      for _, list in ipairs((clients:deliveries())) do
-        if not faults.covers(produced, { list }) then return false end
-      end
-      return true
-    end, 40, 0.5)
+    faults.await_covered(clients, produced, 40)
     local summary = clients:stop()
     local lists = clients:deliveries()
     assert.equal(CLIENTS, #lists)

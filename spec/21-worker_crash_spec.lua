@@ -12,10 +12,7 @@ describe("nginx worker killed mid-stream", function()
   local host
   local T = {}
 
-  local function route(name, topic, overrides)
-    return { name = name, hosts = { name .. ".test" },
-             plugins = { { name = "confluent-consume", config = helpers.plugin_config(topic, overrides) } } }
-  end
+  local route = helpers.route
 
   lazy_setup(function()
     T.get = helpers.create_topic(helpers.unique_name("wcrash-get"), PARTITIONS)
@@ -125,12 +122,7 @@ describe("nginx worker killed mid-stream", function()
     faults.kill_worker(host, victim)
     assert.equal(COUNT, producer(60).produced)
     local produced = faults.topic_records(T.sse, helpers.BROKER_PORT)
-    faults.wait_until(function()
-      for _, list in ipairs((clients:deliveries())) do
-        if not faults.covers(produced, { list }) then return false end
-      end
-      return true
-    end, 40, 0.5)
+    faults.await_covered(clients, produced, 40)
     local recovered = helpers.now() - t_kill
     local summary = clients:stop()
     local lists = clients:deliveries()

@@ -11,10 +11,7 @@ describe("nginx reload", function()
   local host
   local T = {}
 
-  local function route(name, topic, overrides)
-    return { name = name, hosts = { name .. ".test" },
-             plugins = { { name = "confluent-consume", config = helpers.plugin_config(topic, overrides) } } }
-  end
+  local route = helpers.route
 
   -- The config before the reload, and after it with `max_records` of the http-get route and `extra` routes.
   local function routes(max_records, extra)

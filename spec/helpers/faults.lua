@@ -168,6 +168,18 @@ function _M.covers(produced, lists)
 end
 
 
+-- Waits up to `seconds` until each client of `clients` (sse_clients, poll_clients) has every record of
+-- `produced`.
+function _M.await_covered(clients, produced, seconds)
+  return _M.wait_until(function()
+    for _, list in ipairs((clients:deliveries())) do
+      if not _M.covers(produced, { list }) then return false end
+    end
+    return true
+  end, seconds, 0.5)
+end
+
+
 -- Counts the records delivered so far to the clients writing into `dir`.
 function _M.delivered_count(dir)
   local _, out = helpers.sh("cat " .. dir .. "/*.txt 2>/dev/null | grep -c -v '^status'")

@@ -100,6 +100,13 @@ function _M.plugin_config(topics, overrides)
 end
 
 
+-- A route `name` with host `<name>.test` running the plugin on `topic` with `overrides`.
+function _M.route(name, topic, overrides)
+  return { name = name, hosts = { name .. ".test" },
+           plugins = { { name = "confluent-consume", config = _M.plugin_config(topic, overrides) } } }
+end
+
+
 local Host = {}
 Host.__index = Host
 

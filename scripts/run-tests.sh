@@ -57,7 +57,9 @@ case "${1:-all}" in
   faults) specs=(spec/2*_spec.lua) ;;
   *) echo "unknown selection: $1" >&2; exit 2 ;;
 esac
-spec_out=$(scripts/run-specs.sh "${specs[@]}" 2>&1 | tee /dev/stderr | tail -1)
+# shown as it runs; `tee /dev/stderr` would reopen (and truncate) a log file that stderr goes to
+scripts/run-specs.sh "${specs[@]}" 2>&1 | tee "$RUN_DIR/specs.log"
+spec_out=$(tail -1 "$RUN_DIR/specs.log")
 spec_passed=$(echo "$spec_out" | sed -nE 's/.* ([0-9]+) passed, ([0-9]+) failed/\1/p')
 spec_failed=$(echo "$spec_out" | sed -nE 's/.* ([0-9]+) passed, ([0-9]+) failed/\2/p')
 

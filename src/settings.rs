@@ -301,7 +301,10 @@ impl Settings {
             .set("queued.max.messages.kbytes", match self.delivery {
                 Delivery::Replay => "2048",
                 Delivery::Queue | Delivery::Broadcast => "16384",
-            });
+            })
+            // A full queue postpones the next fetch by this much (librdkafka's default is a whole second,
+            // which would throttle a small queue to a few MB/s).
+            .set("fetch.queue.backoff.ms", self.fetch_wait_max_ms.to_string());
         let tls = self.tls();
         let protocol = match (self.authentication.is_some(), tls) {
             (true, true) => "SASL_SSL",
@@ -382,6 +385,7 @@ mod tests {
         assert_eq!(get(&config, "fetch.wait.max.ms"), Some("10"));
         assert_eq!(get(&config, "client.id"), Some("kong-confluent-consume"));
         assert_eq!(get(&config, "queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(get(&config, "fetch.queue.backoff.ms"), Some("10"));
     }
 
     #[test]

@@ -283,11 +283,12 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
                         .set_error(&format!("connecting to Kafka at {} failed: {cause}", shared.settings.brokers())),
                     // The reason usually follows within milliseconds (a log line, an error event): wait for
                     // it a few attempts, so that requests see the cause rather than a bare transport error.
-                    (None, StartError::TimedOut(err)) if unexplained < UNEXPLAINED_ATTEMPTS => {
+                    (None, StartError::Slow(err)) => shared.log(Level::Warn, &format!("still waiting: {err}")),
+                    (None, StartError::ConnectionFailed(err)) if unexplained < UNEXPLAINED_ATTEMPTS => {
                         unexplained += 1;
                         shared.log(Level::Warn, &format!("still waiting: {err}"));
                     }
-                    (None, StartError::TimedOut(err) | StartError::Failed(err)) => shared.set_error(&err),
+                    (None, StartError::ConnectionFailed(err) | StartError::Failed(err)) => shared.set_error(&err),
                 }
                 doorbell.ring();
                 sleep_unless_closed(shared, RETRY_DELAY);
@@ -344,8 +345,11 @@ struct Reader {
 
 /// Why a start-up attempt did not complete.
 enum StartError {
-    /// A request timed out or the connection failed, and librdkafka has not said why yet.
-    TimedOut(String),
+    /// The broker did not answer in time. It may only be busy: requests wait for it up to their own
+    /// `timeout`, so this alone is never reported as the handle's error.
+    Slow(String),
+    /// The connection failed, and librdkafka has not said why yet.
+    ConnectionFailed(String),
     /// Kafka answered with an error, or the configuration cannot work.
     Failed(String),
 }
@@ -360,12 +364,10 @@ impl From<String> for StartError {
 fn request_failed(what: &str, err: KafkaError) -> StartError {
     let message = format!("{what}: {err}");
     match err.rdkafka_error_code() {
-        Some(
-            RDKafkaErrorCode::OperationTimedOut
-            | RDKafkaErrorCode::RequestTimedOut
-            | RDKafkaErrorCode::BrokerTransportFailure
-            | RDKafkaErrorCode::AllBrokersDown,
-        ) => StartError::TimedOut(message),
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => StartError::Slow(message),
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
+            StartError::ConnectionFailed(message)
+        }
         _ => StartError::Failed(message),
     }
 }

@@ -1,4 +1,5 @@
--- Whether the client of the current request has closed its connection, asked of its socket.
+-- Whether the client of the current request has closed its connection: told by nginx (on_abort), or
+-- asked of its socket (gone).
 --
 -- nginx learns that a client went away only from a read event, and only with lua_check_client_abort on.
 -- It misses a client that closed right after sending its request (the end of stream arrived with the
@@ -9,6 +10,8 @@ local ffi = require "ffi"
 local base = require "resty.core.base"
 
 
+local kong = kong
+local ngx = ngx
 local C = ffi.C
 local cast = ffi.cast
 local errno = ffi.errno
@@ -33,6 +36,18 @@ local _M = {}
 
 
 local byte = ffi.new("char[1]")
+local warned = {}  -- the missing lua_check_client_abort is logged once per worker and message
+
+
+-- Runs `handler` when the client goes away (ngx.on_abort). Without lua_check_client_abort that cannot
+-- be, and the worker logs once what `unnoticed` says happens instead.
+function _M.on_abort(handler, unnoticed)
+  local ok, err = ngx.on_abort(handler)
+  if not ok and not warned[unnoticed] then
+    warned[unnoticed] = true
+    kong.log.warn(unnoticed, ": set lua_check_client_abort on (", err, ")")
+  end
+end
 
 
 -- True when the peer closed (or reset) the connection; false when it is open, has sent more (a

@@ -19,9 +19,6 @@ local update_time = ngx.update_time
 local _M = {}
 
 
-local warned = false  -- the missing lua_check_client_abort is logged once per worker
-
-
 -- wait, max_records and max_bytes from the query string, each bounded by the config (see the native
 -- module's parse_query).
 local function read_limits(conf)
@@ -39,18 +36,13 @@ end
 -- the claim is settled as undelivered and its records are served again. Killing the request there would
 -- leave the claim unsettled and its records skipped.
 local function watch_abort(request)
-  local ok, err = ngx.on_abort(function()
+  client.on_abort(function()
     if request.writing then
       request.aborted = true
     else
       return ngx.exit(499)
     end
-  end)
-  if not ok and not warned then
-    warned = true
-    kong.log.warn("a long-poll whose client left ends only when records arrive or its wait is over: ",
-                  "set lua_check_client_abort on (", err, ")")
-  end
+  end, "a long-poll whose client left ends only when records arrive or its wait is over")
 end
 
 

@@ -11,6 +11,7 @@
 -- duplicate at the seam. Commits are never needed: the event id is the position.
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
+local client = require "kong.plugins.confluent-consume.client"
 local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
@@ -28,9 +29,6 @@ local max = math.max
 
 
 local _M = {}
-
-
-local warned = false  -- the missing lua_check_client_abort is logged once per worker
 
 
 -- The requested start: { cursor = id } to resume (the Last-Event-ID header, else ?last_event_id), or
@@ -178,14 +176,10 @@ end
 -- The client went away: end the request at once and release its replay handle, whether the stream
 -- runs or is still starting (its replay handle still connecting).
 local function watch_abort(request)
-  local ok = ngx.on_abort(function()
+  client.on_abort(function()
     end_catchup(request)
     return ngx.exit(499)
-  end)
-  if not ok and not warned then
-    warned = true
-    kong.log.warn("client disconnects are noticed only at the next write: set lua_check_client_abort on")
-  end
+  end, "a stream whose client left ends only at its next write")
 end
 
 

@@ -53,12 +53,6 @@ describe("broker killed mid-stream", function()
     return held
   end
 
-  local function report(name, t, extra)
-    print(("%s: produced %d records (%d distinct sequence numbers, %d producer duplicates), delivered %d, " ..
-           "duplicates %d%s"):format(name, t.produced, t.distinct_seqs, t.producer_duplicates, t.delivered,
-                                     t.duplicates, extra or ""))
-  end
-
   it("http-get with commit_strategy=auto delivers every record at least once, duplicates bounded", function()
     local CLIENTS = 4
     local t0 = helpers.now()
@@ -73,8 +67,8 @@ describe("broker killed mid-stream", function()
     clients:stop()
     local lists, errors = clients:deliveries()
     local t = faults.tally(produced, lists)
-    report("broker crash, http-get", t, (", %d held at the kill, %d error answers while down, %.1f s")
-                                         :format(held, errors, helpers.now() - t0))
+    faults.report("broker crash, http-get", t, (", %d held at the kill, %d error answers while down, %.1f s")
+                  :format(held, errors, helpers.now() - t0))
     assert.is_true(held < COUNT, "the broker was killed mid-stream")
     assert.same({}, { unpack(t.missing, 1, 10) }, #t.missing .. " records never delivered")
     assert.equal(COUNT, t.distinct_seqs)
@@ -99,8 +93,8 @@ describe("broker killed mid-stream", function()
     assert.equal(CLIENTS, #lists)
     for i, list in ipairs(lists) do
       local t = faults.tally(produced, { list })
-      report("broker crash, server-sent-events client " .. i, t,
-             (", %d reconnects (all clients), %.1f s"):format(summary.reconnects, helpers.now() - t0))
+      faults.report("broker crash, server-sent-events client " .. i, t,
+                    (", %d reconnects (all clients), %.1f s"):format(summary.reconnects, helpers.now() - t0))
       assert.same({}, { unpack(t.missing, 1, 10) }, #t.missing .. " records never delivered")
       assert.equal(0, t.duplicates)
       assert.equal(COUNT, t.distinct_seqs)

@@ -30,11 +30,6 @@ describe("nginx worker killed mid-stream", function()
     if host then host:stop() end
   end)
 
-  local function report(name, t, extra)
-    print(("%s: produced %d records (%d producer duplicates), delivered %d, duplicates %d%s")
-          :format(name, t.produced, t.producer_duplicates, t.delivered, t.duplicates, extra or ""))
-  end
-
   -- Opens a GET that claims the whole backlog and never reads it: its worker stays in the middle of the
   -- write (the answer is far larger than the socket buffers, up to 4 MB on loopback). Returns the
   -- connection and the worker holding it.
@@ -98,9 +93,9 @@ describe("nginx worker killed mid-stream", function()
     clients:stop()
     local lists, errors = clients:deliveries()
     local t = faults.tally(produced, lists)
-    report("worker crash, http-get", t, (", %d error answers, respawned in %.2f s, all delivered %.1f s after " ..
-                                         "the kill, %.1f s in all"):format(errors, respawned, recovered,
-                                                                           helpers.now() - t0))
+    faults.report("worker crash, http-get", t,
+                  (", %d error answers, respawned in %.2f s, all delivered %.1f s after the kill, %.1f s in all")
+                  :format(errors, respawned, recovered, helpers.now() - t0))
     assert.same({}, { unpack(t.missing, 1, 10) }, #t.missing .. " records never delivered")
     assert.equal(COUNT, t.distinct_seqs)
     -- the killed worker's claims in flight to the polling clients, at most one batch each
@@ -129,9 +124,9 @@ describe("nginx worker killed mid-stream", function()
     assert.equal(CLIENTS, #lists)
     for i, list in ipairs(lists) do
       local t = faults.tally(produced, { list })
-      report("worker crash, server-sent-events client " .. i, t,
-             (", %d reconnects (all clients), all delivered %.1f s after the kill, %.1f s in all")
-             :format(summary.reconnects, recovered, helpers.now() - t0))
+      faults.report("worker crash, server-sent-events client " .. i, t,
+                    (", %d reconnects (all clients), all delivered %.1f s after the kill, %.1f s in all")
+                    :format(summary.reconnects, recovered, helpers.now() - t0))
       assert.same({}, { unpack(t.missing, 1, 10) }, #t.missing .. " records never delivered")
       assert.equal(0, t.duplicates)
     end

@@ -162,6 +162,14 @@ function _M.tally(produced, lists)
 end
 
 
+-- Prints a tally (see tally) under `name`, with `extra` appended, for the figures of the test output.
+function _M.report(name, t, extra)
+  print(("%s: produced %d records (%d distinct sequence numbers, %d producer duplicates), delivered %d, " ..
+         "duplicates %d%s"):format(name, t.produced, t.distinct_seqs, t.producer_duplicates, t.delivered,
+                                   t.duplicates, extra or ""))
+end
+
+
 -- True when the union of `lists` holds every record of `produced`.
 function _M.covers(produced, lists)
   return #_M.tally(produced, lists).missing == 0

@@ -114,7 +114,8 @@ Host.__index = Host
 -- Starts a gateway serving `routes` (Kong declarative format: {name, hosts, paths, plugins}).
 -- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
 -- served read-only under /demo/ on the proxy port), cpath (the native module's directory),
--- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin).
+-- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin), root (the
+-- checkout whose host/bin/kong-host runs the gateway; default ROOT).
 function _M.start_host(opts, attempt)
   local proxy_port, admin_port = port_counter, port_counter + 1
   port_counter = port_counter + 2
@@ -134,14 +135,15 @@ function _M.start_host(opts, attempt)
   local ok, output = _M.sh(string.format(
     "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
     "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s%s",
-    _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
+    opts.root or _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
     opts.cpath or (_M.ROOT .. "/target/lua"), env_args, opts.static and (" --static " .. opts.static) or ""))
   -- the ports lie in the ephemeral range, so a client socket of any process may hold one for a moment
   if not ok and output:find("already in use", 1, true) and (attempt or 1) < 3 then
     return _M.start_host(opts, (attempt or 1) + 1)
   end
   assert(ok, "cannot start the host: " .. output)
-  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port }, Host)
+  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
+                        root = opts.root or _M.ROOT }, Host)
 end
 
 
@@ -151,13 +153,13 @@ function Host:reload(routes)
   local file = assert(io.open(self.prefix .. "/kong.json", "w"))
   file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
   file:close()
-  local ok, output = _M.sh(_M.ROOT .. "/host/bin/kong-host reload --prefix " .. self.prefix)
+  local ok, output = _M.sh(self.root .. "/host/bin/kong-host reload --prefix " .. self.prefix)
   assert(ok, "cannot reload the host: " .. output)
 end
 
 
 function Host:stop()
-  _M.sh(_M.ROOT .. "/host/bin/kong-host stop --prefix " .. self.prefix)
+  _M.sh(self.root .. "/host/bin/kong-host stop --prefix " .. self.prefix)
 end
 
 

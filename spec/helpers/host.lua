@@ -132,8 +132,10 @@ function _M.start_host(opts, attempt)
   for _, dir in ipairs(opts.plugin_paths or {}) do
     env_args = env_args .. " --plugin-path " .. dir
   end
+  -- The specs' own LUA_PATH (scripts/run-specs.sh) must not reach nginx: through the `;;` of its
+  -- lua_package_path the workers would find modules in this checkout that the gateway's files lack.
   local ok, output = _M.sh(string.format(
-    "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
+    "env -u LUA_PATH -u LUA_CPATH %s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
     "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s%s",
     opts.root or _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
     opts.cpath or (_M.ROOT .. "/target/lua"), env_args, opts.static and (" --static " .. opts.static) or ""))

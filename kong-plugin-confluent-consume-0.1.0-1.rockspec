@@ -7,10 +7,10 @@ package = package_name
 version = package_version .. "-" .. rockspec_revision
 supported_platforms = { "linux" }
 
--- Not published yet, so no remote URL: `make rock` (scripts/rock.sh) writes this archive of the checkout
--- into target/rocks/ and packs the source rock there; `luarocks pack` and `luarocks build` of this rockspec
--- read it from the current directory. Once the repository is public this becomes its git URL and a
--- `v<version>` tag. `luarocks make` in a checkout ignores `source`.
+-- Not published yet, so no remote URL: `make rock` (scripts/rock.sh) packs this rockspec with an archive of
+-- the checkout into the source rock, and `luarocks build ./<source rock>` finds the archive beside the
+-- rockspec. Once the repository is public this becomes its git URL and a `v<version>` tag. `luarocks make`
+-- in a checkout ignores `source`.
 source = {
   url = "file://" .. package_name .. "-" .. package_version .. ".tar.gz",
   dir = package_name .. "-" .. package_version,

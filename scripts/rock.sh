@@ -16,12 +16,13 @@ OUT="target/rocks"
 TREE="target/rock-tree"
 LUAROCKS=(luarocks --lua-version=5.1)
 
-# package, version (<upstream>-<revision>) and the source archive's name, from the rockspec itself
-read -r PACKAGE VERSION ARCHIVE < <(ROCKSPEC="$ROCKSPEC" luajit -e '
+# package, version (<upstream>-<revision>), the source archive's name and its top directory, from the
+# rockspec itself
+read -r PACKAGE VERSION ARCHIVE SOURCE_DIR < <(ROCKSPEC="$ROCKSPEC" luajit -e '
   local spec = {}
   local chunk = assert(loadfile(os.getenv("ROCKSPEC")))
   setfenv(chunk, spec)()
-  print(spec.package, spec.version, (spec.source.url:gsub("^file://", "")))')
+  print(spec.package, spec.version, (spec.source.url:gsub("^file://", "")), spec.source.dir)')
 [[ "$ARCHIVE" != */* ]] || { echo "rock.sh: the rockspec's source.url must name a file in $OUT" >&2; exit 1; }
 
 rm -rf "$OUT" "$TREE"
@@ -29,18 +30,18 @@ mkdir -p "$OUT"
 
 # Binary rock. `luarocks make` runs the rockspec's build command (cargo; a no-op after `make build`).
 "${LUAROCKS[@]}" --tree "$TREE" make "$ROCKSPEC"
-(cd "$OUT" && "${LUAROCKS[@]}" --tree "../../$TREE" pack "$PACKAGE" "$VERSION")
+(cd "$OUT" && "${LUAROCKS[@]}" --tree "$ROOT/$TREE" pack "$PACKAGE" "$VERSION")
 rm -rf "$TREE"
 
 # Source rock: a zip of the rockspec and the archive its source.url names, as `luarocks pack <rockspec>`
 # makes one (that command fetches the source from a scratch directory, where a relative file:// URL
 # cannot point). `luarocks build ./<src.rock>` unpacks both side by side and finds the archive. The archive
 # holds the tracked files as they are now (committed or not; untracked files are left out), under the
-# directory the rockspec's source.dir names.
+# directory the rockspec's source.dir names. Needs a git checkout.
 STAGE="target/rock-src"
 rm -rf "$STAGE" && mkdir -p "$STAGE"
 snapshot=$(git stash create)
-git archive --format=tar.gz --prefix="${ARCHIVE%.tar.gz}/" -o "$STAGE/$ARCHIVE" "${snapshot:-HEAD}"
+git archive --format=tar.gz --prefix="$SOURCE_DIR/" -o "$STAGE/$ARCHIVE" "${snapshot:-HEAD}"
 cp "$ROCKSPEC" "$STAGE/"
 (cd "$STAGE" && zip -q -X "$ROOT/$OUT/$PACKAGE-$VERSION.src.rock" "$ROCKSPEC" "$ARCHIVE")
 rm -rf "$STAGE"

@@ -6,12 +6,13 @@ NATIVE_SO := target/release/libconfluent_consume_native.so
 LUA_SO := target/lua/confluent_consume_native.so
 FAULT_DIR := target/fault-injection
 
-.PHONY: help deps build fault-injection broker run test test-rust test-unit test-integration test-faults fuzz fuzz-smoke \
+.PHONY: help deps build rock fault-injection broker run test test-rust test-unit test-integration test-faults fuzz fuzz-smoke \
 	fuzz-cmin bench clean
 
 help:
 	@echo "make run    install what is missing, build, start broker + host + demo producer"
 	@echo "make test   install what is missing, build, run every test"
+	@echo "make rock   binary rock (no Rust needed to install it) and source rock, in target/rocks/"
 	@echo "make bench  throughput, latency and memory figures beside a raw librdkafka consumer"
 
 deps:
@@ -23,6 +24,11 @@ build: deps
 	cargo build --release --locked --workspace
 	@mkdir -p target/lua
 	install -m 0755 $(NATIVE_SO) $(LUA_SO)
+
+# target/rocks/: the binary rock (Lua modules + the native module built here; `luarocks install` of it
+# needs no Rust toolchain) and the source rock. See scripts/rock.sh and README "Install in Kong".
+rock: build
+	@scripts/rock.sh
 
 # The native module with the `fault-injection` feature (an export that panics on purpose), for
 # spec/27-panic_spec.lua only. Its own target dir keeps it from ever replacing the production build.

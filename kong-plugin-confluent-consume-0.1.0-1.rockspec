@@ -7,9 +7,13 @@ package = package_name
 version = package_version .. "-" .. rockspec_revision
 supported_platforms = { "linux" }
 
+-- Not published yet, so no remote URL: `make rock` (scripts/rock.sh) packs this rockspec with an archive of
+-- the checkout into the source rock, and `luarocks build ./<source rock>` finds the archive beside the
+-- rockspec. Once the repository is public this becomes its git URL and a `v<version>` tag. `luarocks make`
+-- in a checkout ignores `source`.
 source = {
-  url = "git+https://github.com/kong-plugin-confluent-consume/kong-plugin-confluent-consume.git",
-  tag = package_version,
+  url = "file://" .. package_name .. "-" .. package_version .. ".tar.gz",
+  dir = package_name .. "-" .. package_version,
 }
 
 description = {
@@ -21,8 +25,24 @@ dependencies = {
   "lua >= 5.1",
 }
 
+-- Every plugin name the rock registers, each with its modules (kong-plugin/kong/plugins/<name>/<module>.lua).
+-- A second plugin name is one more entry. (luarocks loads a rockspec without Lua's globals: no ipairs.)
+local plugins = {
+  { plugin_name, { "handler", "schema", "consumers", "cursors", "http_get", "sse", "respond", "client" } },
+}
+
+local lua_modules = {}
+for i = 1, #plugins do
+  local name, modules = plugins[i][1], plugins[i][2]
+  for j = 1, #modules do
+    lua_modules["kong.plugins." .. name .. "." .. modules[j]] =
+      "kong-plugin/kong/plugins/" .. name .. "/" .. modules[j] .. ".lua"
+  end
+end
+
 build = {
   -- The native module is a Rust cdylib; cargo builds it, luarocks installs it beside the Lua modules.
+  -- The binary rock (`make rock`) carries the built module, so installing that needs no cargo.
   type = "command",
   -- luarocks exports its own CC/CFLAGS; without them the build reuses the cached librdkafka. Lua
   -- wants the library named after the module, cargo names it lib<name>.so: copy it (new inode).
@@ -30,16 +50,7 @@ build = {
                   "-p confluent-consume-native && mkdir -p target/lua && install -m 0755 " ..
                   "target/release/libconfluent_consume_native.so target/lua/confluent_consume_native.so",
   install = {
-    lua = {
-      ["kong.plugins." .. plugin_name .. ".handler"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/handler.lua",
-      ["kong.plugins." .. plugin_name .. ".schema"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/schema.lua",
-      ["kong.plugins." .. plugin_name .. ".consumers"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/consumers.lua",
-      ["kong.plugins." .. plugin_name .. ".cursors"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/cursors.lua",
-      ["kong.plugins." .. plugin_name .. ".http_get"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/http_get.lua",
-      ["kong.plugins." .. plugin_name .. ".sse"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/sse.lua",
-      ["kong.plugins." .. plugin_name .. ".respond"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/respond.lua",
-      ["kong.plugins." .. plugin_name .. ".client"] = "kong-plugin/kong/plugins/" .. plugin_name .. "/client.lua",
-    },
+    lua = lua_modules,
     lib = {
       confluent_consume_native = "target/lua/confluent_consume_native.so",
     },

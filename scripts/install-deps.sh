@@ -7,6 +7,7 @@ PACKAGES=(
   luajit2 libluajit2-5.1-dev lua-busted lua-socket lua-yaml luarocks
   socat curl pkg-config libssl-dev build-essential
   chromium
+  zip unzip binutils git  # make rock (git archive, zip) and spec/14 (unzip, readelf, objdump)
 )
 
 missing=()

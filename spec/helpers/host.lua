@@ -115,10 +115,14 @@ Host.__index = Host
 -- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
 -- served read-only under /demo/ on the proxy port), cpath (the native module's directory),
 -- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin), root (the
--- checkout whose host/bin/kong-host runs the gateway; default ROOT).
+-- checkout whose host/bin/kong-host runs the gateway; default ROOT), proxy_port and admin_port (fixed
+-- ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
 function _M.start_host(opts, attempt)
-  local proxy_port, admin_port = port_counter, port_counter + 1
-  port_counter = port_counter + 2
+  local proxy_port, admin_port = opts.proxy_port, opts.admin_port
+  if not (proxy_port and admin_port) then
+    proxy_port, admin_port = port_counter, port_counter + 1
+    port_counter = port_counter + 2
+  end
   local prefix = _M.RUN_DIR .. "/host-" .. proxy_port
   assert(_M.sh("rm -rf " .. prefix .. " && mkdir -p " .. prefix))
   local config_file = prefix .. "/kong.json"
@@ -140,7 +144,7 @@ function _M.start_host(opts, attempt)
     opts.root or _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
     opts.cpath or (_M.ROOT .. "/target/lua"), env_args, opts.static and (" --static " .. opts.static) or ""))
   -- the ports lie in the ephemeral range, so a client socket of any process may hold one for a moment
-  if not ok and output:find("already in use", 1, true) and (attempt or 1) < 3 then
+  if not ok and output:find("already in use", 1, true) and (attempt or 1) < 3 and not opts.proxy_port then
     return _M.start_host(opts, (attempt or 1) + 1)
   end
   assert(ok, "cannot start the host: " .. output)

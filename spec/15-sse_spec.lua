@@ -80,7 +80,7 @@ describe("server-sent-events", function()
       route("pair", T.pair, {}),
       route("slow", T.slow, { buffer_max_bytes = 1048576, max_bytes = 65536 }),
     } })
-    solo = helpers.start_host({ workers = 1, routes = {
+    solo = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
       route("crowd", T.crowd, {}),
       route("gone", T.gone, {}),
       { name = "quick", hosts = { "quick.test" }, plugins = { { name = "confluent-consume",

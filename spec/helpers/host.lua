@@ -113,7 +113,9 @@ Host.__index = Host
 
 -- Starts a gateway serving `routes` (Kong declarative format: {name, hosts, paths, plugins}).
 -- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
--- served read-only under /demo/ on the proxy port), cpath (the native module's directory),
+-- served read-only under /demo/ on the proxy port), check_client_abort (true: nginx tells a request at
+-- once that its client left, as kong.conf's `nginx_proxy_lua_check_client_abort = on` does; default off,
+-- Kong's default), cpath (the native module's directory),
 -- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin), root (the
 -- checkout whose host/bin/kong-host runs the gateway; default ROOT).
 function _M.start_host(opts, attempt)
@@ -131,6 +133,9 @@ function _M.start_host(opts, attempt)
   end
   for _, dir in ipairs(opts.plugin_paths or {}) do
     env_args = env_args .. " --plugin-path " .. dir
+  end
+  if opts.check_client_abort then
+    env_args = env_args .. " --check-client-abort"
   end
   local ok, output = _M.sh(string.format(
     "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..

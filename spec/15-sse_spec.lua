@@ -175,7 +175,7 @@ describe("server-sent-events", function()
     local seen, order, workers = {}, {}, {}
     local function take(path, headers, n)
       local conn, _, response_headers = open(host, path, "resume.test", headers)
-      workers[#workers + 1] = response_headers["x-kong-host-worker"]
+      workers[#workers + 1] = host:worker_pid_of(response_headers)
       local records = messages(conn:read_events(n, 10))
       conn:close()
       assert.equal(n, #records)

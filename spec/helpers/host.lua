@@ -20,6 +20,13 @@ _M.RUN_DIR = os.getenv("CC_TEST_RUN_DIR") or (_M.ROOT .. "/.run/test")
 
 
 local port_counter = tonumber(os.getenv("CC_TEST_PORT_BASE") or "18200")
+
+
+-- Two ports of the run's range (proxy, Admin API) for a gateway.
+function _M.next_ports()
+  port_counter = port_counter + 2
+  return port_counter - 2, port_counter - 1
+end
 local name_counter = 0
 
 
@@ -32,6 +39,12 @@ function _M.sh(command)
   local code = tonumber(output:match("__exit=(%d+)%s*$"))
   output = output:gsub("__exit=%d+%s*$", "")
   return code == 0, output
+end
+
+
+-- The native module's file: the production build, or the one with the `fault-injection` feature.
+function _M.native_module_path(fault_injection)
+  return _M.ROOT .. (fault_injection and "/target/fault-injection" or "/target") .. "/lua/confluent_consume_native.so"
 end
 
 
@@ -115,12 +128,13 @@ Host.__index = Host
 -- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
 -- served read-only under /demo/ on the proxy port), check_client_abort (true: nginx tells a request at
 -- once that its client left, as kong.conf's `nginx_proxy_lua_check_client_abort = on` does; default off,
--- Kong's default), cpath (the native module's directory),
--- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin), root (the
--- checkout whose host/bin/kong-host runs the gateway; default ROOT).
+-- Kong's default), fault_injection (true: the native module built with the `fault-injection` feature),
+-- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's).
+-- Development host only: cpath (the native module's directory), plugin_paths (directories holding
+-- kong/plugins/<name>/; default the project's kong-plugin), plugins (the names to load; default every
+-- plugin under plugin_paths), root (the checkout whose host/bin/kong-host runs the gateway; default ROOT).
 function _M.start_host(opts, attempt)
-  local proxy_port, admin_port = port_counter, port_counter + 1
-  port_counter = port_counter + 2
+  local proxy_port, admin_port = _M.next_ports()
   local prefix = _M.RUN_DIR .. "/host-" .. proxy_port
   assert(_M.sh("rm -rf " .. prefix .. " && mkdir -p " .. prefix))
   local config_file = prefix .. "/kong.json"
@@ -131,33 +145,44 @@ function _M.start_host(opts, attempt)
   for _, name in ipairs(opts.env or {}) do
     env_args = env_args .. " --env " .. name
   end
-  for _, dir in ipairs(opts.plugin_paths or {}) do
+  local plugin_paths, plugins = opts.plugin_paths, opts.plugins
+  if opts.fixture_plugins then
+    plugin_paths = { _M.ROOT .. "/kong-plugin", _M.ROOT .. "/spec/fixtures/plugins" }
+    plugins = { "confluent-consume", unpack(opts.fixture_plugins) }
+  end
+  if plugins then
+    env_args = env_args .. " --plugins " .. table.concat(plugins, ",")
+  end
+  for _, dir in ipairs(plugin_paths or {}) do
     env_args = env_args .. " --plugin-path " .. dir
   end
   if opts.check_client_abort then
     env_args = env_args .. " --check-client-abort"
   end
+  local cpath = opts.cpath or _M.native_module_path(opts.fault_injection):match("^(.*)/")
   local ok, output = _M.sh(string.format(
     "%s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
     "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s%s",
     opts.root or _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
-    opts.cpath or (_M.ROOT .. "/target/lua"), env_args, opts.static and (" --static " .. opts.static) or ""))
+    cpath, env_args, opts.static and (" --static " .. opts.static) or ""))
   -- the ports lie in the ephemeral range, so a client socket of any process may hold one for a moment
   if not ok and output:find("already in use", 1, true) and (attempt or 1) < 3 then
     return _M.start_host(opts, (attempt or 1) + 1)
   end
   assert(ok, "cannot start the host: " .. output)
   return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
-                        root = opts.root or _M.ROOT }, Host)
+                        pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT }, Host)
 end
 
 
--- Replaces the gateway's declarative config with `routes` and reloads nginx (HUP): new workers start with
--- the new config, old ones finish their requests and exit.
+-- Reloads the gateway (nginx HUP), with `routes` as its new declarative config when given: new workers
+-- start with the config, old ones finish their requests and exit.
 function Host:reload(routes)
-  local file = assert(io.open(self.prefix .. "/kong.json", "w"))
-  file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
-  file:close()
+  if routes then
+    local file = assert(io.open(self.prefix .. "/kong.json", "w"))
+    file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
+    file:close()
+  end
   local ok, output = _M.sh(self.root .. "/host/bin/kong-host reload --prefix " .. self.prefix)
   assert(ok, "cannot reload the host: " .. output)
 end
@@ -247,9 +272,16 @@ function Host:error_log()
 end
 
 
+-- The pid of the worker that answered a response with these headers (lower-case names, as `request`
+-- returns them).
+function Host:worker_pid_of(headers)
+  return tonumber(headers["x-kong-host-worker"])
+end
+
+
 -- The pids of the host's nginx workers.
 function Host:worker_pids()
-  local file = assert(io.open(self.prefix .. "/logs/nginx.pid"))
+  local file = assert(io.open(self.pid_file))
   local master = file:read("*n")
   file:close()
   local _, output = _M.sh("pgrep -P " .. master)

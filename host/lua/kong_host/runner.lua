@@ -388,8 +388,6 @@ function _M.header_filter()
   if not ngx.header["Server"] then
     ngx.header["Server"] = "kong/" .. pdk.VERSION .. " (kong-host)"
   end
-  -- Which worker answered: tests use it to prove a resume crossed workers (development host only).
-  ngx.header["X-Kong-Host-Worker"] = ngx.worker.pid()
   run_phase("header_filter")
 end
 

@@ -293,6 +293,172 @@ function Host:worker_pids()
 end
 
 
+---------------------------------------------------------------------------------------------------------
+-- Kong's spec.helpers, in the shape Kong's plugin specs use them (spec/03-plugins/*/..._spec.lua): entities
+-- inserted through blueprints (get_db_utils), one gateway started with them (start_kong), clients to its
+-- proxy and Admin API. Here the gateway is a development host; under Kong (spec/helpers/kong.lua) these are
+-- Kong's own functions.
+---------------------------------------------------------------------------------------------------------
+
+
+local blueprint_entities = { routes = {}, plugins = {} }  -- inserted since the last get_db_utils
+local kong_host  -- the gateway start_kong started
+
+
+local function new_uuid()
+  return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
+    return string.format("%x", c == "x" and math.random(0, 15) or math.random(8, 11))
+  end))
+end
+
+
+local function inserter(list)
+  return {
+    insert = function(_, entity)
+      local copy = {}
+      for k, v in pairs(entity) do copy[k] = v end
+      copy.id = copy.id or new_uuid()
+      list[#list + 1] = copy
+      return copy
+    end,
+  }
+end
+
+
+-- Blueprints (bp.routes:insert, bp.plugins:insert) for the gateway the next start_kong starts. The
+-- arguments are Kong's (strategy, tables to truncate, plugins to enable); the host has no database, so
+-- they do not matter here.
+function _M.get_db_utils()
+  blueprint_entities = { routes = {}, plugins = {} }
+  return { routes = inserter(blueprint_entities.routes), plugins = inserter(blueprint_entities.plugins) }
+end
+
+
+-- Starts a gateway with the entities inserted through the blueprints. `env` holds kong.conf properties;
+-- those the host follows: plugins ("bundled,a,b": the host has no bundled plugins, so a and b),
+-- nginx_worker_processes, nginx_proxy_lua_check_client_abort ("on"), and lua_package_path (directories
+-- "DIR/?.lua" holding kong/plugins/<name>/, as for Kong's fixture plugins).
+function _M.start_kong(env)
+  env = env or {}
+  local routes, by_id = {}, {}
+  for i, route in ipairs(blueprint_entities.routes) do
+    routes[i] = { id = route.id, name = route.name, hosts = route.hosts, paths = route.paths,
+                  methods = route.methods, plugins = {} }
+    by_id[route.id] = routes[i]
+  end
+  for _, plugin in ipairs(blueprint_entities.plugins) do
+    local route = assert(plugin.route and by_id[plugin.route.id], "a plugin needs the route it was inserted for")
+    route.plugins[#route.plugins + 1] = { id = plugin.id, name = plugin.name, config = plugin.config }
+  end
+  local plugin_paths, plugins = { _M.ROOT .. "/kong-plugin" }, nil
+  for dir in (env.lua_package_path or ""):gmatch("([^;]+)/%?%.lua") do
+    plugin_paths[#plugin_paths + 1] = dir
+  end
+  for name in (env.plugins or ""):gmatch("[^,%s]+") do
+    if name ~= "bundled" then
+      plugins = plugins or {}
+      plugins[#plugins + 1] = name
+    end
+  end
+  kong_host = _M.start_host({ workers = tonumber(env.nginx_worker_processes) or 1, routes = routes,
+                              check_client_abort = env.nginx_proxy_lua_check_client_abort == "on",
+                              plugin_paths = plugin_paths, plugins = plugins })
+  return true
+end
+
+
+function _M.stop_kong()
+  if kong_host then
+    kong_host:stop()
+    kong_host = nil
+  end
+  return true
+end
+
+
+local Client = {}
+
+
+-- A client like Kong's spec helpers' (lua-resty-http): send{method, path, headers, body, query} returns a
+-- response with status, headers (any case) and read_body(), or nil, err; get/post/put/patch/delete(path,
+-- opts) assert that it did.
+local function http_client(port, timeout)
+  local conn = assert(http.connect("127.0.0.1", port, (timeout or 60000) / 1000))
+  return setmetatable({ conn = conn }, Client)
+end
+
+
+local function url_escape(value)
+  return (tostring(value):gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+
+local function form_encode(t)
+  local parts = {}
+  for k, v in pairs(t) do
+    parts[#parts + 1] = url_escape(k) .. "=" .. url_escape(v)
+  end
+  table.sort(parts)
+  return table.concat(parts, "&")
+end
+
+
+function Client:send(opts)
+  local headers, content_type = {}, ""
+  for name, value in pairs(opts.headers or {}) do
+    headers[name] = value
+    if name:lower() == "content-type" then content_type = value end
+  end
+  local body = opts.body
+  if type(body) == "table" then
+    body = content_type:find("application/json", 1, true) and cjson.encode(body) or form_encode(body)
+  end
+  local path = opts.path or "/"
+  if type(opts.query) == "table" then
+    path = path .. "?" .. form_encode(opts.query)
+  end
+  local status, response_body, response_headers = self.conn:request(opts.method or "GET", path, headers, body)
+  if not status then
+    return nil, response_body
+  end
+  return {
+    status = status,
+    headers = setmetatable({}, { __index = function(_, name) return response_headers[name:lower()] end }),
+    read_body = function() return response_body end,
+  }
+end
+
+
+function Client:close()
+  self.conn:close()
+end
+
+
+Client.__index = function(_, key)
+  if Client[key] then
+    return Client[key]
+  end
+  local method = key:upper()
+  if method == "GET" or method == "POST" or method == "PUT" or method == "PATCH" or method == "DELETE" then
+    return function(self, path, opts)
+      local request = { method = method, path = path }
+      for k, v in pairs(opts or {}) do request[k] = v end
+      return assert(self:send(request))
+    end
+  end
+end
+
+
+function _M.proxy_client(timeout)
+  return http_client(assert(kong_host, "start_kong first").proxy_port, timeout)
+end
+
+
+function _M.admin_client(timeout)
+  return http_client(assert(kong_host, "start_kong first").admin_port, timeout)
+end
+
+
 -- Every record of a Kong-shaped http-get body, as a flat list of {topic, partition, offset, record}.
 function _M.records_of(body)
   local list = {}

@@ -1,7 +1,7 @@
 -- What the integration specs need from their surroundings, in one place: a broker, a producer, and a
 -- gateway running the plugin. Here the gateway is the project's development host (nginx + lua-nginx-module,
--- host/bin/kong-host); to run the same specs under Kong's Pongo, provide this module's functions on top of
--- Kong's spec.helpers (start_kong with a declarative config, proxy_client, admin_client).
+-- host/bin/kong-host); under Kong's Pongo (CC_GATEWAY=kong, set by .pongo/pongo-setup.sh) spec/helpers/kong.lua
+-- provides the gateway functions on top of Kong's own spec.helpers.
 local cjson = require "cjson.safe"
 local http = require "spec.helpers.http"
 
@@ -476,6 +476,11 @@ function _M.records_of(body)
     return a.offset < b.offset
   end)
   return list
+end
+
+
+if os.getenv("CC_GATEWAY") == "kong" then
+  require("spec.helpers.kong").install(_M, Host)
 end
 
 

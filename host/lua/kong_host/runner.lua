@@ -313,7 +313,10 @@ local function run_access(ctx, plugins)
       ctx.delayed_response = { status_code = 500, content = { message = UNEXPECTED_MESSAGE } }
     elseif type(access) == "function" then
       ctx.kong_host_plugin = plugin.name
-      local ok, err = coroutine_resume(coroutine_create(access), plugin.handler, item.conf)
+      -- A local keeps the coroutine alive while it is suspended (ngx.sleep, a cosocket): nginx-lua
+      -- holds only a pointer to it, and a collected coroutine crashes the worker when resumed.
+      local co = coroutine_create(access)
+      local ok, err = coroutine_resume(co, plugin.handler, item.conf)
       ctx.kong_host_plugin = nil
       if not ok then
         ngx_log(ERR, "[", plugin.name, "] access failed: ", tostring(err))

@@ -32,6 +32,14 @@ local function insert_routes(routes)
 end
 
 
+-- A copy of a kong.conf table: Kong's kong_exec adds its own entries to the one it is given.
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+
 local function replace_routes(routes)
   assert(db.plugins:truncate())
   assert(db.routes:truncate())
@@ -71,7 +79,7 @@ function _M.install(helpers, Host)
     local file = io.open(native)
     assert(file, native .. " is missing: .pongo/pongo-setup.sh builds it")
     file:close()
-    assert(kong_helpers.start_kong({
+    local env = {
       prefix = prefix,
       database = kong_helpers.test_conf.database,
       plugins = "bundled," .. table.concat(plugins, ","),
@@ -87,17 +95,19 @@ function _M.install(helpers, Host)
       -- workers and nodes follow Admin API changes within a second, as the development host's do
       worker_state_update_frequency = 1,
       db_update_frequency = 1,
-    }))
+    }
+    assert(kong_helpers.start_kong(copy(env)))
     running = running + 1
     return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
-                          pid_file = prefix .. "/pids/nginx.pid" }, Host)
+                          pid_file = prefix .. "/pids/nginx.pid", kong_env = env }, Host)
   end
 
   function Host:reload(routes)
     if routes then
       replace_routes(routes)
     end
-    assert(kong_helpers.kong_exec("reload --prefix " .. self.prefix))
+    -- with the node's settings again: kong_exec would otherwise pass its default plugin list
+    assert(kong_helpers.kong_exec("reload --prefix " .. self.prefix, copy(self.kong_env)))
   end
 
   function Host:stop()

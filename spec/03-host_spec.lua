@@ -386,14 +386,16 @@ end)
 ---------------------------------------------------------------------------
 
 
-local PROXY = "127.0.0.1:18100"
+-- The first two ports of the run's range (scripts/run-tests.sh runs spec files one at a time).
+local PORT_BASE = tonumber(os.getenv("CC_TEST_PORT_BASE") or "18100")
+local PROXY = "127.0.0.1:" .. PORT_BASE
 -- Waits a little more than the workers' 1 s configuration sync interval.
 local function wait_for_sync()
   os.execute("sleep 1.2")
 end
 
 
-local ADMIN = "127.0.0.1:18101"
+local ADMIN = "127.0.0.1:" .. (PORT_BASE + 1)
 
 
 local function shell_quote(s)

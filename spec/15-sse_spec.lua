@@ -80,7 +80,7 @@ describe("server-sent-events", function()
       route("pair", T.pair, {}),
       route("slow", T.slow, { buffer_max_bytes = 1048576, max_bytes = 65536 }),
     } })
-    solo = helpers.start_host({ workers = 1, routes = {
+    solo = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
       route("crowd", T.crowd, {}),
       route("gone", T.gone, {}),
       { name = "quick", hosts = { "quick.test" }, plugins = { { name = "confluent-consume",
@@ -175,7 +175,7 @@ describe("server-sent-events", function()
     local seen, order, workers = {}, {}, {}
     local function take(path, headers, n)
       local conn, _, response_headers = open(host, path, "resume.test", headers)
-      workers[#workers + 1] = response_headers["x-kong-host-worker"]
+      workers[#workers + 1] = host:worker_pid_of(response_headers)
       local records = messages(conn:read_events(n, 10))
       conn:close()
       assert.equal(n, #records)

@@ -144,8 +144,7 @@ describe("the demo page in headless chromium", function()
     -- them), half once they are gone (only a resumed stream can).
     local old_workers = host:worker_pids()
     assert.equal(2, #old_workers)
-    local ok, output = helpers.sh(helpers.ROOT .. "/host/bin/kong-host reload --prefix " .. host.prefix)
-    assert(ok, "reload failed: " .. output)
+    host:reload()
     helpers.kafka_tool("produce", string.format("--topic %s --count %d --partitions %d --key-prefix k-",
                                                 topic, PER_PHASE / 2, PARTITIONS))
     local deadline = helpers.now() + 15

@@ -65,7 +65,7 @@ describe("http-get when the client goes away", function()
   before_each(function()
     topic = helpers.create_topic(helpers.unique_name("gone"), 1)
     group = helpers.unique_name("gone-group")
-    host = helpers.start_host({ workers = 1, routes = {
+    host = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
       { name = "gone", hosts = { H }, plugins = { { name = "confluent-consume",
         config = helpers.plugin_config(topic, {
           auto_offset_reset = "earliest", max_bytes = 32 * 1024 * 1024, max_records = 100000,
@@ -137,7 +137,7 @@ describe("http-get when the client goes away", function()
 end)
 
 
-describe("http-get without lua_check_client_abort", function()
+describe("http-get without lua_check_client_abort (Kong's default)", function()
   local host, topic, group
   local H = "noabort.test"
 
@@ -149,16 +149,6 @@ describe("http-get without lua_check_client_abort", function()
         config = helpers.plugin_config(topic, { auto_offset_reset = "earliest",
           consumer_group = { mode = "manual", consumer_group_id = group } }) } } },
     } })
-    -- as Kong's default nginx template leaves it
-    local conf = host.prefix .. "/nginx.conf"
-    assert(helpers.sh("sed -i 's/lua_check_client_abort on;/lua_check_client_abort off;/' " .. conf))
-    assert(helpers.sh("grep -q 'lua_check_client_abort off;' " .. conf))
-    local old = host:worker_pids()[1]
-    assert(helpers.sh(helpers.ROOT .. "/host/bin/kong-host reload --prefix " .. host.prefix))
-    assert.truthy(proc.wait_until(function()
-      local pids = host:worker_pids()
-      return #pids == 1 and pids[1] ~= old
-    end, 15), "the reloaded worker replaced the old one")
   end)
 
   lazy_teardown(function()
@@ -367,3 +357,111 @@ describe("a broker that is not there when the gateway starts", function()
     assert.equal(10, messages)
   end)
 end)
+
+
+-- Requests the gateway is working on: nginx's connections writing a response (Kong's Admin API /status,
+-- server.connections_writing), less the /status request itself.
+local function requests_in_progress(host)
+  local _, status = host:admin("GET", "/status")
+  return status.server.connections_writing - 1
+end
+
+
+-- Both settings of lua_check_client_abort, as the README describes them: on, a request ends as soon as its
+-- client leaves; off (Kong's default), a long-poll stays until records arrive or its wait ends, a stream
+-- until a write fails, nothing is lost, and the worker says once per case what the directive is for.
+for _, check in ipairs({ true, false }) do
+  describe("a client that leaves, lua_check_client_abort " .. (check and "on" or "off (Kong's default)"), function()
+    local host, get_topic, workers
+    local GET, SSE = "leave-get.test", "leave-sse.test"
+    local WAIT, HEARTBEAT = 6, 5
+
+    lazy_setup(function()
+      get_topic = helpers.create_topic(helpers.unique_name("leave-get"), 1)
+      local sse_topic = helpers.create_topic(helpers.unique_name("leave-sse"), 1)
+      host = helpers.start_host({ workers = 1, check_client_abort = check, routes = {
+        helpers.route("leave-get", get_topic),
+        helpers.route("leave-sse", sse_topic, { mode = "server-sent-events", heartbeat_interval = HEARTBEAT * 1000 }),
+      } })
+      assert.equal(200, (host:get("/", { Host = GET })))
+      workers = host:worker_pids()
+    end)
+
+    lazy_teardown(function()
+      if host then host:stop() end
+    end)
+
+    -- Sends `path` on a fresh connection, waits until the gateway works on it, closes the connection; returns
+    -- when it was sent and when it was closed.
+    local function leave(path, host_header, headers)
+      local base = requests_in_progress(host)
+      local sent = helpers.now()
+      local conn = host:connect()
+      assert(conn.sock:send("GET " .. path .. " HTTP/1.1\r\nHost: " .. host_header .. "\r\n" ..
+                            (headers or "") .. "\r\n"))
+      assert.truthy(proc.wait_until(function() return requests_in_progress(host) == base + 1 end, 5, 0.05),
+                    "the gateway works on the request")
+      local closed = helpers.now()
+      conn:close()
+      return base, sent, closed
+    end
+
+    -- Waits (at most `seconds`) until the gateway is back to `base` requests; returns when that was seen.
+    local function ended(base, seconds)
+      assert.truthy(proc.wait_until(function() return requests_in_progress(host) == base end, seconds, 0.05),
+                    "the request ended")
+      return helpers.now()
+    end
+
+    it(check and "ends a long-poll as soon as its client leaves" or "keeps a long-poll whose client left until "
+       .. "its wait ends", function()
+      local base, sent, closed = leave("/?wait=" .. WAIT * 1000, GET)
+      local at = ended(base, WAIT + 10)
+      if check then
+        assert.is_true(at - closed < WAIT / 2, "ended " .. (at - closed) .. " s after the client left")
+      else
+        assert.is_true(at - sent >= WAIT, "ended " .. (at - sent) .. " s after it was sent")
+      end
+    end)
+
+    it("serves the records that arrive after a long-poll's client left to the next GET", function()
+      local base, _, closed = leave("/?wait=30000", GET)
+      if not check then
+        helpers.sleep(1)
+        assert.equal(base + 1, requests_in_progress(host), "the long-poll waits on")
+      end
+      helpers.kafka_tool("produce", "--topic " .. get_topic .. " --count 3")
+      local at = ended(base, 20)
+      assert.is_true(at - closed < 20, "ended when the records arrived, before its wait")
+      assert.same({ 0, 1, 2 }, offsets_of(host:collect("/?wait=2000", GET, 3, 10)))
+    end)
+
+    it(check and "ends a stream as soon as its client leaves" or "ends a stream whose client left at a later "
+       .. "write", function()
+      local base, sent, closed = leave("/?from=latest", SSE, "Accept: text/event-stream\r\n")
+      local at = ended(base, 3 * HEARTBEAT + 10)
+      if check then
+        assert.is_true(at - closed < HEARTBEAT / 2, "ended " .. (at - closed) .. " s after the client left")
+      else
+        -- no record comes, so the first write after `retry:` is the heartbeat HEARTBEAT after the start
+        assert.is_true(at - sent >= HEARTBEAT, "ended " .. (at - sent) .. " s after it was sent")
+      end
+    end)
+
+    it(check and "logs no warning about the directive" or "logs once per worker what the directive is for",
+       function()
+      local log = host:error_log()
+      local _, get_warnings = log:gsub("a long%-poll whose client left[^\n]*set lua_check_client_abort on", "")
+      local _, sse_warnings = log:gsub("a stream whose client left[^\n]*set lua_check_client_abort on", "")
+      assert.same(check and { 0, 0 } or { 1, 1 }, { get_warnings, sse_warnings })
+    end)
+
+    it("keeps its worker through all of it", function()
+      -- a request nginx ends while the plugin's coroutine waits leaves that wait behind (see
+      -- host/README.md); the worker crashes when it completes, a few seconds later
+      helpers.sleep(WAIT)
+      assert.is_nil(host:error_log():match("[^\n]*exited on signal[^\n]*"))
+      assert.same(workers, host:worker_pids())
+    end)
+  end)
+end

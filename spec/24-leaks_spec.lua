@@ -19,7 +19,7 @@ describe("1,000 connect/disconnect cycles", function()
     get_topic = helpers.create_topic(helpers.unique_name("leak-get"), 2)
     sse_topic = helpers.create_topic(helpers.unique_name("leak-sse"), 2)
     helpers.kafka_tool("produce", "--topic " .. sse_topic .. " --count 200 --partitions 2")
-    host = helpers.start_host({ workers = 1, routes = {
+    host = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
       { name = "get", hosts = { "get.test" }, plugins = { { name = "confluent-consume",
         config = helpers.plugin_config(get_topic, { auto_offset_reset = "earliest" }) } } },
       { name = "sse", hosts = { "sse.test" }, plugins = { { name = "confluent-consume",

@@ -6,9 +6,8 @@
 local helpers = require "spec.helpers.host"
 
 
-local FAULT_CPATH = helpers.ROOT .. "/target/fault-injection/lua"
-local FAULT_SO = FAULT_CPATH .. "/confluent_consume_native.so"
-local PRODUCTION_SO = helpers.ROOT .. "/target/lua/confluent_consume_native.so"
+local FAULT_SO = helpers.native_module_path(true)
+local PRODUCTION_SO = helpers.native_module_path(false)
 local LOADER = "luaopen_confluent_consume_native"
 
 
@@ -65,8 +64,8 @@ describe("a panic in a running gateway", function()
     end
     host = helpers.start_host({
       workers = 1,
-      cpath = FAULT_CPATH,
-      plugin_paths = { helpers.ROOT .. "/kong-plugin", helpers.ROOT .. "/spec/fixtures/plugins" },
+      fault_injection = true,
+      fixture_plugins = { "cc-panic" },
       routes = {
         { name = "records", hosts = { RECORDS }, plugins = { { name = "confluent-consume", config = config } } },
         panic_route("call", "call", "deliberate panic (spec 27)"),
@@ -94,7 +93,7 @@ describe("a panic in a running gateway", function()
     while missing > 0 and helpers.now() < deadline do
       local status, body, headers, json = host:get("/messages?wait=1000", { Host = RECORDS })
       if status == 200 then
-        pids[headers["x-kong-host-worker"]] = true
+        pids[host:worker_pid_of(headers)] = true
         for _, r in ipairs(helpers.records_of(json)) do
           if wanted[r.offset] then
             wanted[r.offset] = nil
@@ -133,7 +132,7 @@ describe("a panic in a running gateway", function()
       assert.equal(500, status, body)
       assert.matches("application/json", headers["content-type"], 1, true)
       assert.matches("^internal error: deliberate panic %(spec 27%) %(at src/fault%.rs:%d+%)$", json.message)
-      assert.equal(worker, tonumber(headers["x-kong-host-worker"]))
+      assert.equal(worker, host:worker_pid_of(headers))
     end
     assert.matches("native call failed: internal error: deliberate panic (spec 27)", host:error_log(), 1, true)
     assert.equal(worker, only_key(produce_and_collect(5)))

@@ -1,7 +1,7 @@
 -- What the integration specs need from their surroundings, in one place: a broker, a producer, and a
 -- gateway running the plugin. Here the gateway is the project's development host (nginx + lua-nginx-module,
--- host/bin/kong-host); to run the same specs under Kong's Pongo, provide this module's functions on top of
--- Kong's spec.helpers (start_kong with a declarative config, proxy_client, admin_client).
+-- host/bin/kong-host); under Kong's Pongo (CC_GATEWAY=kong, set by .pongo/pongo-setup.sh) spec/helpers/kong.lua
+-- provides the gateway functions on top of Kong's own spec.helpers.
 local cjson = require "cjson.safe"
 local http = require "spec.helpers.http"
 
@@ -20,6 +20,13 @@ _M.RUN_DIR = os.getenv("CC_TEST_RUN_DIR") or (_M.ROOT .. "/.run/test")
 
 
 local port_counter = tonumber(os.getenv("CC_TEST_PORT_BASE") or "18200")
+
+
+-- Two ports of the run's range (proxy, Admin API) for a gateway.
+function _M.next_ports()
+  port_counter = port_counter + 2
+  return port_counter - 2, port_counter - 1
+end
 local name_counter = 0
 
 
@@ -32,6 +39,12 @@ function _M.sh(command)
   local code = tonumber(output:match("__exit=(%d+)%s*$"))
   output = output:gsub("__exit=%d+%s*$", "")
   return code == 0, output
+end
+
+
+-- The native module's file: the production build, or the one with the `fault-injection` feature.
+function _M.native_module_path(fault_injection)
+  return _M.ROOT .. (fault_injection and "/target/fault-injection" or "/target") .. "/lua/confluent_consume_native.so"
 end
 
 
@@ -113,15 +126,18 @@ Host.__index = Host
 
 -- Starts a gateway serving `routes` (Kong declarative format: {name, hosts, paths, plugins}).
 -- opts: workers (default 1), routes, env (list of variable names nginx may read), static (a directory
--- served read-only under /demo/ on the proxy port), cpath (the native module's directory),
--- plugin_paths (directories holding kong/plugins/<name>/; default the project's kong-plugin), root (the
--- checkout whose host/bin/kong-host runs the gateway; default ROOT), proxy_port and admin_port (fixed
--- ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
+-- served read-only under /demo/ on the proxy port), check_client_abort (true: nginx tells a request at
+-- once that its client left, as kong.conf's `nginx_proxy_lua_check_client_abort = on` does; default off,
+-- Kong's default), fault_injection (true: the native module built with the `fault-injection` feature),
+-- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's),
+-- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
+-- Development host only: cpath (the native module's directory), plugin_paths (directories holding
+-- kong/plugins/<name>/; default the project's kong-plugin), plugins (the names to load; default every
+-- plugin under plugin_paths), root (the checkout whose host/bin/kong-host runs the gateway; default ROOT).
 function _M.start_host(opts, attempt)
   local proxy_port, admin_port = opts.proxy_port, opts.admin_port
   if not (proxy_port and admin_port) then
-    proxy_port, admin_port = port_counter, port_counter + 1
-    port_counter = port_counter + 2
+    proxy_port, admin_port = _M.next_ports()
   end
   local prefix = _M.RUN_DIR .. "/host-" .. proxy_port
   assert(_M.sh("rm -rf " .. prefix .. " && mkdir -p " .. prefix))
@@ -133,32 +149,46 @@ function _M.start_host(opts, attempt)
   for _, name in ipairs(opts.env or {}) do
     env_args = env_args .. " --env " .. name
   end
-  for _, dir in ipairs(opts.plugin_paths or {}) do
+  local plugin_paths, plugins = opts.plugin_paths, opts.plugins
+  if opts.fixture_plugins then
+    plugin_paths = { _M.ROOT .. "/kong-plugin", _M.ROOT .. "/spec/fixtures/plugins" }
+    plugins = { "confluent-consume", unpack(opts.fixture_plugins) }
+  end
+  if plugins then
+    env_args = env_args .. " --plugins " .. table.concat(plugins, ",")
+  end
+  for _, dir in ipairs(plugin_paths or {}) do
     env_args = env_args .. " --plugin-path " .. dir
   end
+  if opts.check_client_abort then
+    env_args = env_args .. " --check-client-abort"
+  end
+  local cpath = opts.cpath or _M.native_module_path(opts.fault_injection):match("^(.*)/")
   -- The specs' own LUA_PATH (scripts/run-specs.sh) must not reach nginx: through the `;;` of its
   -- lua_package_path the workers would find modules in this checkout that the gateway's files lack.
   local ok, output = _M.sh(string.format(
     "env -u LUA_PATH -u LUA_CPATH %s/host/bin/kong-host start --prefix %s --config %s --workers %d " ..
     "--proxy-listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d --cpath %s%s%s",
     opts.root or _M.ROOT, prefix, config_file, opts.workers or 1, proxy_port, admin_port,
-    opts.cpath or (_M.ROOT .. "/target/lua"), env_args, opts.static and (" --static " .. opts.static) or ""))
+    cpath, env_args, opts.static and (" --static " .. opts.static) or ""))
   -- the ports lie in the ephemeral range, so a client socket of any process may hold one for a moment
   if not ok and output:find("already in use", 1, true) and (attempt or 1) < 3 and not opts.proxy_port then
     return _M.start_host(opts, (attempt or 1) + 1)
   end
   assert(ok, "cannot start the host: " .. output)
   return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
-                        root = opts.root or _M.ROOT }, Host)
+                        pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT }, Host)
 end
 
 
--- Replaces the gateway's declarative config with `routes` and reloads nginx (HUP): new workers start with
--- the new config, old ones finish their requests and exit.
+-- Reloads the gateway (nginx HUP), with `routes` as its new declarative config when given: new workers
+-- start with the config, old ones finish their requests and exit.
 function Host:reload(routes)
-  local file = assert(io.open(self.prefix .. "/kong.json", "w"))
-  file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
-  file:close()
+  if routes then
+    local file = assert(io.open(self.prefix .. "/kong.json", "w"))
+    file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
+    file:close()
+  end
   local ok, output = _M.sh(self.root .. "/host/bin/kong-host reload --prefix " .. self.prefix)
   assert(ok, "cannot reload the host: " .. output)
 end
@@ -248,9 +278,16 @@ function Host:error_log()
 end
 
 
+-- The pid of the worker that answered a response with these headers (lower-case names, as `request`
+-- returns them).
+function Host:worker_pid_of(headers)
+  return tonumber(headers["x-kong-host-worker"])
+end
+
+
 -- The pids of the host's nginx workers.
 function Host:worker_pids()
-  local file = assert(io.open(self.prefix .. "/logs/nginx.pid"))
+  local file = assert(io.open(self.pid_file))
   local master = file:read("*n")
   file:close()
   local _, output = _M.sh("pgrep -P " .. master)
@@ -259,6 +296,172 @@ function Host:worker_pids()
     pids[#pids + 1] = tonumber(pid)
   end
   return pids
+end
+
+
+---------------------------------------------------------------------------------------------------------
+-- Kong's spec.helpers, in the shape Kong's plugin specs use them (spec/03-plugins/*/..._spec.lua): entities
+-- inserted through blueprints (get_db_utils), one gateway started with them (start_kong), clients to its
+-- proxy and Admin API. Here the gateway is a development host; under Kong (spec/helpers/kong.lua) these are
+-- Kong's own functions.
+---------------------------------------------------------------------------------------------------------
+
+
+local blueprint_entities = { routes = {}, plugins = {} }  -- inserted since the last get_db_utils
+local kong_host  -- the gateway start_kong started
+
+
+local function new_uuid()
+  return (string.gsub("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx", "[xy]", function(c)
+    return string.format("%x", c == "x" and math.random(0, 15) or math.random(8, 11))
+  end))
+end
+
+
+local function inserter(list)
+  return {
+    insert = function(_, entity)
+      local copy = {}
+      for k, v in pairs(entity) do copy[k] = v end
+      copy.id = copy.id or new_uuid()
+      list[#list + 1] = copy
+      return copy
+    end,
+  }
+end
+
+
+-- Blueprints (bp.routes:insert, bp.plugins:insert) for the gateway the next start_kong starts. The
+-- arguments are Kong's (strategy, tables to truncate, plugins to enable); the host has no database, so
+-- they do not matter here.
+function _M.get_db_utils()
+  blueprint_entities = { routes = {}, plugins = {} }
+  return { routes = inserter(blueprint_entities.routes), plugins = inserter(blueprint_entities.plugins) }
+end
+
+
+-- Starts a gateway with the entities inserted through the blueprints. `env` holds kong.conf properties;
+-- those the host follows: plugins ("bundled,a,b": the host has no bundled plugins, so a and b),
+-- nginx_worker_processes, nginx_proxy_lua_check_client_abort ("on"), and lua_package_path (directories
+-- "DIR/?.lua" holding kong/plugins/<name>/, as for Kong's fixture plugins).
+function _M.start_kong(env)
+  env = env or {}
+  local routes, by_id = {}, {}
+  for i, route in ipairs(blueprint_entities.routes) do
+    routes[i] = { id = route.id, name = route.name, hosts = route.hosts, paths = route.paths,
+                  methods = route.methods, plugins = {} }
+    by_id[route.id] = routes[i]
+  end
+  for _, plugin in ipairs(blueprint_entities.plugins) do
+    local route = assert(plugin.route and by_id[plugin.route.id], "a plugin needs the route it was inserted for")
+    route.plugins[#route.plugins + 1] = { id = plugin.id, name = plugin.name, config = plugin.config }
+  end
+  local plugin_paths, plugins = { _M.ROOT .. "/kong-plugin" }, nil
+  for dir in (env.lua_package_path or ""):gmatch("([^;]+)/%?%.lua") do
+    plugin_paths[#plugin_paths + 1] = dir
+  end
+  for name in (env.plugins or ""):gmatch("[^,%s]+") do
+    if name ~= "bundled" then
+      plugins = plugins or {}
+      plugins[#plugins + 1] = name
+    end
+  end
+  kong_host = _M.start_host({ workers = tonumber(env.nginx_worker_processes) or 1, routes = routes,
+                              check_client_abort = env.nginx_proxy_lua_check_client_abort == "on",
+                              plugin_paths = plugin_paths, plugins = plugins })
+  return true
+end
+
+
+function _M.stop_kong()
+  if kong_host then
+    kong_host:stop()
+    kong_host = nil
+  end
+  return true
+end
+
+
+local Client = {}
+
+
+-- A client like Kong's spec helpers' (lua-resty-http): send{method, path, headers, body, query} returns a
+-- response with status, headers (any case) and read_body(), or nil, err; get/post/put/patch/delete(path,
+-- opts) assert that it did.
+local function http_client(port, timeout)
+  local conn = assert(http.connect("127.0.0.1", port, (timeout or 60000) / 1000))
+  return setmetatable({ conn = conn }, Client)
+end
+
+
+local function url_escape(value)
+  return (tostring(value):gsub("[^%w%-_.~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+
+local function form_encode(t)
+  local parts = {}
+  for k, v in pairs(t) do
+    parts[#parts + 1] = url_escape(k) .. "=" .. url_escape(v)
+  end
+  table.sort(parts)
+  return table.concat(parts, "&")
+end
+
+
+function Client:send(opts)
+  local headers, content_type = {}, ""
+  for name, value in pairs(opts.headers or {}) do
+    headers[name] = value
+    if name:lower() == "content-type" then content_type = value end
+  end
+  local body = opts.body
+  if type(body) == "table" then
+    body = content_type:find("application/json", 1, true) and cjson.encode(body) or form_encode(body)
+  end
+  local path = opts.path or "/"
+  if type(opts.query) == "table" then
+    path = path .. "?" .. form_encode(opts.query)
+  end
+  local status, response_body, response_headers = self.conn:request(opts.method or "GET", path, headers, body)
+  if not status then
+    return nil, response_body
+  end
+  return {
+    status = status,
+    headers = setmetatable({}, { __index = function(_, name) return response_headers[name:lower()] end }),
+    read_body = function() return response_body end,
+  }
+end
+
+
+function Client:close()
+  self.conn:close()
+end
+
+
+Client.__index = function(_, key)
+  if Client[key] then
+    return Client[key]
+  end
+  local method = key:upper()
+  if method == "GET" or method == "POST" or method == "PUT" or method == "PATCH" or method == "DELETE" then
+    return function(self, path, opts)
+      local request = { method = method, path = path }
+      for k, v in pairs(opts or {}) do request[k] = v end
+      return assert(self:send(request))
+    end
+  end
+end
+
+
+function _M.proxy_client(timeout)
+  return http_client(assert(kong_host, "start_kong first").proxy_port, timeout)
+end
+
+
+function _M.admin_client(timeout)
+  return http_client(assert(kong_host, "start_kong first").admin_port, timeout)
 end
 
 
@@ -279,6 +482,11 @@ function _M.records_of(body)
     return a.offset < b.offset
   end)
   return list
+end
+
+
+if os.getenv("CC_GATEWAY") == "kong" then
+  require("spec.helpers.kong").install(_M, Host)
 end
 
 

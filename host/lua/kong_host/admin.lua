@@ -31,6 +31,7 @@ local pairs = pairs
 local ipairs = ipairs
 local pcall = pcall
 local tostring = tostring
+local tonumber = tonumber
 local string_format = string.format
 local table_concat = table.concat
 local ngx_log = ngx.log
@@ -597,8 +598,13 @@ local function status()
         },
       },
     },
+    -- Kong's kong.nginx.get_statistics(), as far as nginx's stub_status variables tell it.
     server = {
       worker_pid = ngx.worker.pid(),
+      connections_active = tonumber(ngx.var.connections_active),
+      connections_reading = tonumber(ngx.var.connections_reading),
+      connections_writing = tonumber(ngx.var.connections_writing),
+      connections_waiting = tonumber(ngx.var.connections_waiting),
     },
   })
 end

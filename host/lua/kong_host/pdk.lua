@@ -25,6 +25,7 @@ local table_concat = table.concat
 local debug_getinfo = debug.getinfo
 local raw_log = errlog.raw_log
 local math_floor = math.floor
+local coroutine_yield = coroutine.yield
 
 
 local VERSION = "3.10.0"
@@ -280,6 +281,10 @@ local function header_value(value)
 end
 
 
+-- The response sender of the `kong` table built last; flush_delayed_response uses it.
+local send_delayed
+
+
 local function new_response(server_header)
   local response = {}
 
@@ -350,9 +355,46 @@ local function new_response(server_header)
     end
   end
 
-  -- Ends the request: table bodies are JSON encoded, string bodies sent
-  -- as given. Like Kong it never returns in the request phases (the
-  -- ngx.exit yields out of the plugin handler).
+  local function send(status, body, headers)
+    check_not_sent(4)
+
+    ngx.status = status
+    ngx.header["Server"] = server_header
+
+    if headers then
+      for name, value in pairs(headers) do
+        ngx.header[name] = header_value(value)
+      end
+    end
+
+    if type(body) == "table" then
+      local json, err = cjson.encode(body)
+      if not json then
+        error("could not JSON encode the body: " .. tostring(err), 3)
+      end
+      body = json
+      if ngx.header["Content-Type"] == nil then
+        ngx.header["Content-Type"] = "application/json; charset=utf-8"
+      end
+    end
+
+    ngx.header["Content-Length"] = body and #body or 0
+
+    if body and ngx.req.get_method() ~= "HEAD" then
+      ngx.print(body)
+    else
+      ngx.send_headers()
+    end
+
+    -- The status is already on the wire; HTTP_OK only finalizes.
+    return ngx.exit(ngx.HTTP_OK)
+  end
+  send_delayed = send
+
+  -- Ends the request: table bodies are JSON encoded, string bodies sent as given. Like Kong it never
+  -- returns in the request phases. While the runner has ctx.delay_response set (a plugin's access, see
+  -- runner.lua) it stores the response and yields the plugin's coroutine, as Kong's does; the runner
+  -- sends it after the access loop.
   function response.exit(status, body, headers)
     local phase = ngx.get_phase()
     if not EXIT_PHASES[phase] then
@@ -371,43 +413,22 @@ local function new_response(server_header)
     if headers ~= nil and type(headers) ~= "table" then
       error("headers must be a nil or table", 2)
     end
-
-    check_not_sent(3)
-
-    ngx.status = status
-    ngx.header["Server"] = server_header
-
     if headers then
       for name, value in pairs(headers) do
         validate_header(name, value, 3)
-        ngx.header[name] = header_value(value)
       end
     end
 
-    if type(body) == "table" then
-      local json, err = cjson.encode(body)
-      if not json then
-        error("could not JSON encode the body: " .. tostring(err), 2)
-      end
-      body = json
-      if ngx.header["Content-Type"] == nil then
-        ngx.header["Content-Type"] = "application/json; charset=utf-8"
-      end
-    end
-
-    ngx.header["Content-Length"] = body and #body or 0
+    check_not_sent(3)
 
     local ctx = ngx.ctx
     ctx.KONG_EXITED = true
 
-    if body and ngx.req.get_method() ~= "HEAD" then
-      ngx.print(body)
-    else
-      ngx.send_headers()
+    if ctx.delay_response and not ctx.delayed_response then
+      ctx.delayed_response = { status_code = status, content = body, headers = headers }
+      return coroutine_yield()
     end
-
-    -- The status is already on the wire; HTTP_OK only finalizes.
-    return ngx.exit(ngx.HTTP_OK)
+    return send(status, body, headers)
   end
 
   function response.error(status, message, headers)
@@ -529,6 +550,13 @@ function _M.new(configuration)
     node = new_node(),
   }
   return kong
+end
+
+
+-- Sends the response a plugin's kong.response.exit stored during the access loop (Kong's
+-- flush_delayed_response).
+function _M.flush_delayed_response(delayed)
+  return send_delayed(delayed.status_code, delayed.content, delayed.headers)
 end
 
 

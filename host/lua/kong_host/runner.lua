@@ -29,6 +29,8 @@ local pcall = pcall
 local require = require
 local tostring = tostring
 local tonumber = tonumber
+local coroutine_create = coroutine.create
+local coroutine_resume = coroutine.resume
 local table_sort = table.sort
 local table_concat = table.concat
 local string_format = string.format
@@ -293,14 +295,36 @@ end
 ---------------------------------------------------------------------------
 
 
-local function fail_request(plugin_name, phase, err)
-  ngx_log(ERR, "[", plugin_name, "] ", phase, " failed: ", tostring(err))
-  if ngx.headers_sent then
-    -- A streaming response is already on the wire: close it.
-    return ngx.exit(ngx.ERROR)
+-- As Kong's runloop (kong/init.lua, execute_collecting_plugins_iterator): each plugin's access runs in
+-- a coroutine of its own while ctx.delay_response is set, so kong.response.exit stores the response and
+-- yields instead of sending it; the first stored response (or a plugin's error, as a 500) skips the
+-- remaining plugins and is sent once the loop is over. ngx.sleep, cosockets and ngx.flush inside the
+-- coroutine suspend the request as they would outside it; ngx.exit ends the request from inside it.
+local function run_access(ctx, plugins)
+  ctx.delay_response = true
+  for _, item in ipairs(plugins) do
+    if ctx.delayed_response then
+      break
+    end
+    local plugin = item.plugin
+    local access = plugin.handler.access
+    if item.conf.broken then
+      ngx_log(ERR, "[", plugin.name, "] cannot run: ", tostring(item.conf.broken))
+      ctx.delayed_response = { status_code = 500, content = { message = UNEXPECTED_MESSAGE } }
+    elseif type(access) == "function" then
+      ctx.kong_host_plugin = plugin.name
+      -- A local keeps the coroutine alive while it is suspended (ngx.sleep, a cosocket): nginx-lua
+      -- holds only a pointer to it, and a collected coroutine crashes the worker when resumed.
+      local co = coroutine_create(access)
+      local ok, err = coroutine_resume(co, plugin.handler, item.conf)
+      ctx.kong_host_plugin = nil
+      if not ok then
+        ngx_log(ERR, "[", plugin.name, "] access failed: ", tostring(err))
+        ctx.delayed_response = { status_code = 500, content = { message = UNEXPECTED_MESSAGE } }
+      end
+    end
   end
-  ngx.ctx.kong_host_plugin = nil
-  return kong.response.error(500, UNEXPECTED_MESSAGE)
+  ctx.delay_response = nil
 end
 
 
@@ -321,21 +345,15 @@ function _M.access()
   ctx.kong_host_route = route
   ctx.kong_host_plugins = plugins
 
-  for _, item in ipairs(plugins) do
-    local plugin = item.plugin
-    if item.conf.broken then
-      return fail_request(plugin.name, "access", item.conf.broken)
+  run_access(ctx, plugins)
+  local delayed = ctx.delayed_response
+  if delayed then
+    if ngx.headers_sent then
+      -- A plugin failed after its response started (a stream): Kong's flush would raise "headers
+      -- have already been sent", which makes nginx close the connection. Close it.
+      return ngx.exit(ngx.ERROR)
     end
-
-    local access = plugin.handler.access
-    if type(access) == "function" then
-      ctx.kong_host_plugin = plugin.name
-      local ok, err = pcall(access, plugin.handler, item.conf)
-      ctx.kong_host_plugin = nil
-      if not ok then
-        return fail_request(plugin.name, "access", err)
-      end
-    end
+    return pdk.flush_delayed_response(delayed)
   end
 end
 
@@ -373,8 +391,6 @@ function _M.header_filter()
   if not ngx.header["Server"] then
     ngx.header["Server"] = "kong/" .. pdk.VERSION .. " (kong-host)"
   end
-  -- Which worker answered: tests use it to prove a resume crossed workers (development host only).
-  ngx.header["X-Kong-Host-Worker"] = ngx.worker.pid()
   run_phase("header_filter")
 end
 

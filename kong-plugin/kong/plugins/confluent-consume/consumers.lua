@@ -241,6 +241,7 @@ end
 
 
 _M.close = close
+_M.wake = wake_all
 
 
 -- Waits until the handle is ready (at most until `deadline`, from ngx.now()).

@@ -31,16 +31,18 @@ local function read_limits(conf)
 end
 
 
--- With lua_check_client_abort on, a client that goes away while the request waits ends it at once (no
--- records are claimed then); one that goes away while its records are written lets the write finish, so
--- the claim is settled as undelivered and its records are served again. Killing the request there would
--- leave the claim unsettled and its records skipped.
+-- With lua_check_client_abort on, a client that goes away while the request waits wakes it, and it ends
+-- at once (no records are claimed then); one that goes away while its records are written lets the write
+-- finish, so the claim is settled as undelivered and its records are served again. The handler only
+-- marks and wakes the request, never ngx.exit()s it: Kong runs `access` in a coroutine of its own, whose
+-- pending sleep or socket wait nginx would not cancel when the abort handler ended the request, and the
+-- worker would crash when that wait completed. Killing the request mid-write would also leave the claim
+-- unsettled and its records skipped.
 local function watch_abort(request)
   client.on_abort(function()
-    if request.writing then
-      request.aborted = true
-    else
-      return ngx.exit(499)
+    request.aborted = true
+    if request.entry and not request.writing then
+      consumers.wake(request.entry)
     end
   end, "a long-poll whose client left ends only when records arrive or its wait is over")
 end
@@ -79,6 +81,7 @@ function _M.serve(conf)
   if not entry then
     return respond.consumer_failed(err)
   end
+  request.entry = entry
   update_time()
   local started = now()
   local partitions, status, message = consumers.await_ready(entry, started + conf.timeout / 1000)
@@ -88,7 +91,7 @@ function _M.serve(conf)
   local wait_until = now() + limits.wait
   while true do
     -- a client that left without nginx noticing (see client.lua) must not have records claimed for it
-    if client.gone() then
+    if request.aborted or client.gone() then
       return ngx.exit(499)
     end
     local generation = entry.generation

@@ -126,7 +126,7 @@ local function stream(conf, live, request, cursors)
   local last_error
   local source = replay or live
   while true do
-    if ngx.worker.exiting() or live.closed then
+    if request.aborted or ngx.worker.exiting() or live.closed then
       -- the client reconnects with its Last-Event-ID, to this or another worker
       return
     end
@@ -173,12 +173,17 @@ local function stream(conf, live, request, cursors)
 end
 
 
--- The client went away: end the request at once and release its replay handle, whether the stream
--- runs or is still starting (its replay handle still connecting).
+-- The client went away: wake the request, which ends its stream and releases its replay handle, whether
+-- the stream runs or is still starting (its replay handle still connecting). Not ngx.exit() here: see
+-- http_get.lua's watch_abort (a wait of Kong's access coroutine left pending crashes the worker).
 local function watch_abort(request)
   client.on_abort(function()
+    request.aborted = true
+    -- closing the replay handle also wakes a request still waiting for it to connect
     end_catchup(request)
-    return ngx.exit(499)
+    if request.live then
+      consumers.wake(request.live)
+    end
   end, "a stream whose client left ends only at its next write")
 end
 
@@ -195,6 +200,7 @@ function _M.serve(conf)
   if not live then
     return respond.consumer_failed(err)
   end
+  request.live = live
   update_time()
   local deadline = now() + conf.timeout / 1000
   local _, status, message = consumers.await_ready(live, deadline)
@@ -257,7 +263,7 @@ function _M.serve(conf)
     stream(conf, live, request, cursors)
   end
   end_catchup(request)
-  return ngx.exit(200)
+  return ngx.exit(request.aborted and 499 or 200)
 end
 
 

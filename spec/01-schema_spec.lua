@@ -83,6 +83,10 @@ describe("confluent-consume schema", function()
     assert.is_table(errors.config.bootstrap_servers)
     local _, topic_errors = validate(minimal({ topics = { { name = "bad topic!" } } }))
     assert.is_table(topic_errors.config.topics)
+    for _, name in ipairs({ ".", ".." }) do
+      _, topic_errors = validate(minimal({ topics = { { name = name } } }))
+      assert.equal("must not be one of: ., ..", topic_errors.config.topics[1].name, name)
+    end
   end)
 
   it("checks authentication as a whole", function()

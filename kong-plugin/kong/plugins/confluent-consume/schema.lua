@@ -83,6 +83,7 @@ return {
                       len_min = 1,
                       len_max = 249,
                       match = "^[%w%._%-]+$",
+                      not_one_of = { ".", ".." }, -- Kafka refuses these two
                   } },
                 },
               },

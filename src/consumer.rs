@@ -231,13 +231,13 @@ impl ConsumerContext for Context {
 
 type KafkaConsumer = BaseConsumer<Context>;
 
-/// Creates the client and its doorbell, and starts the consumer thread.
+/// Creates the client and its doorbell, and starts the consumer thread. `settings` were checked when they
+/// were made ([`Settings::from_conf`]).
 ///
 /// # Errors
-/// [`Error::Config`] for invalid settings, [`Error::Client`] when librdkafka refuses the configuration,
-/// [`Error::Io`] when the doorbell socket or the thread cannot be created.
+/// [`Error::Client`] when librdkafka refuses the configuration, [`Error::Io`] when the doorbell socket or
+/// the thread cannot be created.
 pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
-    settings.validate()?;
     let doorbell = Doorbell::bind(std::path::Path::new(&settings.socket_dir))?;
     let path = doorbell.path().to_string_lossy().into_owned();
     let shared = Arc::new(Shared::new(settings));

@@ -761,6 +761,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_lines_never_show_the_confluent_api_key_or_secret() {
+        let mut conf = crate::schema::tests::conf();
+        conf["cluster_api_key"] = "KEY-9e8d".into();
+        conf["cluster_api_secret"] = "SECRET-1c2b".into();
+        let shared = Shared::new(Settings::from_conf(&conf).unwrap());
+        shared.log(Level::Error, "SASL authentication as KEY-9e8d with SECRET-1c2b failed");
+        let (_, line) = shared.state.lock().log.pop_front().unwrap();
+        assert_eq!(line, "SASL authentication as [REDACTED] with [REDACTED] failed");
+    }
+
+    #[test]
     fn header_names_that_are_not_utf8_are_read_as_bytes() {
         use rdkafka::bindings as rd;
         // SAFETY: a header list of our own, freed at the end.

@@ -209,9 +209,10 @@ struct Conf {
     security: Security,
     fetch_wait_max_ms: u32,
     buffer_max_bytes: usize,
-    /// Kong's id of the plugin instance: a `random` consumer group is named after it.
+    /// Kong's id of the plugin instance (a string): a `random` consumer group is named after it. Not a
+    /// field of schema.lua, so its type is checked here.
     #[serde(rename = "__plugin_id", default)]
-    plugin_id: Option<String>,
+    plugin_id: Option<Value>,
 }
 
 /// Everything a native consumer handle is built from. Two plugins whose settings are equal get identical
@@ -256,8 +257,8 @@ impl Settings {
             (GroupMode::Manual, Some(id)) => id,
             (GroupMode::Manual, None) => return bad("consumer_group.consumer_group_id", "required field missing"),
             (GroupMode::Random, _) => match conf.plugin_id {
-                Some(id) if !id.is_empty() => format!("kong-confluent-consume-{id}"),
-                _ => return bad("__plugin_id", "required for a random consumer group"),
+                Some(Value::String(id)) if !id.is_empty() => format!("kong-confluent-consume-{id}"),
+                _ => return bad("__plugin_id", "a string is required for a random consumer group"),
             },
         };
         let authentication = authentication(conf.authentication, conf.cluster_api_key, conf.cluster_api_secret)?;
@@ -675,6 +676,7 @@ mod tests {
             (json!({ "bootstrap_servers": [{ "host": "a,b", "port": 1 }] }), "bootstrap_servers[1].host:"),
             (json!({ "consumer_group": { "mode": "manual" } }), "consumer_group.consumer_group_id:"),
             (json!({ "__plugin_id": null }), "__plugin_id:"),
+            (json!({ "__plugin_id": 1048576 }), "__plugin_id:"),
             (json!({ "cluster_api_key": "k" }), "cluster_api_secret:"),
             (
                 json!({ "cluster_api_key": "k", "cluster_api_secret": "s",

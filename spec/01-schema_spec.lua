@@ -74,6 +74,8 @@ describe("confluent-consume schema", function()
       { { commit_strategy = "manual" }, "commit_strategy", "expected one of: auto, off" },
       { { max_records = 0 }, "max_records", "value should be between 1 and 100000" },
       { { fetch_wait_max_ms = 0 }, "fetch_wait_max_ms", "value should be between 1 and 10000" },
+      { { fetch_wait_max_ms = 10001 }, "fetch_wait_max_ms", "value should be between 1 and 10000" },
+      { { buffer_max_bytes = 65535 }, "buffer_max_bytes", "value should be between 65536 and 1073741824" },
     }
     for _, case in ipairs(cases) do
       local _, errors = validate(minimal(case[1]))
@@ -83,6 +85,10 @@ describe("confluent-consume schema", function()
     assert.is_table(errors.config.bootstrap_servers)
     local _, topic_errors = validate(minimal({ topics = { { name = "bad topic!" } } }))
     assert.is_table(topic_errors.config.topics)
+    for _, name in ipairs({ ".", ".." }) do
+      _, topic_errors = validate(minimal({ topics = { { name = name } } }))
+      assert.equal("must not be one of: ., ..", topic_errors.config.topics[1].name, name)
+    end
   end)
 
   it("checks authentication as a whole", function()

@@ -231,13 +231,13 @@ impl ConsumerContext for Context {
 
 type KafkaConsumer = BaseConsumer<Context>;
 
-/// Creates the client and its doorbell, and starts the consumer thread.
+/// Creates the client and its doorbell, and starts the consumer thread. `settings` were checked when they
+/// were made ([`Settings::from_conf`]).
 ///
 /// # Errors
-/// [`Error::Config`] for invalid settings, [`Error::Client`] when librdkafka refuses the configuration,
-/// [`Error::Io`] when the doorbell socket or the thread cannot be created.
+/// [`Error::Client`] when librdkafka refuses the configuration, [`Error::Io`] when the doorbell socket or
+/// the thread cannot be created.
 pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
-    settings.validate()?;
     let doorbell = Doorbell::bind(std::path::Path::new(&settings.socket_dir))?;
     let path = doorbell.path().to_string_lossy().into_owned();
     let shared = Arc::new(Shared::new(settings));
@@ -759,6 +759,17 @@ unsafe fn header_list<'a>(headers: *const rdkafka::bindings::rd_kafka_headers_t)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_never_show_the_confluent_api_key_or_secret() {
+        let mut conf = crate::schema::tests::conf();
+        conf["cluster_api_key"] = "KEY-9e8d".into();
+        conf["cluster_api_secret"] = "SECRET-1c2b".into();
+        let shared = Shared::new(Settings::from_conf(&conf).unwrap());
+        shared.log(Level::Error, "SASL authentication as KEY-9e8d with SECRET-1c2b failed");
+        let (_, line) = shared.state.lock().log.pop_front().unwrap();
+        assert_eq!(line, "SASL authentication as [REDACTED] with [REDACTED] failed");
+    }
 
     #[test]
     fn header_names_that_are_not_utf8_are_read_as_bytes() {

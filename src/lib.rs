@@ -14,6 +14,7 @@ pub mod error;
 pub mod fault;
 pub mod guard;
 pub mod query;
+pub mod schema;
 pub mod settings;
 
 use std::sync::Arc;
@@ -23,16 +24,18 @@ use std::sync::Arc;
 #[link(name = "luajit-5.1")]
 extern "C" {}
 
+use mlua::serde::DeserializeOptions;
 use mlua::{
     FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData,
-    UserDataMethods, Value,
+    UserDataMethods, UserDataRef, Value,
 };
 
 use crate::buffer::{layout_tag, parse_cursor, render_kong, render_sse, select, Limits, ReadMode};
 use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
 use crate::query::{Mode, Query, QueryConfig, StreamStart};
-use crate::settings::{Delivery, OffsetReset, Settings};
+use crate::schema::{Rule, FIELDS};
+use crate::settings::{Delivery, OffsetReset, Settings, Start};
 
 /// A consumer handle as Lua sees it.
 pub struct Handle {
@@ -255,30 +258,99 @@ impl UserData for Handle {
     }
 }
 
-/// `new_consumer(settings)`: builds a handle and starts its thread without waiting for Kafka.
+/// What Lua holds of a plugin configuration: its consumer settings, parsed and checked once, for
+/// `new_consumer`.
+impl UserData for Settings {}
+
+/// `settings(conf) -> settings, identity, group_id`: the consumer settings of the plugin configuration
+/// `conf`, the table Kong hands to the plugin's phases (its other keys, such as `__key__`, are ignored;
+/// see [`Settings::from_conf`]); the identity of its consumer, equal for the configurations that share
+/// one per worker ([`Settings::identity`]); and its Kafka consumer group.
 ///
 /// # Errors
-/// Returns `nil, message` to Lua for invalid settings (the message names the field), a configuration
-/// librdkafka refuses, or a failure to create the doorbell socket or the thread. Raises only when
-/// `settings` is not a table.
+/// Returns `nil, message` naming the first invalid field: a value outside schema.lua's rules (the same
+/// rules, [`schema::FIELDS`]) or a combination its entity checks refuse. Raises only when `conf` is not a
+/// table.
 ///
 /// # Panics
 /// Never on purpose; a panic inside comes back as `nil, "internal error: …"` (see [`guard`]).
-fn new_consumer(lua: &Lua, settings: Value) -> LuaResult<MultiValue> {
-    if !settings.is_table() {
-        return Err(mlua::Error::runtime("new_consumer expects a settings table"));
+fn settings(lua: &Lua, conf: Value) -> LuaResult<MultiValue> {
+    if !conf.is_table() {
+        return Err(mlua::Error::runtime("settings expects the plugin's conf table"));
     }
-    let settings: Settings = match lua.from_value(settings) {
-        Ok(s) => s,
+    // a function or userdata under a key the settings ignore is no reason to refuse them
+    let options = DeserializeOptions::new().deny_unsupported_types(false);
+    let conf: serde_json::Value = match lua.from_value_with(conf, options) {
+        Ok(conf) => conf,
         Err(e) => return failure(lua, Error::Config(e.to_string())),
     };
-    match consumer::spawn(settings) {
+    match Settings::from_conf(&conf) {
+        Ok(settings) => {
+            let identity = Value::String(lua.create_string(settings.identity())?);
+            let group_id = Value::String(lua.create_string(&settings.group_id)?);
+            Ok(MultiValue::from_vec(vec![Value::UserData(lua.create_userdata(settings)?), identity, group_id]))
+        }
+        Err(e) => failure(lua, e),
+    }
+}
+
+/// `new_consumer(settings [, start])`: builds a handle from `settings(conf)` and starts its thread without
+/// waiting for Kafka. Without `start`, the configuration's shared consumer (a queue for http-get, a
+/// broadcast for server-sent-events); with it, a private replay consumer starting at `{kind = "earliest" |
+/// "latest"}`, `{kind = "timestamp", ms = }` or `{kind = "offsets", offsets = {...}}`.
+///
+/// # Errors
+/// Returns `nil, message` for an invalid `start`, a configuration librdkafka refuses, or a failure to
+/// create the doorbell socket or the thread. Raises only when `settings` is not a settings object.
+///
+/// # Panics
+/// Never on purpose; a panic inside comes back as `nil, "internal error: …"` (see [`guard`]).
+fn new_consumer(lua: &Lua, (settings, start): (UserDataRef<Settings>, Option<Value>)) -> LuaResult<MultiValue> {
+    let settings = match start {
+        None => Ok(Settings::clone(&settings)),
+        Some(start) => match lua.from_value::<Start>(start) {
+            Ok(start) => settings.replay(start),
+            Err(e) => Err(Error::Config(format!("start: {e}"))),
+        },
+    };
+    match settings.and_then(consumer::spawn) {
         Ok((shared, doorbell_path)) => {
             let handle = Handle { shared, doorbell_path, pid: std::process::id() };
             Ok(MultiValue::from_vec(vec![Value::UserData(lua.create_userdata(handle)?)]))
         }
         Err(e) => failure(lua, e),
     }
+}
+
+/// `config_fields()`: every field of the plugin's `config` as the native side checks it, keyed by path
+/// (`a.b`, `a[].b` for a field of each element): `{type =, required =}` plus the schema.lua constraints
+/// `between`, `one_of`, `not_one_of`, `len_min`, `len_max`, `match` and `custom_validator = "host"`.
+/// spec/05-settings_spec.lua compares it with schema.lua.
+///
+/// # Errors
+/// Fails only when Lua cannot allocate the tables.
+fn config_fields(lua: &Lua, (): ()) -> LuaResult<Table> {
+    let fields = lua.create_table_with_capacity(0, FIELDS.len())?;
+    for field in FIELDS {
+        let entry = lua.create_table_with_capacity(0, 2 + field.rules.len())?;
+        entry.raw_set("type", field.kind.name())?;
+        entry.raw_set("required", field.required)?;
+        for rule in field.rules {
+            match *rule {
+                Rule::Between(lo, hi) => entry.raw_set("between", lua.create_sequence_from([lo, hi])?)?,
+                Rule::OneOf(values) => entry.raw_set("one_of", lua.create_sequence_from(values.iter().copied())?)?,
+                Rule::NotOneOf(values) => {
+                    entry.raw_set("not_one_of", lua.create_sequence_from(values.iter().copied())?)?
+                }
+                Rule::LenMin(n) => entry.raw_set("len_min", n)?,
+                Rule::LenMax(n) => entry.raw_set("len_max", n)?,
+                Rule::Match(pattern, _) => entry.raw_set("match", pattern)?,
+                Rule::Host => entry.raw_set("custom_validator", "host")?,
+            }
+        }
+        fields.raw_set(field.path, entry)?;
+    }
+    Ok(fields)
 }
 
 /// `parse_query(raw, conf [, last_event_id])`: the query arguments of a request for the plugin config
@@ -334,7 +406,8 @@ fn parse_query(
     Ok(MultiValue::from_vec(vec![Value::Table(args)]))
 }
 
-/// The module table: `version()`, `new_consumer(settings)` and `parse_query(raw, conf, last_event_id)`.
+/// The module table: `version()`, `settings(conf)`, `new_consumer(settings [, start])`,
+/// `parse_query(raw, conf, last_event_id)` and `config_fields()`.
 ///
 /// # Errors
 /// Fails only when Lua cannot allocate the table.
@@ -342,8 +415,10 @@ fn parse_query(
 fn module(lua: &Lua) -> LuaResult<Table> {
     let exports = lua.create_table()?;
     exports.set("version", function(lua, |_, ()| Ok(env!("CARGO_PKG_VERSION")))?)?;
+    exports.set("settings", function(lua, settings)?)?;
     exports.set("new_consumer", function(lua, new_consumer)?)?;
     exports.set("parse_query", function(lua, parse_query)?)?;
+    exports.set("config_fields", function(lua, config_fields)?)?;
     #[cfg(feature = "fault-injection")]
     exports.set("inject_panic", function(lua, fault::inject_panic)?)?;
     Ok(exports)
@@ -353,10 +428,11 @@ fn module(lua: &Lua) -> LuaResult<Table> {
 mod tests {
     use super::*;
 
-    /// Runs `code` with the module table as `native`; the code asserts.
+    /// Runs `code` with the module table as `native` and Kong's `ngx.null` as `null`; the code asserts.
     fn run(code: &str) {
         let lua = Lua::new();
         lua.globals().set("native", module(&lua).unwrap()).unwrap();
+        lua.globals().set("null", Value::NULL).unwrap();
         lua.load(code).exec().unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -382,11 +458,43 @@ mod tests {
     }
 
     #[test]
-    fn new_consumer_refuses_bad_settings_with_a_message() {
+    fn settings_refuse_a_bad_conf_with_a_message_naming_the_field() {
         run(r#"
-            local h, err = native.new_consumer({ topics = {} })
-            assert(h == nil and err:match("^invalid configuration: "), err)
-            assert(not pcall(native.new_consumer, "not a table"))
+            local s, err = native.settings({ topics = {} })
+            assert(s == nil and err == "invalid configuration: bootstrap_servers: required field missing", err)
+            s, err = native.settings({ bootstrap_servers = { { host = "h", port = 1 } }, topics = {} })
+            assert(s == nil and err == "invalid configuration: topics: length must be at least 1", err)
+            assert(not pcall(native.settings, "not a table"))
+            -- misuse raises: new_consumer takes what settings() returned
+            assert(not pcall(native.new_consumer, { topics = {} }))
+        "#);
+    }
+
+    #[test]
+    fn settings_read_a_conf_as_kong_hands_it_over() {
+        run(r#"
+            local conf = {
+                bootstrap_servers = { { host = "127.0.0.1", port = 9092 } }, topics = { { name = "t" } },
+                mode = "http-get", message_deserializer = "noop", auto_offset_reset = "latest",
+                commit_strategy = "auto", timeout = 10000, cluster_name = null,
+                consumer_group = { mode = "random", consumer_group_id = null }, authentication = null,
+                cluster_api_key = null, cluster_api_secret = null,
+                security = { ssl = null, ssl_verify = true, ca_certificate = null, client_certificate = null,
+                             client_key = null },
+                max_records = 1000, max_bytes = 1048576, max_wait = 30000, heartbeat_interval = 15000,
+                retry_interval = 3000, max_catchup_streams = 16, fetch_wait_max_ms = 10,
+                buffer_max_bytes = 8388608, __key__ = "k", __plugin_id = "p", __handler = function() end,
+            }
+            local s, identity, group_id = native.settings(conf)
+            assert(s and #identity == 32 and group_id == "kong-confluent-consume-p", identity)
+            conf.max_records = 5
+            assert(select(2, native.settings(conf)) == identity)
+            conf.fetch_wait_max_ms = 20
+            assert(select(2, native.settings(conf)) ~= identity)
+            local fields = native.config_fields()
+            assert(fields["fetch_wait_max_ms"].between[2] == 10000 and fields["topics[].name"].len_max == 249)
+            local h, err = native.new_consumer(s, { kind = "offsets", offsets = { -1 } })
+            assert(h == nil and err:match("start.offsets"), err)
         "#);
     }
 }

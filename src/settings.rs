@@ -1,15 +1,21 @@
-//! Consumer settings as the Lua side hands them over, their validation (the last line of defence after
-//! the Kong schema) and their one mapping onto a librdkafka [`ClientConfig`].
+//! Consumer settings: read once from the plugin's `config` as Kong hands it over, after it passed
+//! [`schema::check`] (the native copy of schema.lua's rules); the identity that decides which plugins share
+//! a consumer; and their one mapping onto a librdkafka [`ClientConfig`].
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::BuildHasher;
 
+use once_cell::sync::Lazy;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::Error;
+use crate::schema::{self, bad};
 
 /// Where a partition without a committed offset starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OffsetReset {
     Earliest,
@@ -17,7 +23,7 @@ pub enum OffsetReset {
 }
 
 /// Whether delivered offsets are committed to the consumer group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CommitStrategy {
     Auto,
@@ -25,7 +31,7 @@ pub enum CommitStrategy {
 }
 
 /// How a record value is rendered in JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Deserializer {
     /// The value as a string (base64 object when it is not UTF-8).
@@ -34,13 +40,20 @@ pub enum Deserializer {
     Json,
 }
 
+/// The plugin's `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+enum Mode {
+    #[serde(rename = "http-get")]
+    HttpGet,
+    #[serde(rename = "server-sent-events")]
+    ServerSentEvents,
+}
+
 /// Who reads a handle's buffer, which decides how it is bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Delivery {
     /// http-get: the node's requests take records in turn; reading a cursor drops what lies below it,
     /// and a full buffer pauses fetching.
-    #[default]
     Queue,
     /// server-sent-events: every stream reads every record from the live edge on; the oldest records are
     /// dropped when the buffer is full, and streams that needed them are cut.
@@ -50,7 +63,7 @@ pub enum Delivery {
 }
 
 /// Where a `Replay` handle starts, overriding committed offsets.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Start {
     Earliest,
@@ -62,7 +75,7 @@ pub enum Start {
 }
 
 /// SASL mechanisms librdkafka is built with here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 pub enum Mechanism {
     #[serde(rename = "PLAIN")]
     Plain,
@@ -83,41 +96,40 @@ impl Mechanism {
 }
 
 /// A broker address as Kong's `bootstrap_servers` lists it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 pub struct BootstrapServer {
     pub host: String,
     pub port: u16,
 }
 
-/// `config.authentication` of the plugin.
-#[derive(Clone, Deserialize)]
+/// SASL credentials: `config.authentication`, or Confluent Cloud's `cluster_api_key` / `cluster_api_secret`.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Authentication {
-    pub strategy: String,
     pub mechanism: Mechanism,
     pub user: String,
     pub password: String,
+    /// The user is a Confluent Cloud API key (`cluster_api_key`), kept as secret as the password.
+    pub user_is_secret: bool,
 }
 
 impl fmt::Debug for Authentication {
-    // The password never reaches a log line, not even through `{:?}`.
+    // The password (and an API key) never reaches a log line, not even through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authentication")
-            .field("strategy", &self.strategy)
             .field("mechanism", &self.mechanism)
-            .field("user", &self.user)
+            .field("user", &if self.user_is_secret { "[REDACTED]" } else { self.user.as_str() })
             .field("password", &"[REDACTED]")
             .finish()
     }
 }
 
 /// `config.security` of the plugin: TLS to the brokers.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Deserialize)]
 pub struct Security {
     /// TLS on or off; `None` means "on exactly when SASL is configured" (Confluent Cloud needs SASL_SSL).
     #[serde(default)]
     pub ssl: Option<bool>,
     /// Verify the broker's certificate chain and host name.
-    #[serde(default = "default_true")]
     pub ssl_verify: bool,
     /// PEM CA bundle to trust instead of the system store.
     #[serde(default)]
@@ -127,16 +139,6 @@ pub struct Security {
     pub client_certificate: Option<String>,
     #[serde(default)]
     pub client_key: Option<String>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-impl Default for Security {
-    fn default() -> Self {
-        Security { ssl: None, ssl_verify: true, ca_certificate: None, client_certificate: None, client_key: None }
-    }
 }
 
 impl fmt::Debug for Security {
@@ -152,8 +154,70 @@ impl fmt::Debug for Security {
     }
 }
 
-/// Everything a native consumer handle needs, as built by the plugin's Lua side from the plugin config.
-#[derive(Debug, Clone, Deserialize)]
+/// `config.consumer_group`.
+#[derive(Deserialize)]
+struct ConsumerGroup {
+    mode: GroupMode,
+    #[serde(default)]
+    consumer_group_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GroupMode {
+    Random,
+    Manual,
+}
+
+/// `config.authentication` as the schema allows it: every field optional.
+#[derive(Deserialize)]
+struct AuthenticationConf {
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    mechanism: Option<Mechanism>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Topic {
+    name: String,
+}
+
+/// The fields of the plugin's `config` that shape a consumer. The others (request limits, stream timing)
+/// are only checked, by [`schema::check`]; unknown keys such as Kong's `__key__` are ignored.
+#[derive(Deserialize)]
+struct Conf {
+    bootstrap_servers: Vec<BootstrapServer>,
+    topics: Vec<Topic>,
+    mode: Mode,
+    message_deserializer: Deserializer,
+    auto_offset_reset: OffsetReset,
+    commit_strategy: CommitStrategy,
+    #[serde(default)]
+    cluster_name: Option<String>,
+    consumer_group: ConsumerGroup,
+    #[serde(default)]
+    authentication: Option<AuthenticationConf>,
+    #[serde(default)]
+    cluster_api_key: Option<String>,
+    #[serde(default)]
+    cluster_api_secret: Option<String>,
+    security: Security,
+    fetch_wait_max_ms: u32,
+    buffer_max_bytes: usize,
+    /// Kong's id of the plugin instance (a string): a `random` consumer group is named after it. Not a
+    /// field of schema.lua, so its type is checked here.
+    #[serde(rename = "__plugin_id", default)]
+    plugin_id: Option<Value>,
+}
+
+/// Everything a native consumer handle is built from. Two plugins whose settings are equal get identical
+/// consumers, so they share one per worker ([`Settings::identity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Settings {
     pub bootstrap_servers: Vec<BootstrapServer>,
     pub topics: Vec<String>,
@@ -161,96 +225,85 @@ pub struct Settings {
     pub auto_offset_reset: OffsetReset,
     pub commit_strategy: CommitStrategy,
     pub message_deserializer: Deserializer,
-    #[serde(default)]
     pub authentication: Option<Authentication>,
-    #[serde(default)]
     pub cluster_name: Option<String>,
-    #[serde(default)]
     pub security: Security,
     /// How long the broker may hold an empty fetch (`fetch.wait.max.ms`).
     pub fetch_wait_max_ms: u32,
-    /// Bound of one partition's buffer in encoded bytes; fetching pauses above it.
+    /// Bound of one partition's buffer in encoded bytes.
     pub buffer_max_bytes: usize,
-    /// Directory for the doorbell socket.
+    /// Directory for the doorbell socket: `TMPDIR`, else `/tmp`.
     pub socket_dir: String,
-    #[serde(default)]
     pub delivery: Delivery,
     /// Start position of a `Replay` handle.
-    #[serde(default)]
     pub start: Option<Start>,
 }
 
-/// Largest `buffer_max_bytes` accepted: beyond it one worker could hold gigabytes.
-const BUFFER_MAX_BYTES_LIMIT: usize = 1 << 30;
+/// The keys of [`Settings::identity`]'s hash: random per process, so an identity says nothing about the
+/// secrets it covers outside the worker that computed it.
+static IDENTITY_KEYS: Lazy<[RandomState; 2]> = Lazy::new(|| [RandomState::new(), RandomState::new()]);
 
 impl Settings {
-    /// Checks what the Kong schema already checks, so that a handle built from any other caller still gets a
-    /// clear message naming the field.
+    /// The settings of the shared consumer of the plugin configuration `conf` (`config` as Kong hands it
+    /// to the plugin, defaults filled in): a queue for `http-get`, a broadcast for `server-sent-events`.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first offending field.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
-        if self.bootstrap_servers.is_empty() {
-            return bad("bootstrap_servers", "at least one server is required");
-        }
-        for (i, server) in self.bootstrap_servers.iter().enumerate() {
-            if server.host.is_empty() || server.host.contains([',', ' ']) {
-                return bad(&format!("bootstrap_servers[{}].host", i + 1), "invalid host");
-            }
-            if server.port == 0 {
-                return bad(&format!("bootstrap_servers[{}].port", i + 1), "port must be 1-65535");
-            }
-        }
-        if self.topics.is_empty() {
-            return bad("topics", "at least one topic is required");
-        }
-        for (i, topic) in self.topics.iter().enumerate() {
-            if !valid_topic_name(topic) {
-                return bad(&format!("topics[{}].name", i + 1), "invalid Kafka topic name");
-            }
-        }
-        if self.group_id.is_empty() {
-            return bad("group_id", "must not be empty");
-        }
-        if let Some(auth) = &self.authentication {
-            if auth.strategy != "sasl" {
-                return bad("authentication.strategy", "expected one of: sasl");
-            }
-            if auth.user.is_empty() {
-                return bad("authentication.user", "required with a SASL mechanism");
-            }
-            if auth.password.is_empty() {
-                return bad("authentication.password", "required with a SASL mechanism");
-            }
-        }
-        let pem = |field: &str, value: &Option<String>| match value {
-            Some(v) if !v.contains("-----BEGIN ") => bad(field, "expected a PEM block (-----BEGIN ...)"),
-            _ => Ok(()),
+    /// [`Error::Config`] naming the first offending field: a value outside schema.lua's rules, or a
+    /// combination its entity checks refuse.
+    pub fn from_conf(conf: &Value) -> Result<Settings, Error> {
+        schema::check(conf)?;
+        let conf = Conf::deserialize(conf).map_err(|e| Error::Config(e.to_string()))?;
+        let group_id = match (conf.consumer_group.mode, conf.consumer_group.consumer_group_id) {
+            (GroupMode::Manual, Some(id)) => id,
+            (GroupMode::Manual, None) => return bad("consumer_group.consumer_group_id", "required field missing"),
+            (GroupMode::Random, _) => match conf.plugin_id {
+                Some(Value::String(id)) if !id.is_empty() => format!("kong-confluent-consume-{id}"),
+                _ => return bad("__plugin_id", "a string is required for a random consumer group"),
+            },
         };
-        pem("security.ca_certificate", &self.security.ca_certificate)?;
-        pem("security.client_certificate", &self.security.client_certificate)?;
-        pem("security.client_key", &self.security.client_key)?;
-        if self.security.client_certificate.is_some() != self.security.client_key.is_some() {
+        let authentication = authentication(conf.authentication, conf.cluster_api_key, conf.cluster_api_secret)?;
+        if conf.security.client_certificate.is_some() != conf.security.client_key.is_some() {
             return bad("security.client_key", "client_certificate and client_key go together");
         }
-        if self.fetch_wait_max_ms == 0 || self.fetch_wait_max_ms > 60_000 {
-            return bad("fetch_wait_max_ms", "value should be between 1 and 60000");
-        }
-        if self.buffer_max_bytes < 1024 || self.buffer_max_bytes > BUFFER_MAX_BYTES_LIMIT {
-            return bad("buffer_max_bytes", "value should be between 1024 and 1073741824");
-        }
-        match (&self.delivery, &self.start) {
-            (Delivery::Replay, None) => return bad("start", "required for a replay handle"),
-            (Delivery::Replay, Some(Start::Offsets { offsets })) if offsets.iter().any(|&o| o < 0) => {
+        Ok(Settings {
+            bootstrap_servers: conf.bootstrap_servers,
+            topics: conf.topics.into_iter().map(|t| t.name).collect(),
+            group_id,
+            auto_offset_reset: conf.auto_offset_reset,
+            commit_strategy: conf.commit_strategy,
+            message_deserializer: conf.message_deserializer,
+            authentication,
+            cluster_name: conf.cluster_name,
+            security: conf.security,
+            fetch_wait_max_ms: conf.fetch_wait_max_ms,
+            buffer_max_bytes: conf.buffer_max_bytes,
+            socket_dir: std::env::temp_dir().to_string_lossy().into_owned(),
+            delivery: match conf.mode {
+                Mode::HttpGet => Delivery::Queue,
+                Mode::ServerSentEvents => Delivery::Broadcast,
+            },
+            start: None,
+        })
+    }
+
+    /// The settings of a private consumer for one stream catching up from `start`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a negative start offset.
+    pub fn replay(&self, start: Start) -> Result<Settings, Error> {
+        if let Start::Offsets { offsets } = &start {
+            if offsets.iter().any(|&o| o < 0) {
                 return bad("start.offsets", "offsets must not be negative");
             }
-            (Delivery::Queue | Delivery::Broadcast, Some(_)) => {
-                return bad("start", "only a replay handle has a start position");
-            }
-            _ => {}
         }
-        Ok(())
+        Ok(Settings { delivery: Delivery::Replay, start: Some(start), ..self.clone() })
+    }
+
+    /// Who shares a consumer: equal for equal settings, different (but for a 2^-128 chance) otherwise.
+    /// Stable within a process only.
+    pub fn identity(&self) -> String {
+        let [a, b] = &*IDENTITY_KEYS;
+        format!("{:016x}{:016x}", a.hash_one(self), b.hash_one(self))
     }
 
     /// The comma-separated `bootstrap.servers` list.
@@ -258,7 +311,7 @@ impl Settings {
         self.bootstrap_servers
             .iter()
             .map(|s| {
-                if s.host.contains(':') {
+                if s.host.contains(':') && !s.host.starts_with('[') {
                     format!("[{}]:{}", s.host, s.port)
                 } else {
                     format!("{}:{}", s.host, s.port)
@@ -270,9 +323,12 @@ impl Settings {
 
     /// The secrets that must never appear in a log line or an error message.
     pub fn secrets(&self) -> Vec<String> {
-        let password = self.authentication.iter().map(|a| a.password.clone());
+        let auth = self.authentication.iter().flat_map(|a| {
+            let user = a.user_is_secret.then(|| a.user.clone());
+            user.into_iter().chain([a.password.clone()])
+        });
         let key = self.security.client_key.iter().cloned();
-        password.chain(key).filter(|p| !p.is_empty()).collect()
+        auth.chain(key).filter(|p| !p.is_empty()).collect()
     }
 
     /// Whether the connection to the brokers uses TLS.
@@ -335,18 +391,43 @@ impl Settings {
     }
 }
 
-/// Kafka's rule for topic names: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
-fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+
+/// The SASL credentials of a conf, checked as schema.lua's entity check does: `authentication` with a
+/// strategy and a mechanism needs a user and a password; `cluster_api_key` and `cluster_api_secret` go
+/// together, mean SASL PLAIN, and do not go with `authentication`.
+fn authentication(
+    conf: Option<AuthenticationConf>,
+    api_key: Option<String>,
+    api_secret: Option<String>,
+) -> Result<Option<Authentication>, Error> {
+    let conf = conf.unwrap_or(AuthenticationConf { strategy: None, mechanism: None, user: None, password: None });
+    match (conf.strategy, conf.mechanism, api_key, api_secret) {
+        (_, _, Some(_), None) | (_, _, None, Some(_)) => {
+            bad("cluster_api_secret", "cluster_api_key and cluster_api_secret go together")
+        }
+        (_, Some(_), Some(_), Some(_)) => {
+            bad("cluster_api_key", "set either authentication or cluster_api_key/cluster_api_secret, not both")
+        }
+        (Some(_), None, _, _) => bad("authentication.mechanism", "required when authentication.strategy is set"),
+        (None, Some(_), _, _) => bad("authentication.strategy", "required when authentication.mechanism is set"),
+        (Some(_), Some(mechanism), None, None) => match (conf.user, conf.password) {
+            (Some(user), Some(password)) => {
+                Ok(Some(Authentication { mechanism, user, password, user_is_secret: false }))
+            }
+            (None, _) => bad("authentication.user", "required with a SASL mechanism"),
+            (_, None) => bad("authentication.password", "required with a SASL mechanism"),
+        },
+        (None, None, Some(user), Some(password)) => {
+            Ok(Some(Authentication { mechanism: Mechanism::Plain, user, password, user_is_secret: true }))
+        }
+        (None, None, None, None) => Ok(None),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn settings() -> Settings {
         Settings {
@@ -361,7 +442,13 @@ mod tests {
             message_deserializer: Deserializer::Noop,
             authentication: None,
             cluster_name: None,
-            security: Security::default(),
+            security: Security {
+                ssl: None,
+                ssl_verify: true,
+                ca_certificate: None,
+                client_certificate: None,
+                client_key: None,
+            },
             fetch_wait_max_ms: 10,
             buffer_max_bytes: 1 << 20,
             socket_dir: "/tmp".into(),
@@ -404,10 +491,10 @@ mod tests {
         ] {
             let mut s = settings();
             s.authentication = Some(Authentication {
-                strategy: "sasl".into(),
                 mechanism,
                 user: "alice".into(),
                 password: "s3cret".into(),
+                user_is_secret: false,
             });
             s.security.ssl = Some(false);
             let config = s.client_config();
@@ -422,10 +509,10 @@ mod tests {
     fn confluent_cloud_is_sasl_plain_over_verified_tls_by_default() {
         let mut s = settings();
         s.authentication = Some(Authentication {
-            strategy: "sasl".into(),
             mechanism: Mechanism::Plain,
             user: "API_KEY".into(),
             password: "API_SECRET".into(),
+            user_is_secret: true,
         });
         let config = s.client_config();
         assert_eq!(get(&config, "security.protocol"), Some("SASL_SSL"));
@@ -472,10 +559,10 @@ mod tests {
     fn debug_never_shows_the_password() {
         let mut s = settings();
         s.authentication = Some(Authentication {
-            strategy: "sasl".into(),
             mechanism: Mechanism::Plain,
             user: "alice".into(),
             password: "hunter2-very-secret".into(),
+            user_is_secret: false,
         });
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2-very-secret"), "{shown}");
@@ -483,48 +570,131 @@ mod tests {
         assert_eq!(s.secrets(), vec!["hunter2-very-secret".to_string()]);
     }
 
+    /// `schema::tests::conf()` with `changes` merged in at the top level.
+    fn conf(changes: serde_json::Value) -> Value {
+        let mut conf = crate::schema::tests::conf();
+        for (k, v) in changes.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        conf
+    }
+
+    fn refusal(changes: serde_json::Value) -> String {
+        Settings::from_conf(&conf(changes)).unwrap_err().to_string()
+    }
+
     #[test]
-    fn validation_names_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Settings)>, &str)> = vec![
-            (Box::new(|s| s.bootstrap_servers.clear()), "bootstrap_servers:"),
-            (Box::new(|s| s.bootstrap_servers[1].port = 0), "bootstrap_servers[2].port:"),
-            (Box::new(|s| s.topics.clear()), "topics:"),
-            (Box::new(|s| s.topics[0] = "bad topic".into()), "topics[1].name:"),
-            (Box::new(|s| s.group_id.clear()), "group_id:"),
-            (Box::new(|s| s.fetch_wait_max_ms = 0), "fetch_wait_max_ms:"),
-            (Box::new(|s| s.buffer_max_bytes = 10), "buffer_max_bytes:"),
-            (Box::new(|s| s.delivery = Delivery::Replay), "start:"),
+    fn a_conf_becomes_the_settings_of_its_consumer() {
+        let s = Settings::from_conf(&conf(json!({
+            "topics": [{ "name": "a" }, { "name": "b" }], "bootstrap_servers": [{ "host": "[::1]", "port": 9093 }],
+            "cluster_name": null, "authentication": null, "protocols": ["http"], "route_id": "r"
+        })))
+        .unwrap();
+        assert_eq!(s.topics, ["a", "b"]);
+        assert_eq!(s.brokers(), "[::1]:9093");
+        assert_eq!(s.group_id, "kong-confluent-consume-p");
+        assert_eq!((s.delivery, s.start.clone(), s.authentication.clone()), (Delivery::Queue, None, None));
+        assert_eq!((s.fetch_wait_max_ms, s.buffer_max_bytes), (10, 8 << 20));
+        let sse = Settings::from_conf(&conf(json!({ "mode": "server-sent-events" }))).unwrap();
+        assert_eq!(sse.delivery, Delivery::Broadcast);
+        let manual = json!({ "consumer_group": { "mode": "manual", "consumer_group_id": "billing" } });
+        assert_eq!(Settings::from_conf(&conf(manual)).unwrap().group_id, "billing");
+        let replay = s.replay(Start::Offsets { offsets: vec![3] }).unwrap();
+        assert_eq!((replay.delivery, replay.start), (Delivery::Replay, Some(Start::Offsets { offsets: vec![3] })));
+        assert!(s.replay(Start::Offsets { offsets: vec![-1] }).unwrap_err().to_string().contains("start.offsets:"));
+    }
+
+    #[test]
+    fn the_identity_covers_what_shapes_the_consumer_and_nothing_else() {
+        let identity = |changes| Settings::from_conf(&conf(changes)).unwrap().identity();
+        let base = identity(json!({}));
+        assert_eq!(base.len(), 32);
+        assert_eq!(base, identity(json!({})));
+        for request_side in [
+            json!({ "max_records": 5 }),
+            json!({ "max_bytes": 10 }),
+            json!({ "max_wait": 0 }),
+            json!({ "timeout": 1 }),
+            json!({ "heartbeat_interval": 1000 }),
+            json!({ "retry_interval": 0 }),
+            json!({ "max_catchup_streams": 1 }),
+            json!({ "__key__": "other revision" }),
+        ] {
+            assert_eq!(base, identity(request_side.clone()), "{request_side}");
+        }
+        for consumer_side in [
+            json!({ "fetch_wait_max_ms": 11 }),
+            json!({ "buffer_max_bytes": 65536 }),
+            json!({ "topics": [{ "name": "other" }] }),
+            json!({ "bootstrap_servers": [{ "host": "127.0.0.1", "port": 9093 }] }),
+            json!({ "mode": "server-sent-events" }),
+            json!({ "message_deserializer": "json" }),
+            json!({ "auto_offset_reset": "earliest" }),
+            json!({ "commit_strategy": "off" }),
+            json!({ "cluster_name": "c" }),
+            json!({ "__plugin_id": "another plugin" }),
+            json!({ "security": { "ssl_verify": false } }),
+            json!({ "cluster_api_key": "k", "cluster_api_secret": "s" }),
+        ] {
+            assert_ne!(base, identity(consumer_side.clone()), "{consumer_side}");
+        }
+    }
+
+    #[test]
+    fn cluster_api_key_is_sasl_plain_and_as_secret_as_the_password() {
+        let s = Settings::from_conf(&conf(json!({
+            "cluster_api_key": "KEY-4b1d9a", "cluster_api_secret": "SECRET-77c0e2"
+        })))
+        .unwrap();
+        let auth = s.authentication.clone().unwrap();
+        assert_eq!(
+            (auth.mechanism, auth.user.as_str(), auth.password.as_str()),
+            (Mechanism::Plain, "KEY-4b1d9a", "SECRET-77c0e2")
+        );
+        assert_eq!(get(&s.client_config(), "security.protocol"), Some("SASL_SSL"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("KEY-4b1d9a") && !shown.contains("SECRET-77c0e2"), "{shown}");
+        assert!(shown.contains("user: \"[REDACTED]\""), "{shown}");
+        // every log line and error message of the handle is scrubbed of these
+        assert_eq!(s.secrets(), ["KEY-4b1d9a", "SECRET-77c0e2"]);
+        // a SASL user given as `authentication.user` is not a secret
+        let plain = Settings::from_conf(&conf(json!({ "authentication": {
+            "strategy": "sasl", "mechanism": "PLAIN", "user": "alice", "password": "pw-31f0"
+        } })))
+        .unwrap();
+        assert_eq!(plain.secrets(), ["pw-31f0"]);
+        assert!(format!("{plain:?}").contains("alice"));
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let auth = |fields: serde_json::Value| json!({ "authentication": fields });
+        for (changes, field) in [
+            (json!({ "fetch_wait_max_ms": 10001 }), "fetch_wait_max_ms: value should be between 1 and 10000"),
+            (json!({ "buffer_max_bytes": 65535 }), "buffer_max_bytes: value should be between 65536 and 1073741824"),
+            (json!({ "topics": [{ "name": "ok" }, { "name": "bad topic" }] }), "topics[2].name:"),
+            (json!({ "bootstrap_servers": [{ "host": "a,b", "port": 1 }] }), "bootstrap_servers[1].host:"),
+            (json!({ "consumer_group": { "mode": "manual" } }), "consumer_group.consumer_group_id:"),
+            (json!({ "__plugin_id": null }), "__plugin_id:"),
+            (json!({ "__plugin_id": 1048576 }), "__plugin_id:"),
+            (json!({ "cluster_api_key": "k" }), "cluster_api_secret:"),
             (
-                Box::new(|s| {
-                    s.delivery = Delivery::Replay;
-                    s.start = Some(Start::Offsets { offsets: vec![-1] });
-                }),
-                "start.offsets:",
+                json!({ "cluster_api_key": "k", "cluster_api_secret": "s",
+                        "authentication": { "strategy": "sasl", "mechanism": "PLAIN", "user": "u", "password": "p" } }),
+                "cluster_api_key:",
             ),
-            (Box::new(|s| s.start = Some(Start::Earliest)), "start:"),
-            (Box::new(|s| s.security.ca_certificate = Some("not a pem".into())), "security.ca_certificate:"),
+            (auth(json!({ "strategy": "sasl" })), "authentication.mechanism:"),
+            (auth(json!({ "mechanism": "PLAIN", "user": "u", "password": "p" })), "authentication.strategy:"),
+            (auth(json!({ "strategy": "sasl", "mechanism": "PLAIN", "user": "u" })), "authentication.password:"),
+            (auth(json!({ "strategy": "sasl", "mechanism": "PLAIN", "password": "p" })), "authentication.user:"),
             (
-                Box::new(|s| s.security.client_certificate = Some("-----BEGIN CERTIFICATE-----".into())),
+                json!({ "security": { "ssl_verify": true, "client_certificate": "-----BEGIN CERTIFICATE-----" } }),
                 "security.client_key:",
             ),
-            (
-                Box::new(|s| {
-                    s.authentication = Some(Authentication {
-                        strategy: "sasl".into(),
-                        mechanism: Mechanism::Plain,
-                        user: "u".into(),
-                        password: String::new(),
-                    })
-                }),
-                "authentication.password:",
-            ),
-        ];
-        assert!(settings().validate().is_ok());
-        for (mutate, field) in cases {
-            let mut s = settings();
-            mutate(&mut s);
-            let err = s.validate().unwrap_err().to_string();
-            assert!(err.contains(field), "{err} should name {field}");
+            (json!({ "mode": null }), "mode: required field missing"),
+        ] {
+            let err = refusal(changes.clone());
+            assert!(err.starts_with(&format!("invalid configuration: {field}")), "{changes}: {err}");
         }
     }
 }

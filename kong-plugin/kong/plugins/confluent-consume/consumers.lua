@@ -10,110 +10,42 @@ local semaphore = require "ngx.semaphore"
 
 local kong = kong
 local ngx = ngx
-local md5 = ngx.md5
 local timer_at = ngx.timer.at
 local worker_exiting = ngx.worker.exiting
-local concat = table.concat
 local tostring = tostring
 local pairs = pairs
 local ipairs = ipairs
 
 
 local DOORBELL_READ_TIMEOUT = 1000 -- ms; how often an idle doorbell checks for close / worker exit
-local SOCKET_DIR = os.getenv("TMPDIR") or "/tmp"
--- How each mode reads its handle (see the native module's `delivery`).
-local DELIVERY = {
-  ["http-get"] = "queue",
-  ["server-sent-events"] = "broadcast",
-}
 
 
 local _M = {}
 
 
-local handles = {}       -- settings key -> entry
-local keys_by_conf = {}  -- conf.__key__ -> settings key
+local handles = {}  -- consumer identity -> entry
+-- conf.__key__ -> { settings =, identity =, group_id = }: each configuration revision is handed to the
+-- native side once
+local known = {}
 
 
--- Kong gives unset optional fields as ngx.null; the native side wants them absent.
-local function opt(value)
-  if value == ngx.null then
-    return nil
+-- The native settings of `conf`, the identity of its consumer (the configurations whose consumers come
+-- out identical share one) and its consumer group.
+local function settings_of(conf)
+  local conf_key = conf.__key__
+  local cached = conf_key and known[conf_key]
+  if cached then
+    return cached
   end
-  return value
-end
-
-
-local function group_id(conf)
-  local group = opt(conf.consumer_group)
-  if group and group.mode == "manual" then
-    return group.consumer_group_id
+  local settings, identity, group_id = native.settings(conf)
+  if not settings then
+    return nil, identity
   end
-  return "kong-confluent-consume-" .. tostring(conf.__plugin_id or conf.__key__ or "default")
-end
-
-
-local function native_settings(conf, delivery, start)
-  local topics = {}
-  for i, topic in ipairs(conf.topics) do
-    topics[i] = topic.name
+  cached = { settings = settings, identity = identity, group_id = group_id }
+  if conf_key then
+    known[conf_key] = cached
   end
-  local servers = {}
-  for i, server in ipairs(conf.bootstrap_servers) do
-    servers[i] = { host = server.host, port = server.port }
-  end
-  local auth = opt(conf.authentication)
-  if auth and opt(auth.mechanism) then
-    auth = { strategy = auth.strategy, mechanism = auth.mechanism, user = auth.user,
-             password = auth.password }
-  elseif opt(conf.cluster_api_key) then
-    -- Confluent Cloud: the API key and secret are SASL PLAIN credentials
-    auth = { strategy = "sasl", mechanism = "PLAIN", user = conf.cluster_api_key,
-             password = conf.cluster_api_secret }
-  else
-    auth = nil
-  end
-  local security = opt(conf.security) or {}
-  return {
-    bootstrap_servers = servers,
-    topics = topics,
-    group_id = group_id(conf),
-    auto_offset_reset = conf.auto_offset_reset,
-    commit_strategy = conf.commit_strategy,
-    message_deserializer = conf.message_deserializer,
-    authentication = auth,
-    cluster_name = opt(conf.cluster_name),
-    security = {
-      ssl = opt(security.ssl),
-      ssl_verify = security.ssl_verify ~= false,
-      ca_certificate = opt(security.ca_certificate),
-      client_certificate = opt(security.client_certificate),
-      client_key = opt(security.client_key),
-    },
-    fetch_wait_max_ms = conf.fetch_wait_max_ms,
-    buffer_max_bytes = conf.buffer_max_bytes,
-    socket_dir = SOCKET_DIR,
-    delivery = delivery,
-    start = start,
-  }
-end
-
-
--- Two configurations share a handle exactly when their native settings are equal.
-local function settings_key(s)
-  local servers = {}
-  for i, server in ipairs(s.bootstrap_servers) do
-    servers[i] = server.host .. ":" .. server.port
-  end
-  local auth = s.authentication
-  local security = s.security
-  return md5(concat({
-    concat(servers, ","), concat(s.topics, ","), s.group_id, s.auto_offset_reset, s.commit_strategy,
-    s.message_deserializer, s.cluster_name or "", s.fetch_wait_max_ms, s.buffer_max_bytes, s.delivery,
-    auth and auth.mechanism or "", auth and auth.user or "", auth and md5(auth.password) or "",
-    tostring(security.ssl), tostring(security.ssl_verify), md5(security.ca_certificate or ""),
-    md5(security.client_certificate or ""), md5(security.client_key or ""),
-  }, "\n"))
+  return cached
 end
 
 
@@ -187,15 +119,15 @@ local function doorbell(premature, entry)
 end
 
 
-local function create(key, settings, shared)
-  local handle, err = native.new_consumer(settings)
+local function create(key, known_conf, start)
+  local handle, err = native.new_consumer(known_conf.settings, start)
   if not handle then
     return nil, err
   end
   local entry = {
     key = key,
     handle = handle,
-    group_id = settings.group_id,
+    group_id = known_conf.group_id,
     sema = semaphore.new(),
     generation = 0,
     closed = false,
@@ -205,7 +137,7 @@ local function create(key, settings, shared)
     handle:close()
     return nil, "cannot start the doorbell timer: " .. tostring(timer_err)
   end
-  if shared then
+  if key then
     handles[key] = entry
   end
   return entry
@@ -214,29 +146,27 @@ end
 
 -- Returns this worker's shared handle entry for `conf`, creating it on first use.
 function _M.get(conf)
-  local conf_key = conf.__key__
-  local key = conf_key and keys_by_conf[conf_key]
-  local entry = key and handles[key]
+  local known_conf, err = settings_of(conf)
+  if not known_conf then
+    return nil, err
+  end
+  local key = known_conf.identity
+  local entry = handles[key]
   if entry and not entry.closed then
     return entry
   end
-  local settings = native_settings(conf, DELIVERY[conf.mode])
-  key = settings_key(settings)
-  if conf_key then
-    keys_by_conf[conf_key] = key
-  end
-  entry = handles[key]
-  if entry and not entry.closed then
-    return entry
-  end
-  return create(key, settings, true)
+  return create(key, known_conf)
 end
 
 
 -- A private handle for one stream that catches up from `start` ({kind = "earliest" | "latest"},
 -- {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}); close it with `_M.close`.
 function _M.replay(conf, start)
-  return create(nil, native_settings(conf, "replay", start), false)
+  local known_conf, err = settings_of(conf)
+  if not known_conf then
+    return nil, err
+  end
+  return create(nil, known_conf, start)
 end
 
 
@@ -296,15 +226,19 @@ end
 -- Kong's `configure` phase: keeps the handles of the live configurations and closes the others.
 function _M.retain(configs)
   local live = {}
-  local conf_keys = {}
+  local previous = known
+  known = {}
   for _, conf in ipairs(configs or {}) do
-    local key = settings_key(native_settings(conf, DELIVERY[conf.mode]))
-    live[key] = true
-    if conf.__key__ then
-      conf_keys[conf.__key__] = key
+    local conf_key = conf.__key__
+    if conf_key and previous[conf_key] then
+      known[conf_key] = previous[conf_key]
+    end
+    -- a configuration the native side refuses has no handle to keep; its requests report why
+    local known_conf = settings_of(conf)
+    if known_conf then
+      live[known_conf.identity] = true
     end
   end
-  keys_by_conf = conf_keys
   for key, entry in pairs(handles) do
     if not live[key] then
       close(entry)

@@ -1,5 +1,9 @@
 -- Configuration of the confluent-consume plugin, in Kong's schema DSL.
 -- Names and defaults follow Kong's own kafka-consume / confluent-consume where they exist.
+--
+-- This is the one source of the bounds users see. The native module hands the conf over once
+-- (`native.settings(conf)`) and checks the same types, required flags and bounds again (src/schema.rs);
+-- spec/05-settings_spec.lua fails on any difference between the two.
 local typedefs = require "kong.db.schema.typedefs"
 local NULL = require("cjson").null -- ngx.null is the same value inside nginx
 
@@ -83,6 +87,7 @@ return {
                       len_min = 1,
                       len_max = 249,
                       match = "^[%w%._%-]+$",
+                      not_one_of = { ".", ".." }, -- Kafka refuses these two
                   } },
                 },
               },

@@ -1,0 +1,268 @@
+-- schema.lua is the one source of the bounds users see; the native module checks the conf it is handed
+-- again (src/schema.rs). These must agree field by field: the same fields, types, required flags and
+-- constraints, and the same verdict on values at and beyond every bound. Runs under plain LuaJIT with the
+-- built module (make build).
+package.path = "kong-plugin/?.lua;host/lua/?.lua;" .. package.path
+package.cpath = (os.getenv("CC_ROOT") or ".") .. "/target/lua/?.so;" .. package.cpath
+
+local cjson = require "cjson"
+local native = require "confluent_consume_native"
+local kong_schema = require "kong_host.schema"
+local typedefs = require "kong.db.schema.typedefs"
+local plugin_schema = require "kong.plugins.confluent-consume.schema"
+
+
+local null = cjson.null
+-- The keys of a field definition that constrain its values, and those that do not.
+local CONSTRAINTS = { "between", "one_of", "not_one_of", "len_min", "len_max", "match", "custom_validator" }
+local NOT_CONSTRAINTS = { type = true, required = true, description = true, default = true, encrypted = true,
+                          referenceable = true, fields = true, elements = true }
+local CUSTOM_VALIDATORS = { [typedefs.host.custom_validator] = "host" }
+
+
+local function config_def()
+  for _, entry in ipairs(plugin_schema.fields) do
+    if entry.config then
+      return entry.config
+    end
+  end
+end
+
+
+-- schema.lua's fields in the shape of native.config_fields(): path -> { type, required, constraints... }.
+-- Unknown constraint keys are collected in `unknown`.
+local function schema_fields()
+  local out, unknown = {}, {}
+  local function walk(fields, prefix)
+    for _, entry in ipairs(fields) do
+      local name, def = next(entry)
+      local path = prefix .. name
+      local described = { type = def.type, required = def.required == true }
+      for key in pairs(def) do
+        if not NOT_CONSTRAINTS[key] then
+          local known = false
+          for _, c in ipairs(CONSTRAINTS) do
+            known = known or c == key
+          end
+          if not known then
+            unknown[#unknown + 1] = path .. "." .. key
+          end
+        end
+      end
+      for _, key in ipairs(CONSTRAINTS) do
+        local value = def[key]
+        if key == "custom_validator" and value then
+          value = CUSTOM_VALIDATORS[value] or "unknown custom validator"
+        end
+        described[key] = value
+      end
+      out[path] = described
+      if def.fields then
+        walk(def.fields, path .. ".")
+      end
+      if def.elements and def.elements.fields then
+        walk(def.elements.fields, path .. "[].")
+      end
+    end
+  end
+  walk(config_def().fields, "")
+  return out, unknown
+end
+
+
+local function copy(t)
+  if type(t) ~= "table" then
+    return t
+  end
+  local out = {}
+  for k, v in pairs(t) do
+    out[k] = copy(v)
+  end
+  return out
+end
+
+
+-- Sets `value` at `path` (`a[].b` meaning the first element's b) in `t`, creating records on the way.
+local function set(t, path, value)
+  local parts = {}
+  for part in path:gmatch("[^%.]+") do
+    parts[#parts + 1] = part
+  end
+  for i = 1, #parts - 1 do
+    local name = parts[i]:gsub("%[%]$", "")
+    if t[name] == nil or t[name] == null then
+      t[name] = {}
+    end
+    t = t[name]
+    if name ~= parts[i] then
+      t = t[1]
+    end
+  end
+  t[parts[#parts]] = value
+end
+
+
+-- A valid plugin config whose fields near `path` are set, so a value at `path` is judged on its own
+-- (credentials and client certificates come in pairs; a group id needs the manual mode).
+local function base_for(path)
+  local config = {
+    bootstrap_servers = { { host = "127.0.0.1", port = 9092 } },
+    topics = { { name = "orders" } },
+  }
+  if path:find("^authentication%.") then
+    config.authentication = { strategy = "sasl", mechanism = "PLAIN", user = "u", password = "p" }
+  elseif path:find("^cluster_api_") then
+    config.cluster_api_key, config.cluster_api_secret = "k", "s"
+  elseif path:find("^security%.client_") then
+    config.security = { client_certificate = "-----BEGIN CERTIFICATE-----\n",
+                         client_key = "-----BEGIN PRIVATE KEY-----\n" }
+  elseif path:find("^consumer_group%.") then
+    config.consumer_group = { mode = "manual", consumer_group_id = "g" }
+  end
+  return config
+end
+
+
+local function kong_accepts(config)
+  return kong_schema.validate_plugin({ name = "confluent-consume", config = config },
+                                     { schema = plugin_schema }) ~= nil
+end
+
+
+-- The native verdict on `config` with `value` at `path`, the rest as Kong hands it over (defaults filled).
+local function native_accepts(config, path, value)
+  local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = config },
+                                                    { schema = plugin_schema }))
+  local conf = copy(entity.config)
+  conf.__plugin_id, conf.__key__ = "5f4034c2-0000-4000-8000-000000000000", "k"
+  set(conf, path, value)
+  local settings, err = native.settings(conf)
+  if not settings then
+    return false, err
+  end
+  return true
+end
+
+
+-- Values at and just beyond each constraint of `def`, plus samples for patterns and host names.
+local function probes(def)
+  local values = {}
+  local function add(v) values[#values + 1] = v end
+  if def.between then
+    add(def.between[1] - 1); add(def.between[1]); add(def.between[2]); add(def.between[2] + 1)
+  end
+  for _, v in ipairs(def.one_of or {}) do add(v) end
+  if def.one_of then add("bogus") end
+  for _, v in ipairs(def.not_one_of or {}) do add(v) end
+  if def.len_min then add(("a"):rep(def.len_min - 1)); add(("a"):rep(def.len_min)) end
+  if def.len_max then add(("a"):rep(def.len_max)); add(("a"):rep(def.len_max + 1)) end
+  if def.match then
+    for _, v in ipairs({ "orders", "a.b_c-D9", "bad topic", "t!", "-----BEGIN CERTIFICATE-----\nx",
+                         "x -----BEGIN KEY", "-----BEGIN", "no pem", "" }) do
+      add(v)
+    end
+  end
+  if def.custom_validator then
+    for _, v in ipairs({ "127.0.0.1", "::1", "[::1]", "broker-1.example.com", "kafka_1", "a,b", "a b",
+                         "a..b", "-a", "a-", "a/b", ("a"):rep(64), ("a."):rep(127) .. "a", "" }) do
+      add(v)
+    end
+  end
+  if def.type == "integer" then add(1.5); add("1") end
+  if def.type == "string" then add(1) end
+  return values
+end
+
+
+describe("the native module's copy of schema.lua's rules", function()
+  it("has every field of schema.lua's config, with the same type, required flag and constraints", function()
+    local expected, unknown = schema_fields()
+    assert.same({}, unknown, "constraints the native side cannot mirror yet: teach src/schema.rs and this spec")
+    local actual = native.config_fields()
+    for path, def in pairs(expected) do
+      assert.is_table(actual[path], path .. " is in schema.lua, not in src/schema.rs")
+      assert.same(def, actual[path], path)
+    end
+    for path in pairs(actual) do
+      assert.is_table(expected[path], path .. " is in src/schema.rs, not in schema.lua")
+    end
+    -- not vacuous: the fields that drifted before are compared
+    assert.same({ 1, 10000 }, actual.fetch_wait_max_ms.between)
+    assert.same({ 65536, 1024 * 1024 * 1024 }, actual.buffer_max_bytes.between)
+  end)
+
+  it("judges values at and beyond every bound as Kong does", function()
+    local compared = 0
+    for path, def in pairs(schema_fields()) do
+      if def.type ~= "record" and def.type ~= "array" then
+        for _, value in ipairs(probes(def)) do
+          local config = base_for(path)
+          local expected = kong_accepts((function()
+            local c = copy(config)
+            set(c, path, value)
+            return c
+          end)())
+          local accepted, err = native_accepts(config, path, value)
+          assert.equal(expected, accepted, string.format("%s = %q: Kong %s it, the native module %s it (%s)",
+            path, tostring(value), expected and "accepts" or "refuses", accepted and "accepts" or "refuses",
+            tostring(err)))
+          if not accepted then
+            assert.matches(path:gsub("%[%]", "[1]"):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
+          end
+          compared = compared + 1
+        end
+      end
+    end
+    assert.is_true(compared > 100, compared .. " values compared")
+  end)
+
+  it("accepts every config Kong accepts with its defaults, and refuses arrays Kong refuses", function()
+    local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = base_for("") },
+                                                      { schema = plugin_schema }))
+    local conf = copy(entity.config)
+    conf.__plugin_id = "p"
+    assert(native.settings(conf))
+    conf.topics = {}
+    local settings, err = native.settings(conf)
+    assert.is_nil(settings)
+    assert.equal("invalid configuration: topics: length must be at least 1", err)
+  end)
+end)
+
+
+describe("the consumer identity", function()
+  local function identity(overrides)
+    local config = base_for("")
+    for k, v in pairs(overrides) do
+      config[k] = v
+    end
+    local conf = copy(assert(kong_schema.validate_plugin({ name = "confluent-consume", config = config },
+                                                         { schema = plugin_schema })).config)
+    conf.__plugin_id = "p"
+    local settings, identity = native.settings(conf)
+    assert(settings, identity)
+    return identity
+  end
+
+  it("is shared by configs that differ only in request-side options", function()
+    assert.equal(identity({}), identity({ max_records = 5, max_bytes = 100, max_wait = 0, timeout = 1 }))
+    assert.equal(identity({ mode = "server-sent-events" }),
+                 identity({ mode = "server-sent-events", heartbeat_interval = 1000, retry_interval = 0,
+                            max_catchup_streams = 1 }))
+  end)
+
+  it("differs when the consumer differs", function()
+    local base = identity({})
+    assert.not_equal(base, identity({ fetch_wait_max_ms = 20 }))
+    assert.not_equal(base, identity({ topics = { { name = "other" } } }))
+    assert.not_equal(base, identity({ mode = "server-sent-events" }))
+    assert.not_equal(base, identity({ consumer_group = { mode = "manual", consumer_group_id = "g" } }))
+  end)
+
+  it("sees cluster_api_key / cluster_api_secret as SASL PLAIN credentials", function()
+    assert.equal(identity({ cluster_api_key = "K", cluster_api_secret = "S" }),
+                 identity({ cluster_api_key = "K", cluster_api_secret = "S", max_records = 1 }))
+    assert.not_equal(identity({ cluster_api_key = "K", cluster_api_secret = "S" }),
+                     identity({ cluster_api_key = "K", cluster_api_secret = "T" }))
+  end)
+end)

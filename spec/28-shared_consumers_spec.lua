@@ -1,0 +1,85 @@
+-- Plugins whose consumers come out identical share one per worker (README, `cluster_name`). The identity
+-- is derived from the settings the native module parsed, so an option that only shapes requests never
+-- splits a consumer, and one that shapes the consumer always does.
+--
+-- What is counted: each native consumer has one doorbell socket, named after its worker's pid; the kernel
+-- lists it in /proc/net/unix for as long as the consumer lives.
+local helpers = require "spec.helpers.host"
+
+
+describe("plugins sharing a consumer", function()
+  local host, pid
+
+  -- the doorbell socket paths of the worker's consumers
+  local function doorbells()
+    local paths = {}
+    local file = assert(io.open("/proc/net/unix"))
+    local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
+    for line in file:lines() do
+      local path = line:match(pattern)
+      if path then
+        paths[path] = true
+      end
+    end
+    file:close()
+    local list = {}
+    for path in pairs(paths) do
+      list[#list + 1] = path
+    end
+    table.sort(list)
+    return list
+  end
+
+  local function get(name)
+    local status, body = host:get("/", { Host = name .. ".test" })
+    assert.equal(200, status, body)
+  end
+
+  lazy_setup(function()
+    local topic = helpers.create_topic(helpers.unique_name("share"), 1)
+    local other_topic = helpers.create_topic(helpers.unique_name("share-other"), 1)
+    -- one group for all: a random group is named after the plugin id, which alone makes consumers differ
+    local group = { mode = "manual", consumer_group_id = helpers.unique_name("share-group") }
+    host = helpers.start_host({ workers = 1, routes = {
+      helpers.route("base", topic, { consumer_group = group }),
+      helpers.route("fewer", topic, { consumer_group = group, max_records = 5, max_wait = 1000 }),
+      helpers.route("slower", topic, { consumer_group = group, fetch_wait_max_ms = 20 }),
+      helpers.route("elsewhere", other_topic, { consumer_group = group }),
+    } })
+    pid = host:worker_pids()[1]
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  it("share one consumer when only request-side options differ, and not when the consumer differs", function()
+    assert.same({}, doorbells())
+    get("base")
+    local shared = doorbells()
+    assert.equal(1, #shared)
+    get("fewer")
+    assert.same(shared, doorbells(), "max_records and max_wait do not make another consumer")
+    get("slower")
+    assert.equal(2, #doorbells(), "fetch_wait_max_ms does")
+    get("elsewhere")
+    assert.equal(3, #doorbells(), "another topic does")
+
+    -- a change of a request-side option keeps the consumer (Kong's configure phase retains it)
+    local _, plugins = host:admin("GET", "/plugins")
+    local fewer
+    for _, plugin in ipairs(plugins.data) do
+      if plugin.config.max_records == 5 then fewer = plugin end
+    end
+    assert.equal(200, (host:admin("PATCH", "/plugins/" .. fewer.id, { config = { max_records = 7 } })))
+    get("fewer")
+    get("base")
+    local after = doorbells()
+    assert.equal(3, #after)
+    local kept = false
+    for _, path in ipairs(after) do
+      kept = kept or path == shared[1]
+    end
+    assert.is_true(kept, "the shared consumer was not rebuilt")
+  end)
+end)

@@ -109,7 +109,8 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
              is running and reachable"
         ),
         Cause::TlsToPlaintext => {
-            format!("the TLS handshake with {brokers} failed: the port does not speak TLS; {}", tls_off_advice(settings))
+            let advice = tls_off_advice(settings);
+            format!("the TLS handshake with {brokers} failed: the port does not speak TLS; {advice}")
         }
         Cause::PlaintextToTls => format!(
             "the broker at {brokers} closed the plaintext connection, so the port probably expects TLS: set \
@@ -376,7 +377,8 @@ mod tests {
             )
         );
         let m = explain_found(Cause::NotKafka, &settings(false, None), "no answer within 1 s");
-        assert!(m.starts_with("the broker at kafka-1.example:9092,kafka-2.example:9093 accepts connections but"), "{m}");
+        let start = "the broker at kafka-1.example:9092,kafka-2.example:9093 accepts connections but";
+        assert!(m.starts_with(start), "{m}");
         assert!(m.ends_with("names a Kafka listener (no answer within 1 s)"), "{m}");
     }
 }

@@ -159,7 +159,8 @@ fn summary(records: &[Value]) -> Vec<(i64, i64, Option<String>, Option<String>)>
     let mut list: Vec<_> = records
         .iter()
         .map(|r| {
-            (r["partition"].as_i64().unwrap(), r["offset"].as_i64().unwrap(), text(&r["key_hex"]), text(&r["value_hex"]))
+            let (partition, offset) = (r["partition"].as_i64().unwrap(), r["offset"].as_i64().unwrap());
+            (partition, offset, text(&r["key_hex"]), text(&r["value_hex"]))
         })
         .collect();
     list.sort();
@@ -181,10 +182,8 @@ fn produce_spreads_records_round_robin_with_keys_and_watermarks_follow() {
     assert_eq!(produced["first_offsets"], json!({"0": 0, "1": 0, "2": 0}));
 
     // record i goes to partition i % 3, keyed k-i, valued msg-i, in order
-    let expected: Vec<_> = (0..10)
-        .map(|i| (i % 3, i / 3, Some(format!("k-{i}")), Some(format!("msg-{i}"))))
-        .collect::<Vec<_>>();
-    let mut expected = expected;
+    let mut expected: Vec<_> =
+        (0..10).map(|i| (i % 3, i / 3, Some(format!("k-{i}")), Some(format!("msg-{i}")))).collect();
     expected.sort();
     assert_eq!(summary(&broker.records(&topic, 10, &[])), expected);
     assert_eq!(
@@ -263,10 +262,13 @@ fn produce_one_writes_exact_keys_values_headers_and_partitions() {
         ],
     );
     assert_eq!(first, json!({"partition": 2, "offset": 0}));
-    let second = broker.json("produce-one", &["--topic", &topic, "--partition", "2", "--key-hex", "00ff", "--null-value"]);
+    let second =
+        broker.json("produce-one", &["--topic", &topic, "--partition", "2", "--key-hex", "00ff", "--null-value"]);
     assert_eq!(second, json!({"partition": 2, "offset": 1}));
-    let third =
-        broker.json("produce-one", &["--topic", &topic, "--partition", "0", "--value-hex", "c328", "--compression", "gzip"]);
+    let third = broker.json(
+        "produce-one",
+        &["--topic", &topic, "--partition", "0", "--value-hex", "c328", "--compression", "gzip"],
+    );
     assert_eq!(third, json!({"partition": 0, "offset": 0}));
 
     let mut records = broker.records(&topic, 3, &[]);

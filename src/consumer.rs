@@ -332,12 +332,13 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
                     (StartError::Slow(_) | StartError::ConnectionFailed(_), Some(failure)) => {
                         shared.set_error(&failure.message);
                     }
-                    // The reason usually follows within milliseconds (an error event): wait for it a few
-                    // attempts, then ask the broker's port what it speaks, so that requests see the cause
-                    // rather than a bare transport error.
-                    (StartError::Slow(err) | StartError::ConnectionFailed(err), None)
-                        if unexplained + 1 == PROBE_AFTER_ATTEMPTS =>
-                    {
+                    // A request that timed out had a connection: the broker is only slow. Requests wait for
+                    // it up to their own timeout.
+                    (StartError::Slow(err), None) => shared.log(Level::Warn, &format!("still waiting: {err}")),
+                    // No connection came up. The reason usually follows within milliseconds (an error
+                    // event): wait for it a few attempts, then ask the broker's port what it speaks, so
+                    // that requests see the cause rather than a bare transport error.
+                    (StartError::ConnectionFailed(err), None) if unexplained + 1 == PROBE_AFTER_ATTEMPTS => {
                         unexplained += 1;
                         match probe_listener(shared) {
                             Some((cause, message)) => {
@@ -346,10 +347,6 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
                             }
                             None => shared.log(Level::Warn, &format!("still waiting: {err}")),
                         }
-                    }
-                    (StartError::Slow(err), None) => {
-                        unexplained += 1;
-                        shared.log(Level::Warn, &format!("still waiting: {err}"));
                     }
                     (StartError::ConnectionFailed(err), None) if unexplained < UNEXPLAINED_ATTEMPTS => {
                         unexplained += 1;

@@ -319,11 +319,11 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
             }
             Err(err) => {
                 // librdkafka's own account of the failure (its error events) is the better message. One
-                // poll serves one error event; a failed attempt queues a few at most.
+                // poll serves at most one event, and answers None also after serving one that is not a
+                // message or an error (a log line), so a None does not mean the queue is empty; a failed
+                // attempt queues a few events at most.
                 for _ in 0..64 {
-                    if consumer.poll(Duration::ZERO).is_none() {
-                        break;
-                    }
+                    let _ = consumer.poll(Duration::ZERO);
                 }
                 match (err, shared.recent_failure()) {
                     // Kafka answered, or the configuration cannot work: that is the reason, whatever a
@@ -873,6 +873,43 @@ unsafe fn header_list<'a>(headers: *const rdkafka::bindings::rd_kafka_headers_t)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Shared {
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "bootstrap_servers": [{"host": "127.0.0.1", "port": 9092}],
+            "topics": ["orders"],
+            "group_id": "g",
+            "auto_offset_reset": "latest",
+            "commit_strategy": "auto",
+            "message_deserializer": "noop",
+            "fetch_wait_max_ms": 10,
+            "buffer_max_bytes": 1048576,
+            "socket_dir": "/tmp",
+        }))
+        .unwrap();
+        Shared::new(settings)
+    }
+
+    #[test]
+    fn a_bare_disconnect_does_not_replace_a_recent_specific_failure() {
+        let shared = shared();
+        shared.remember(Cause::TlsVerify, "certificate".into());
+        shared.remember(Cause::Connect, "disconnected".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("certificate".into()));
+        shared.remember(Cause::Tls, "alert".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("alert".into()), "specific replaces specific");
+
+        let shared = self::shared();
+        shared.remember(Cause::Connect, "refused".into());
+        shared.remember(Cause::Resolve, "no such name".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("no such name".into()));
+        shared.remember(Cause::Authentication, "invalid-proof".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("invalid-proof".into()));
+
+        // once Kafka answers again, nothing old explains a new failure
+        shared.clear_error();
+        assert!(shared.recent_failure().is_none());
+    }
 
     #[test]
     fn header_names_that_are_not_utf8_are_read_as_bytes() {

@@ -17,10 +17,12 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, Timestamp, TopicPartitionList};
 
 use crate::buffer::{PartitionBuffer, Record};
+use crate::diagnosis::{self, Cause};
 use crate::doorbell::Doorbell;
 use crate::encode::{encode_record, RecordParts};
 use crate::error::Error;
 use crate::guard;
+use crate::probe::{self, Listener};
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
 /// How long an offset request of the start-up may take before it is retried.
@@ -41,6 +43,10 @@ const BATCH: usize = 2048;
 const TRIM_AFTER_BYTES: usize = 8 << 20;
 /// Log lines kept for Lua to drain; older ones are dropped.
 const LOG_CAPACITY: usize = 256;
+/// How long a failure librdkafka reported still explains a failing request. librdkafka reports a
+/// broker's failure again only when it changes or after 30 s of identical repeats, so a start-up attempt
+/// that fails silently in that time failed for the reported reason.
+const FAILURE_MEMORY: Duration = Duration::from_secs(35);
 
 /// Severity of a line for nginx's error log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +87,8 @@ pub struct Shared {
     closed: AtomicBool,
     /// Set by callbacks on librdkafka's threads; the consumer thread rings the doorbell for it.
     ring_pending: AtomicBool,
-    last_transport_error: Mutex<Option<String>>,
+    /// The latest connection failure librdkafka reported: the likely cause of a request failing now.
+    last_failure: Mutex<Option<Reported>>,
     /// When each recent log line was last written, to keep a failing broker from flooding the log.
     recent_lines: Mutex<HashMap<String, Instant>>,
     secrets: Vec<String>,
@@ -102,7 +109,7 @@ impl Shared {
             settings,
             closed: AtomicBool::new(false),
             ring_pending: AtomicBool::new(false),
-            last_transport_error: Mutex::new(None),
+            last_failure: Mutex::new(None),
             recent_lines: Mutex::new(HashMap::new()),
             secrets,
         }
@@ -150,7 +157,31 @@ impl Shared {
         }
     }
 
+    /// The failure reported last, when it is recent enough to explain one now.
+    fn recent_failure(&self) -> Option<Reported> {
+        self.last_failure.lock().as_ref().filter(|r| r.at.elapsed() < FAILURE_MEMORY).cloned()
+    }
+
+    /// Keeps a failure to explain the requests that fail now. A bare connection failure does not replace
+    /// a recent, more specific one: after a TLS or SASL failure librdkafka also reports the disconnect.
+    fn remember(&self, cause: Cause, message: String) {
+        let mut last = self.last_failure.lock();
+        let generic = matches!(cause, Cause::Connect | Cause::Resolve);
+        let keep = last.as_ref().is_some_and(|r| {
+            generic && !matches!(r.cause, Cause::Connect | Cause::Resolve) && r.at.elapsed() < FAILURE_MEMORY
+        });
+        if !keep {
+            *last = Some(Reported { at: Instant::now(), cause, message });
+        }
+    }
+
+    /// The handle's error for a failure of `cause`, named in the plugin's settings.
+    fn explain(&self, cause: Cause, topic: Option<&str>, reason: &str) -> String {
+        diagnosis::explain(cause, &self.settings, topic, reason)
+    }
+
     fn clear_error(&self) {
+        *self.last_failure.lock() = None;
         let had = self.state.lock().error.take();
         if had.is_some() {
             self.log(Level::Info, "Kafka is reachable again");
@@ -180,45 +211,52 @@ impl ClientContext for Context {
             L::Warning => Level::Warn,
             L::Notice | L::Info | L::Debug => return,
         };
-        if fac == "FAIL" {
-            // A broker connection failed: the likely cause of a request failing now.
-            let cause = message.split_once("]: ").map_or(message, |(_, rest)| rest);
-            *self.shared.last_transport_error.lock() = Some(cause.to_owned());
-        }
         self.shared.log(level, &format!("librdkafka {fac}: {message}"));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        if code == Some(RDKafkaErrorCode::BrokerTransportFailure) {
-            // Followed by "all brokers are down" when none is left; that message names this cause.
-            *self.shared.last_transport_error.lock() = Some(reason.to_owned());
+        let Some(code) = error.rdkafka_error_code() else {
             self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
             return;
+        };
+        if code == RDKafkaErrorCode::AllBrokersDown {
+            // Names no cause itself: the failure reported before it does. Without one (librdkafka does not
+            // report a connection closed before any answer), a handle still starting leaves it to the
+            // start-up loop, which probes the broker's port.
+            let message = match self.shared.recent_failure() {
+                Some(failure) => failure.message,
+                None if self.shared.state.lock().phase == Phase::Starting => {
+                    self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
+                    return;
+                }
+                None => self.shared.explain(Cause::Connect, None, reason),
+            };
+            self.shared.set_error(&message);
+            return;
         }
-        let unavailable = matches!(
-            code,
-            Some(
-                RDKafkaErrorCode::AllBrokersDown
-                    | RDKafkaErrorCode::Authentication
-                    | RDKafkaErrorCode::SaslAuthenticationFailed
-                    | RDKafkaErrorCode::SSL
-                    | RDKafkaErrorCode::Fatal
-                    | RDKafkaErrorCode::InvalidConfig
-            )
-        );
-        if !unavailable {
-            self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
-        } else if code == Some(RDKafkaErrorCode::AllBrokersDown) {
-            let cause = self.shared.last_transport_error.lock().clone();
-            self.shared.set_error(&match cause {
-                Some(cause) => format!("all Kafka brokers are down ({cause})"),
-                None => format!("all Kafka brokers are down ({reason})"),
-            });
-        } else {
-            self.shared.set_error(&format!("Kafka error: {reason}"));
+        let cause = diagnosis::classify(code, reason);
+        if diagnosis::is_unavailable(cause) {
+            self.shared.remember(cause, self.shared.explain(cause, None, reason));
+        }
+        match cause {
+            // A broker closing an idle connection, or one of several brokers failing, is no outage: the
+            // failure is kept to explain a request that fails now, and "all brokers are down" follows when
+            // none is left.
+            Cause::Connect | Cause::Resolve => self.shared.log(Level::Warn, &format!("Kafka error: {reason}")),
+            Cause::Other if !matches!(code, RDKafkaErrorCode::Fatal | RDKafkaErrorCode::InvalidConfig) => {
+                self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
+            }
+            cause => self.shared.set_error(&self.shared.explain(cause, None, reason)),
         }
     }
+}
+
+/// A failure reported by librdkafka or found by a probe, with when, explained.
+#[derive(Clone)]
+struct Reported {
+    at: Instant,
+    cause: Cause,
+    message: String,
 }
 
 impl ConsumerContext for Context {
@@ -262,8 +300,12 @@ pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
     Ok((shared, path))
 }
 
-/// Start-up attempts that may fail without librdkafka's reason before the failure is reported anyway.
+/// Start-up attempts that may fail without librdkafka's reason before the broker's port is probed.
+const PROBE_AFTER_ATTEMPTS: u32 = 2;
+/// Start-up attempts that may fail without a reason before the failure is reported anyway.
 const UNEXPLAINED_ATTEMPTS: u32 = 4;
+/// How long the probe of a broker's port may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     let mut reader = Reader::default();
@@ -272,23 +314,47 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
         match start(consumer, shared) {
             Ok(r) => {
                 reader = r;
+                *shared.last_failure.lock() = None;
                 break;
             }
             Err(err) => {
-                // librdkafka's own account of the failure (from its callbacks) is the better message.
-                let _ = consumer.poll(Duration::ZERO);
-                let cause = shared.last_transport_error.lock().take();
-                match (cause, err) {
-                    (Some(cause), _) => shared
-                        .set_error(&format!("connecting to Kafka at {} failed: {cause}", shared.settings.brokers())),
-                    // The reason usually follows within milliseconds (a log line, an error event): wait for
-                    // it a few attempts, so that requests see the cause rather than a bare transport error.
-                    (None, StartError::Slow(err)) => shared.log(Level::Warn, &format!("still waiting: {err}")),
-                    (None, StartError::ConnectionFailed(err)) if unexplained < UNEXPLAINED_ATTEMPTS => {
+                // librdkafka's own account of the failure (its error events) is the better message. One
+                // poll serves at most one event, and answers None also after serving one that is not a
+                // message or an error (a log line), so a None does not mean the queue is empty; a failed
+                // attempt queues a few events at most.
+                for _ in 0..64 {
+                    let _ = consumer.poll(Duration::ZERO);
+                }
+                match (err, shared.recent_failure()) {
+                    // Kafka answered, or the configuration cannot work: that is the reason, whatever a
+                    // connection reported before.
+                    (StartError::Failed(message), _) => shared.set_error(&message),
+                    (StartError::Slow(_) | StartError::ConnectionFailed(_), Some(failure)) => {
+                        shared.set_error(&failure.message);
+                    }
+                    // A request that timed out had a connection: the broker is only slow. Requests wait for
+                    // it up to their own timeout.
+                    (StartError::Slow(err), None) => shared.log(Level::Warn, &format!("still waiting: {err}")),
+                    // No connection came up. The reason usually follows within milliseconds (an error
+                    // event): wait for it a few attempts, then ask the broker's port what it speaks, so
+                    // that requests see the cause rather than a bare transport error.
+                    (StartError::ConnectionFailed(err), None) if unexplained + 1 == PROBE_AFTER_ATTEMPTS => {
+                        unexplained += 1;
+                        match probe_listener(shared) {
+                            Some((cause, message)) => {
+                                shared.remember(cause, message.clone());
+                                shared.set_error(&message);
+                            }
+                            None => shared.log(Level::Warn, &format!("still waiting: {err}")),
+                        }
+                    }
+                    (StartError::ConnectionFailed(err), None) if unexplained < UNEXPLAINED_ATTEMPTS => {
                         unexplained += 1;
                         shared.log(Level::Warn, &format!("still waiting: {err}"));
                     }
-                    (None, StartError::ConnectionFailed(err) | StartError::Failed(err)) => shared.set_error(&err),
+                    (StartError::ConnectionFailed(err), None) => {
+                        shared.set_error(&shared.explain(Cause::Connect, None, &err));
+                    }
                 }
                 doorbell.ring();
                 sleep_unless_closed(shared, RETRY_DELAY);
@@ -324,6 +390,34 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     doorbell.ring();
 }
 
+/// Asks the first bootstrap server's port what it speaks (see [`probe`](crate::probe)) when start-up fails
+/// without a reason. Returns the cause and its message when the answer explains the failure.
+fn probe_listener(shared: &Shared) -> Option<(Cause, String)> {
+    let settings = &shared.settings;
+    let server = settings.bootstrap_servers.first()?;
+    let address = format!("{}:{}", server.host, server.port);
+    let listener = probe::probe(&server.host, server.port, PROBE_TIMEOUT).ok()?;
+    let (cause, detail) = match (settings.tls(), listener) {
+        (true, Listener::Kafka) => (
+            Cause::TlsToPlaintext,
+            format!("no answer to the TLS handshake; a plaintext Kafka request to {address} was answered"),
+        ),
+        (false, Listener::HungUp) => (
+            Cause::PlaintextToTls,
+            format!("{address} closed the connection on a plaintext Kafka request without an answer"),
+        ),
+        (_, Listener::Silent) => (
+            Cause::NotKafka,
+            format!("a plaintext Kafka request to {address} got no answer within {} ms", PROBE_TIMEOUT.as_millis()),
+        ),
+        (_, Listener::Other) => {
+            (Cause::NotKafka, format!("{address} answered a plaintext Kafka request with something else"))
+        }
+        (true, Listener::HungUp) | (false, Listener::Kafka) => return None,
+    };
+    Some((cause, shared.redact(&diagnosis::explain_found(cause, settings, &detail))))
+}
+
 fn sleep_unless_closed(shared: &Shared, total: Duration) {
     let until = Instant::now() + total;
     while !shared.is_closed() && Instant::now() < until {
@@ -350,7 +444,7 @@ enum StartError {
     Slow(String),
     /// The connection failed, and librdkafka has not said why yet.
     ConnectionFailed(String),
-    /// Kafka answered with an error, or the configuration cannot work.
+    /// Kafka answered with an error, or the configuration cannot work: the handle's error, as is.
     Failed(String),
 }
 
@@ -360,15 +454,22 @@ impl From<String> for StartError {
     }
 }
 
-/// Classifies a failed request of the start-up; `what` says what was asked.
-fn request_failed(what: &str, err: KafkaError) -> StartError {
+/// Classifies a failed request of the start-up; `what` says what was asked, `topic` the topic it was
+/// about. An error with a known cause (a missing topic, an authorization failure) is explained.
+fn request_failed(shared: &Shared, what: &str, topic: Option<&str>, err: KafkaError) -> StartError {
     let message = format!("{what}: {err}");
-    match err.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut) => StartError::Slow(message),
-        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
+    let Some(code) = err.rdkafka_error_code() else {
+        return StartError::Failed(message);
+    };
+    match code {
+        RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut => StartError::Slow(message),
+        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown => {
             StartError::ConnectionFailed(message)
         }
-        _ => StartError::Failed(message),
+        code => match diagnosis::classify(code, &message) {
+            Cause::Other => StartError::Failed(message),
+            cause => StartError::Failed(shared.explain(cause, topic, &message)),
+        },
     }
 }
 
@@ -382,15 +483,24 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, StartError
     for topic in &settings.topics {
         let metadata = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-            .map_err(|e| request_failed(&format!("metadata request to Kafka at {brokers}"), e))?;
+            .map_err(|e| {
+                request_failed(shared, &format!("metadata request to Kafka at {brokers}"), Some(topic), e)
+            })?;
+        let missing =
+            || StartError::Failed(shared.explain(Cause::TopicNotFound, Some(topic), "no partitions in the metadata"));
         let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            return Err(format!("topic '{topic}' not found").into());
+            return Err(missing());
         };
         if let Some(err) = meta.error() {
-            return Err(format!("topic '{topic}': {}", RDKafkaErrorCode::from(err)).into());
+            let code = RDKafkaErrorCode::from(err);
+            let reason = format!("metadata of topic '{topic}': {code}");
+            return Err(match diagnosis::classify(code, &reason) {
+                Cause::Other => StartError::Failed(reason),
+                cause => StartError::Failed(shared.explain(cause, Some(topic), &reason)),
+            });
         }
         if meta.partitions().is_empty() {
-            return Err(format!("topic '{topic}' not found").into());
+            return Err(missing());
         }
         reader.topic_base.insert(topic.clone(), buffers.len());
         for partition in 0..meta.partitions().len() as i32 {
@@ -450,7 +560,10 @@ fn start_positions(
     let watermarks = |b: &PartitionBuffer| {
         consumer
             .fetch_watermarks(&b.topic, b.partition, REQUEST_TIMEOUT)
-            .map_err(|e| request_failed(&format!("cannot read offsets of {}/{}", b.topic, b.partition), e))
+            .map_err(|e| {
+                let what = format!("cannot read offsets of {}/{}", b.topic, b.partition);
+                request_failed(shared, &what, Some(&b.topic), e)
+            })
     };
     let edge = |b: &PartitionBuffer, reset: OffsetReset| -> Result<StartAt, StartError> {
         let (low, high) = watermarks(b)?;
@@ -463,7 +576,8 @@ fn start_positions(
     match (settings.delivery, &settings.start) {
         (Delivery::Queue, _) => {
             let committed = consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| {
-                request_failed(&format!("cannot read committed offsets of group '{}'", settings.group_id), e)
+                let what = format!("cannot read committed offsets of group '{}'", settings.group_id);
+                request_failed(shared, &what, None, e)
             })?;
             for b in buffers {
                 match committed.find_partition(&b.topic, b.partition).map(|e| e.offset()) {
@@ -499,7 +613,7 @@ fn start_positions(
             }
             let found = consumer
                 .offsets_for_times(query, REQUEST_TIMEOUT)
-                .map_err(|e| request_failed(&format!("cannot look up offsets for time {ms}"), e))?;
+                .map_err(|e| request_failed(shared, &format!("cannot look up offsets for time {ms}"), None, e))?;
             for b in buffers {
                 let at = match found.find_partition(&b.topic, b.partition).map(|e| e.offset()) {
                     Some(Offset::Offset(n)) if n >= 0 => StartAt::Known(n),
@@ -759,6 +873,43 @@ unsafe fn header_list<'a>(headers: *const rdkafka::bindings::rd_kafka_headers_t)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Shared {
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "bootstrap_servers": [{"host": "127.0.0.1", "port": 9092}],
+            "topics": ["orders"],
+            "group_id": "g",
+            "auto_offset_reset": "latest",
+            "commit_strategy": "auto",
+            "message_deserializer": "noop",
+            "fetch_wait_max_ms": 10,
+            "buffer_max_bytes": 1048576,
+            "socket_dir": "/tmp",
+        }))
+        .unwrap();
+        Shared::new(settings)
+    }
+
+    #[test]
+    fn a_bare_disconnect_does_not_replace_a_recent_specific_failure() {
+        let shared = shared();
+        shared.remember(Cause::TlsVerify, "certificate".into());
+        shared.remember(Cause::Connect, "disconnected".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("certificate".into()));
+        shared.remember(Cause::Tls, "alert".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("alert".into()), "specific replaces specific");
+
+        let shared = self::shared();
+        shared.remember(Cause::Connect, "refused".into());
+        shared.remember(Cause::Resolve, "no such name".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("no such name".into()));
+        shared.remember(Cause::Authentication, "invalid-proof".into());
+        assert_eq!(shared.recent_failure().map(|f| f.message), Some("invalid-proof".into()));
+
+        // once Kafka answers again, nothing old explains a new failure
+        shared.clear_error();
+        assert!(shared.recent_failure().is_none());
+    }
 
     #[test]
     fn log_lines_never_show_the_confluent_api_key_or_secret() {

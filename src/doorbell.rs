@@ -79,22 +79,38 @@ mod tests {
     use std::io::Read;
 
     #[test]
-    fn rings_every_connected_waiter_and_removes_its_file() {
+    fn rings_every_connected_waiter_drops_gone_ones_and_removes_its_file() {
         let dir = std::env::temp_dir();
         let mut bell = Doorbell::bind(&dir).unwrap();
         let path = bell.path().to_path_buf();
         let mut a = UnixStream::connect(&path).unwrap();
         let mut b = UnixStream::connect(&path).unwrap();
         bell.ring();
+        assert_eq!(bell.waiters.len(), 2, "both pending connections were accepted");
         let mut byte = [0u8; 1];
         a.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"!");
         b.read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"!");
+
+        // A waiter that went away is dropped at the next ring (its write fails with EPIPE).
         drop(a);
         bell.ring();
+        assert_eq!(bell.waiters.len(), 1, "the closed waiter is gone, the live one stays");
+
+        // One that connects between rings is rung by the next one.
+        let mut c = UnixStream::connect(&path).unwrap();
         bell.ring();
-        assert!(bell.waiters.len() <= 2);
+        assert_eq!(bell.waiters.len(), 2);
+        let mut two = [0u8; 2];
+        b.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"!!", "the live waiter got both rings");
+        c.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"!");
+
+        // Dropping the bell removes its file and closes the waiters' connections.
         drop(bell);
         assert!(!path.exists());
+        assert_eq!(b.read(&mut byte).unwrap(), 0, "end of stream once the bell is gone");
     }
 }

@@ -7,12 +7,14 @@
 
 pub mod buffer;
 pub mod consumer;
+pub mod diagnosis;
 pub mod doorbell;
 pub mod encode;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod guard;
+pub mod probe;
 pub mod query;
 pub mod schema;
 pub mod settings;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde_json::{json, Map, Value};
@@ -574,16 +574,13 @@ fn consume(argv: &[String]) -> Result<()> {
 }
 
 /// One record as `{"partition","offset","key_hex","value_hex","headers":[[name, hex|null], ...]}`;
-/// a missing key or value (tombstone) is `null`.
+/// a missing key or value (tombstone) is `null`. A header name that is not UTF-8 (any producer may send
+/// one) shows U+FFFD for its bad bytes.
 fn record_json(message: &BorrowedMessage<'_>) -> Value {
-    let headers: Vec<Value> = message
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| json!([h.key, h.value.map(encode_hex)]))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers: Vec<Value> = raw_headers(message)
+        .into_iter()
+        .map(|(name, value)| json!([String::from_utf8_lossy(name), value.map(encode_hex)]))
+        .collect();
     json!({
         "partition": message.partition(),
         "offset": message.offset(),
@@ -591,6 +588,37 @@ fn record_json(message: &BorrowedMessage<'_>) -> Value {
         "value_hex": message.payload().map(encode_hex),
         "headers": headers,
     })
+}
+
+/// Every header of `message` as (name bytes, value), read through librdkafka's C API: rdkafka's own
+/// accessor panics on a name that is not UTF-8.
+fn raw_headers<'a>(message: &'a BorrowedMessage<'a>) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    use rdkafka::bindings as rd;
+    let mut headers = std::ptr::null_mut();
+    // SAFETY: the message pointer is valid while `message` lives; librdkafka only writes the out pointer,
+    // to the header list the message owns.
+    let err = unsafe { rd::rd_kafka_message_headers(message.ptr(), &mut headers) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || headers.is_null() {
+        return Vec::new();
+    }
+    let mut list = Vec::new();
+    // SAFETY: `headers` belongs to the message and lives as long as it; names are NUL-terminated and
+    // values `size` bytes long, as librdkafka documents for rd_kafka_header_get_all.
+    unsafe {
+        for i in 0..rd::rd_kafka_header_cnt(headers) {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            if rd::rd_kafka_header_get_all(headers, i, &mut name, &mut value, &mut size)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                || name.is_null()
+            {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(name).to_bytes();
+            let value = (!value.is_null()).then(|| std::slice::from_raw_parts(value.cast::<u8>(), size));
+            list.push((name, value));
+        }
+    }
+    list
 }
 
 fn encode_hex(bytes: &[u8]) -> String {

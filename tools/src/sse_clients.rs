@@ -105,14 +105,10 @@ fn client(port: u16, host: &str, path: &str, events: usize, timed: bool, timeout
         }
     }
     connected.wait();
-    while headers_done && seen.events < events && Instant::now() < deadline {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let arrived_us = now_us();
-        pending.extend_from_slice(&buf[..n]);
-        // Chunk-size lines sit between events; an event is complete at its blank line.
+    let mut arrived_us = now_us();
+    while headers_done && seen.events < events {
+        // Events that came with the headers, or with the last read, count before the next read: the server
+        // may have sent everything already.
         while let Some(end) = find(&pending, b"\n\n") {
             let block = &pending[..end];
             if let Some(at) = find(block, b"event: message") {
@@ -125,6 +121,16 @@ fn client(port: u16, host: &str, path: &str, events: usize, timed: bool, timeout
             }
             pending.drain(..end + 2);
         }
+        if seen.events >= events || Instant::now() >= deadline {
+            break;
+        }
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        arrived_us = now_us();
+        // Chunk-size lines sit between events; an event is complete at its blank line.
+        pending.extend_from_slice(&buf[..n]);
     }
     seen
 }

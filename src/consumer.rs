@@ -875,19 +875,7 @@ mod tests {
     use super::*;
 
     fn shared() -> Shared {
-        let settings: Settings = serde_json::from_value(serde_json::json!({
-            "bootstrap_servers": [{"host": "127.0.0.1", "port": 9092}],
-            "topics": ["orders"],
-            "group_id": "g",
-            "auto_offset_reset": "latest",
-            "commit_strategy": "auto",
-            "message_deserializer": "noop",
-            "fetch_wait_max_ms": 10,
-            "buffer_max_bytes": 1048576,
-            "socket_dir": "/tmp",
-        }))
-        .unwrap();
-        Shared::new(settings)
+        Shared::new(Settings::from_conf(&crate::schema::tests::conf()).unwrap())
     }
 
     #[test]

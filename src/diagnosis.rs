@@ -217,35 +217,25 @@ fn principal(settings: &Settings) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{
-        Authentication, BootstrapServer, CommitStrategy, Delivery, Deserializer, Mechanism, OffsetReset, Security,
-    };
+    use serde_json::json;
 
+    /// The settings of a plugin on two brokers, two topics and group `g1`, with SASL PLAIN or not, and
+    /// `security.ssl`.
     fn settings(sasl: bool, ssl: Option<bool>) -> Settings {
-        Settings {
-            bootstrap_servers: vec![
-                BootstrapServer { host: "kafka-1.example".into(), port: 9092 },
-                BootstrapServer { host: "kafka-2.example".into(), port: 9093 },
-            ],
-            topics: vec!["orders".into(), "payments".into()],
-            group_id: "g1".into(),
-            auto_offset_reset: OffsetReset::Latest,
-            commit_strategy: CommitStrategy::Auto,
-            message_deserializer: Deserializer::Noop,
-            authentication: sasl.then(|| Authentication {
-                strategy: "sasl".into(),
-                mechanism: Mechanism::Plain,
-                user: "u".into(),
-                password: "p".into(),
-            }),
-            cluster_name: None,
-            security: Security { ssl, ..Security::default() },
-            fetch_wait_max_ms: 10,
-            buffer_max_bytes: 1 << 20,
-            socket_dir: "/tmp".into(),
-            delivery: Delivery::Queue,
-            start: None,
+        let mut conf = crate::schema::tests::conf();
+        conf["bootstrap_servers"] = json!([
+            { "host": "kafka-1.example", "port": 9092 },
+            { "host": "kafka-2.example", "port": 9093 },
+        ]);
+        conf["topics"] = json!([{ "name": "orders" }, { "name": "payments" }]);
+        conf["consumer_group"] = json!({ "mode": "manual", "consumer_group_id": "g1" });
+        if sasl {
+            conf["authentication"] = json!({ "strategy": "sasl", "mechanism": "PLAIN", "user": "u", "password": "p" });
         }
+        if let Some(ssl) = ssl {
+            conf["security"]["ssl"] = json!(ssl);
+        }
+        Settings::from_conf(&conf).unwrap()
     }
 
     #[test]

@@ -101,7 +101,8 @@ describe("installation", function()
     sh_ok(helpers.ROOT .. "/scripts/broker.sh start --dir " .. broker_dir .. " --port 9092")
     sh_ok(helpers.ROOT .. "/scripts/broker.sh topic --port 9092 my-topic 3")
     -- Only the tree's Lua modules and native module: none of the checkout's.
-    host = helpers.start_host({ workers = 2, proxy_port = 8000, admin_port = 8001,
+    -- check_client_abort: the README's kong.conf turns nginx_proxy_lua_check_client_abort on
+    host = helpers.start_host({ workers = 2, proxy_port = 8000, admin_port = 8001, check_client_abort = true,
                                 plugin_paths = { tree .. "/share/lua/5.1" }, cpath = tree .. "/lib/lua/5.1" })
   end)
 

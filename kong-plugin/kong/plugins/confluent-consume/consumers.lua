@@ -33,6 +33,8 @@ local _M = {}
 
 local handles = {}       -- settings key -> entry
 local keys_by_conf = {}  -- conf.__key__ -> settings key
+local open_entries = setmetatable({}, { __mode = "k" })  -- every entry not closed yet, shared or replay
+local exit_watch         -- whether the exit watch timer is pending
 
 
 -- Kong gives unset optional fields as ngx.null; the native side wants them absent.
@@ -143,6 +145,7 @@ local function close(entry)
     return
   end
   entry.closed = true
+  open_entries[entry] = nil
   entry.handle:close()
   wake_all(entry)
   if handles[entry.key] == entry then
@@ -187,6 +190,22 @@ local function doorbell(premature, entry)
 end
 
 
+-- A pending timer runs at once, "premature", when the worker starts to exit (reload, stop): closing every
+-- handle then wakes the waiting long-polls and streams at once, to be answered and ended normally, rather
+-- than when a doorbell next looks at ngx.worker.exiting() (up to DOORBELL_READ_TIMEOUT later).
+local EXIT_WATCH_DELAY = 24 * 3600
+
+local function watch_exit(premature)
+  if not premature then
+    exit_watch = timer_at(EXIT_WATCH_DELAY, watch_exit)
+    return
+  end
+  for entry in pairs(open_entries) do
+    close(entry)
+  end
+end
+
+
 local function create(key, settings, shared)
   local handle, err = native.new_consumer(settings)
   if not handle then
@@ -205,6 +224,13 @@ local function create(key, settings, shared)
     handle:close()
     return nil, "cannot start the doorbell timer: " .. tostring(timer_err)
   end
+  if not exit_watch then
+    exit_watch, timer_err = timer_at(EXIT_WATCH_DELAY, watch_exit)
+    if not exit_watch then
+      kong.log.warn("cannot watch for the worker's exit (waiters then end within a second): ", timer_err)
+    end
+  end
+  open_entries[entry] = true
   if shared then
     handles[key] = entry
   end

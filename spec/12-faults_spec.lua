@@ -31,7 +31,11 @@ describe("http-get when Kafka fails", function()
     local _, silent_port = silent:getsockname()
     local mute = helpers.plugin_config("mute", { timeout = 2000 })
     mute.bootstrap_servers[1].port = tonumber(silent_port)
+    -- a CA librdkafka cannot load: the consumer cannot be created at all
+    local bad_ca = helpers.plugin_config(topic, { security = { ssl = true,
+      ca_certificate = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n" } })
     host = helpers.start_host({ workers = 1, routes = {
+      { name = "badca", hosts = { "badca.test" }, plugins = { { name = "confluent-consume", config = bad_ca } } },
       { name = "mute", hosts = { "mute.test" }, plugins = { { name = "confluent-consume", config = mute } } },
       { name = "down", hosts = { "down.test" }, plugins = { { name = "confluent-consume", config = config } } },
       { name = "nowhere", hosts = { "nowhere.test" },
@@ -106,5 +110,13 @@ describe("http-get when Kafka fails", function()
     assert.matches("application/json", headers["content-type"], 1, true)
     assert.equal("timed out waiting for Kafka", json.message)
     assert.is_true(elapsed >= 1.9 and elapsed < 3, "answered after " .. elapsed .. " s")
+  end)
+
+  it("answers 500 saying why when the consumer cannot be created", function()
+    local status, body, headers, json = host:get("/messages", { Host = "badca.test" })
+    assert.equal(500, status, body)
+    assert.matches("application/json", headers["content-type"], 1, true)
+    assert.matches("^cannot create the Kafka consumer: .", json.message)
+    assert.is_nil(body:find("traceback", 1, true))
   end)
 end)

@@ -79,7 +79,7 @@ local function check(partitions, overrides, streams, slots)
     local peak, samples = baseline, 0
     local deadline = helpers.now() + 10
     while helpers.now() < deadline do
-      helpers.sleep(0.5)
+      helpers.sleep(0.5)  -- paces the sampler: RSS twice a second over a fixed 10 s window
       local s = proc.stats(pid)
       samples = samples + 1
       if s.rss_kb > peak.rss_kb then peak = s end

@@ -99,6 +99,15 @@ local function check(partitions, overrides, streams, slots)
       local line = c:receive("*l") or "none"
       local status = line:match("^HTTP/1%.1 (%d+)") or line
       statuses[status] = (statuses[status] or 0) + 1
+      if status == "503" then
+        -- README (max_catchup_streams): a stream without a slot gets 503 with Retry-After: 1
+        local retry_after
+        repeat
+          line = c:receive("*l")
+          retry_after = retry_after or (line and line:match("^[Rr]etry%-[Aa]fter: *(%S+)"))
+        until not line or line == ""
+        assert.equal("1", retry_after)
+      end
       c:close()
     end
     assert.same(streams > slots and { ["200"] = slots, ["503"] = streams - slots } or { ["200"] = streams },

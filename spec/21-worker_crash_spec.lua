@@ -9,8 +9,9 @@ local socket = require "socket"
 
 describe("nginx worker killed mid-stream", function()
   local COUNT, RATE, PARTITIONS, MAX_RECORDS = 10000, 2500, 3, 100
-  -- README: the other workers notice a dead worker's claims within about a second (cursors.lua looks
-  -- once a second)
+  -- README: the other workers notice a dead worker's claims within about a second. A timer looks twice a
+  -- second (http_get.lua, cursors.lua); serving them again then needs a seek back in the topic (0.3-0.5 s
+  -- on the test broker).
   local NOTICE_SECONDS = 1.5
   local host
   local T = {}

@@ -267,6 +267,8 @@ end
 
 
 _M.close = close
+-- Wakes every request waiting on `entry`, to look at it again.
+_M.wake = wake_all
 
 
 -- Waits until the handle is ready (at most until `deadline`, from ngx.now()).

@@ -15,6 +15,7 @@ local ngx = ngx
 local now = ngx.now
 local update_time = ngx.update_time
 local pairs = pairs
+local ipairs = ipairs
 
 
 local _M = {}
@@ -33,7 +34,13 @@ local function recover_all(premature)
   if premature then
     return
   end
+  -- a copy: taking a group's lock may yield, and a request may add to `served` meanwhile
+  local list = {}
   for entry, s in pairs(served) do
+    list[#list + 1] = { entry, s }
+  end
+  for _, item in ipairs(list) do
+    local entry, s = item[1], item[2]
     if entry.closed then
       served[entry] = nil
     else

@@ -22,6 +22,7 @@ package.path = HOST_DIR .. "/lua/?.lua;" .. HOST_DIR .. "/lua/?/init.lua;" ..
                package.path
 
 local cjson = require "cjson.safe"
+local socket = require "socket"
 local schema = require "kong_host.schema"
 local form = require "kong_host.form"
 local typedefs = require "kong.db.schema.typedefs"
@@ -389,10 +390,6 @@ end)
 -- The first two ports of the run's range (scripts/run-tests.sh runs spec files one at a time).
 local PORT_BASE = tonumber(os.getenv("CC_TEST_PORT_BASE") or "18100")
 local PROXY = "127.0.0.1:" .. PORT_BASE
--- Waits a little more than the workers' 1 s configuration sync interval.
-local function wait_for_sync()
-  os.execute("sleep 1.2")
-end
 
 
 local ADMIN = "127.0.0.1:" .. (PORT_BASE + 1)
@@ -440,6 +437,32 @@ local function http(method, url, opts)
     headers[k:lower()] = v
   end
   return status, cjson.decode(body) or body, headers
+end
+
+
+-- Waits until every worker of the host in `prefix` has applied the configuration the Admin API holds now:
+-- each logs "configuration version N applied" when its 1 s sync timer brings it up to date.
+local function wait_for_sync(prefix)
+  local status, body = http("GET", ADMIN .. "/status")
+  assert.equal(200, status)
+  local pattern = "configuration version " .. body.configuration_version .. " applied"
+  local _, master = run("cat " .. shell_quote(prefix .. "/logs/nginx.pid"))
+  local _, children = run("pgrep -P " .. assert(tonumber(master), "no master pid"))
+  local deadline = socket.gettime() + 5
+  while true do
+    local file = assert(io.open(prefix .. "/logs/error.log"))
+    local log = file:read("*a")
+    file:close()
+    local synced = true
+    for pid in children:gmatch("%d+") do
+      synced = synced and log:find("%] " .. pid .. "#%d+: [^\n]*" .. pattern) ~= nil
+    end
+    if synced then
+      return
+    end
+    assert(socket.gettime() < deadline, "the workers did not apply version " .. body.configuration_version)
+    socket.sleep(0.05)  -- the poll interval of this wait
+  end
 end
 
 
@@ -559,7 +582,7 @@ describe("kong-host integration", function()
     assert.equal(201, plugin.config.status)
     assert.same({ { host = "127.0.0.1", port = 9092 } }, plugin.config.servers)
 
-    wait_for_sync()
+    wait_for_sync(prefix)
     local answer
     status, answer = http("GET", PROXY .. "/form?x=y", { host = "form.test" })
     assert.equal(201, status)
@@ -616,7 +639,7 @@ describe("kong-host integration", function()
     assert.same({ { host = "127.0.0.1", port = 9092 } }, patched.config.servers)
 
     -- Idle workers pick the change up from their 1 s timer.
-    wait_for_sync()
+    wait_for_sync(prefix)
 
     local after = answers_per_worker("echo.test", "/echo", 2)
     for pid, old in pairs(before) do
@@ -641,7 +664,7 @@ describe("kong-host integration", function()
       json = { config = { fail = true } },
     })
     assert.equal(200, status)
-    wait_for_sync()
+    wait_for_sync(prefix)
 
     local body
     status, body = http("GET", PROXY .. "/items/1")
@@ -652,7 +675,7 @@ describe("kong-host integration", function()
   it("deletes a route with its plugins", function()
     local status = http("DELETE", ADMIN .. "/routes/form-route")
     assert.equal(204, status)
-    wait_for_sync()
+    wait_for_sync(prefix)
 
     status = http("GET", PROXY .. "/form", { host = "form.test" })
     assert.equal(404, status)

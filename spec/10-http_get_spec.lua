@@ -1,5 +1,7 @@
 -- http-get mode end to end: the real broker, the real nginx, the plugin as Kong loads it.
 local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
+local wait = require "spec.helpers.wait"
 
 
 local function drain(host, path, headers)
@@ -116,14 +118,12 @@ describe("http-get", function()
     local routes_list = select(2, host:admin("GET", "/routes"))
     local group = {}
     for _, r in ipairs(routes_list.data) do group[r.name] = "kong-confluent-consume-" .. ids[r.id] end
-    -- commits are asynchronous: allow them a moment
+    -- commits are asynchronous: wait for this one
     local committed
-    for _ = 1, 50 do
+    assert.truthy(proc.wait_until(function()
       committed = helpers.kafka_tool("committed", "--topic " .. topics.auto .. " --group " .. group.auto)
-      if committed["0"] == 10 then break end
-      helpers.sleep(0.1)
-    end
-    assert.equal(10, committed["0"])
+      return committed["0"] == 10
+    end, 5), "committed " .. tostring(committed and committed["0"]))
     local off = helpers.kafka_tool("committed", "--topic " .. topics.off .. " --group " .. group.off)
     assert.equal(require("cjson").null, off["0"])
   end)
@@ -195,12 +195,19 @@ describe("http-get", function()
     local elapsed = helpers.now() - t0
     assert.same({}, json[topics.poll].partitions["0"].records)
     assert.is_true(elapsed >= 0.75 and elapsed < 1.5, "waited " .. elapsed)
-    -- A producer writes 0.5 s after the GET started: the GET returns then, not at its 5 s deadline.
-    helpers.sh("(sleep 0.5; " .. helpers.KAFKA_TOOL .. " produce-one --brokers 127.0.0.1:" ..
-               helpers.BROKER_PORT .. " --topic " .. topics.poll .. " --value late) >/dev/null 2>&1 &")
-    t0 = helpers.now()
-    _, _, _, json = host:get("/messages?wait=5000", H.poll)
-    elapsed = helpers.now() - t0
+    -- A record is produced once the GET waits: the GET returns then, not at its 5 s deadline.
+    local body_file = os.tmpname()
+    local waiting = assert(io.popen(string.format(
+      "curl -s -o %s -w '%%{time_total}' -H 'Host: poll.test' 'http://127.0.0.1:%d/messages?wait=5000'",
+      body_file, host.proxy_port)))
+    assert.truthy(wait.requests_read(host, "curl", 1, 5), "the GET is waiting")
+    helpers.kafka_tool("produce-one", "--topic " .. topics.poll .. " --value late")
+    elapsed = tonumber(waiting:read("*a"))
+    waiting:close()
+    local file = assert(io.open(body_file))
+    json = require("cjson").decode(file:read("*a"))
+    file:close()
+    os.remove(body_file)
     assert.equal("late", json[topics.poll].partitions["0"].records[1].value)
     assert.is_true(elapsed < 2.5, "returned after " .. elapsed .. " s")
   end)

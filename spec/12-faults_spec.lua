@@ -1,10 +1,13 @@
--- Kafka failures: an unreachable broker is answered with a JSON 5xx within `timeout` (never a hang or a
--- stack trace), librdkafka's reason reaches the error log, and service resumes when the broker is back.
+-- Kafka failures: an unreachable broker is answered with a JSON 503 and a broker that does not answer
+-- with a 504, within `timeout` (never a hang or a stack trace), librdkafka's reason reaches the error log,
+-- and service resumes when the broker is back.
 local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
+local socket = require "socket"
 
 
 describe("http-get when Kafka fails", function()
-  local host, topic, broker_dir
+  local host, topic, broker_dir, silent
   local port = helpers.MEMORY_BROKER_PORT + 1
   local H = { Host = "down.test" }
 
@@ -22,7 +25,18 @@ describe("http-get when Kafka fails", function()
     config.bootstrap_servers[1].port = port
     local nowhere = helpers.plugin_config("nowhere", { timeout = 2000 })
     nowhere.bootstrap_servers[1].port = port + 1  -- nothing listens there
+    -- a "broker" that takes connections and never answers: a listening socket nobody accepts on (the
+    -- kernel completes the handshake for its backlog)
+    silent = assert(socket.bind("127.0.0.1", 0, 16))
+    local _, silent_port = silent:getsockname()
+    local mute = helpers.plugin_config("mute", { timeout = 2000 })
+    mute.bootstrap_servers[1].port = tonumber(silent_port)
+    -- a CA librdkafka cannot load: the consumer cannot be created at all
+    local bad_ca = helpers.plugin_config(topic, { security = { ssl = true,
+      ca_certificate = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n" } })
     host = helpers.start_host({ workers = 1, routes = {
+      { name = "badca", hosts = { "badca.test" }, plugins = { { name = "confluent-consume", config = bad_ca } } },
+      { name = "mute", hosts = { "mute.test" }, plugins = { { name = "confluent-consume", config = mute } } },
       { name = "down", hosts = { "down.test" }, plugins = { { name = "confluent-consume", config = config } } },
       { name = "nowhere", hosts = { "nowhere.test" },
         plugins = { { name = "confluent-consume", config = nowhere } } },
@@ -31,6 +45,7 @@ describe("http-get when Kafka fails", function()
 
   lazy_teardown(function()
     if host then host:stop() end
+    if silent then silent:close() end
     broker("stop")
   end)
 
@@ -43,7 +58,7 @@ describe("http-get when Kafka fails", function()
     local t0 = helpers.now()
     local status, body, headers, json = host:get("/messages", { Host = "nowhere.test" })
     local elapsed = helpers.now() - t0
-    assert.is_true(status >= 500 and status <= 504, status .. " " .. body)
+    assert.equal(503, status, body)
     assert.matches("application/json", headers["content-type"], 1, true)
     assert.matches("Connection refused", json.message, 1, true)
     assert.is_true(elapsed < 2.5, "answered after " .. elapsed .. " s")
@@ -55,33 +70,53 @@ describe("http-get when Kafka fails", function()
     assert.equal(5, #host:collect("/messages?wait=2000", "down.test", 5))
 
     broker("stop", "--signal KILL")
-    helpers.sleep(1)
+    -- the consumer has noticed once librdkafka's reason is in the error log
+    assert.truthy(proc.wait_until(function()
+      local log = host:error_log()
+      return log:find("Connection refused", 1, true) or log:find("brokers are down", 1, true)
+    end, 10), "librdkafka's reason is in the error log")
     local t0 = helpers.now()
     local status, body, _, json = host:get("/messages?wait=1000", H)
     local elapsed = helpers.now() - t0
-    assert.is_true(status >= 500 and status <= 504, status .. " " .. body)
-    assert.is_string(json.message)
+    assert.equal(503, status, body)
+    assert.matches("^Kafka is unavailable: ", json.message)
     assert.is_true(elapsed < 3.5, "answered after " .. elapsed .. " s")
     assert.is_nil(body:find("traceback", 1, true))
-    local log = host:error_log()
-    assert.is_truthy(log:find("Connection refused", 1, true) or log:find("brokers are down", 1, true),
-                     "librdkafka's reason is in the error log")
 
     broker("start", "--port " .. port .. " --storage sqlite")
     produce(3)
-    -- until the broker answers again, requests fail (5xx); then the 3 new records arrive
+    -- until the broker answers again, requests fail with 503; then the 3 new records arrive
     local records = {}
-    local deadline = helpers.now() + 20
-    repeat
+    proc.wait_until(function()
       status, body, _, json = host:get("/messages?wait=1000", H)
-      if status == 200 then
-        for _, r in ipairs(helpers.records_of(json)) do records[#records + 1] = r end
-      else
-        helpers.sleep(0.3)
+      if status ~= 200 then
+        assert.equal(503, status, body)
+        return false
       end
-    until #records >= 3 or helpers.now() > deadline
+      for _, r in ipairs(helpers.records_of(json)) do records[#records + 1] = r end
+      return #records >= 3
+    end, 20, 0.3)  -- 0.3 s: the poll interval of a client retrying after an error
     assert.equal(200, status, body)
     assert.equal(3, #records)
     assert.equal(5, records[1].offset)
+  end)
+
+  it("answers 504 when the broker takes the connection but does not answer within timeout", function()
+    local t0 = helpers.now()
+    local status, body, headers, json = host:get("/messages", { Host = "mute.test" })
+    local elapsed = helpers.now() - t0
+    print(("a broker that never answers: %d after %.2f s (timeout 2 s)"):format(status, elapsed))
+    assert.equal(504, status, body)
+    assert.matches("application/json", headers["content-type"], 1, true)
+    assert.equal("timed out waiting for Kafka", json.message)
+    assert.is_true(elapsed >= 1.9 and elapsed < 3, "answered after " .. elapsed .. " s")
+  end)
+
+  it("answers 500 saying why when the consumer cannot be created", function()
+    local status, body, headers, json = host:get("/messages", { Host = "badca.test" })
+    assert.equal(500, status, body)
+    assert.matches("application/json", headers["content-type"], 1, true)
+    assert.matches("^cannot create the Kafka consumer: .", json.message)
+    assert.is_nil(body:find("traceback", 1, true))
   end)
 end)

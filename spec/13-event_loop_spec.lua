@@ -1,6 +1,7 @@
 -- With one worker, requests waiting on Kafka never hold up the others: waiting happens in Lua on the
 -- doorbell, not inside a native call.
 local helpers = require "spec.helpers.host"
+local wait = require "spec.helpers.wait"
 
 
 describe("the event loop of a one-worker nginx", function()
@@ -33,8 +34,11 @@ describe("the event loop of a one-worker nginx", function()
         "curl -s -o /dev/null -w '%%{http_code}' -H 'Host: wait.test' 'http://127.0.0.1:%d/messages?wait=5000'",
         host.proxy_port)))
     end
-    helpers.sleep(0.3)
+    -- one worker runs a request's handler as soon as it has read it, up to where it waits: once nginx has
+    -- read all three, they are parked on the doorbell
+    assert.truthy(wait.requests_read(host, "curl", 3, 4), "the waiters reached the worker")
     local busy = p99_of_quick_requests(50)
+    assert.same({}, wait.answers_to(host, "/messages?wait=5000"), "the waiters waited through the quick requests")
     assert.is_true(helpers.now() - t0 < 4, "the quick requests finished before the waiters")
     for i = 1, 3 do
       assert.equal("200", waiters[i]:read("*a"))

@@ -1,5 +1,7 @@
 -- server-sent-events mode end to end: framing, start positions, resume, broadcast, slow and gone clients.
 local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
+local wait = require "spec.helpers.wait"
 local cjson = require "cjson"
 
 
@@ -32,17 +34,22 @@ local function messages(events)
 end
 
 
--- Starts spec/helpers/sse_clients.py with `args` in the background and returns once every client is
--- connected; the returned function waits for the clients and gives their summary and raw output.
-local function start_clients(name, args)
+-- Starts `clients` clients of spec/helpers/sse_clients.py with `args` in the background and returns once
+-- every one has its stream's headers (its start position is fixed then); the returned function waits for
+-- the clients and gives their summary and raw output.
+local function start_clients(name, clients, args)
   local ready = helpers.RUN_DIR .. "/" .. name .. ".ready"
   os.remove(ready)
-  local pipe = assert(io.popen(string.format("python3 %s/spec/helpers/sse_clients.py %s --ready-file %s 2>&1",
-                                             helpers.ROOT, args, ready)))
-  for _ = 1, 200 do
-    if helpers.sh("test -s " .. ready) then break end
-    helpers.sleep(0.05)
-  end
+  local pipe = assert(io.popen(string.format("python3 %s/spec/helpers/sse_clients.py --clients %d %s " ..
+                                             "--ready-file %s 2>&1", helpers.ROOT, clients, args, ready)))
+  local started
+  assert.truthy(proc.wait_until(function()
+    local file = io.open(ready)
+    started = file and tonumber(file:read("*a"))
+    if file then file:close() end
+    return started
+  end, 30, 0.05), "the clients did not start")
+  assert.equal(clients, started, "clients whose stream started")
   return function()
     local output = pipe:read("*a")
     pipe:close()
@@ -138,7 +145,6 @@ describe("server-sent-events", function()
     assert.is_true(heartbeats >= 1, "a heartbeat comment within 1.6 s")
     local earliest = open(host, "/?from=earliest", "starts.test")
     local latest = open(host, "/?from=latest", "starts.test")
-    helpers.sleep(0.3)
     local t_mid = math.floor(helpers.now() * 1000)
     produce(t, "--count 2 --format text")
     local by_time = open(host, "/?from=" .. t_mid, "starts.test")
@@ -218,16 +224,15 @@ describe("server-sent-events", function()
 
   it("gives every client the identical sequence of every partition", function()
     produce(T.pair, "--count 200 --partitions 2")
-    local result = start_clients("pair", string.format("--port %d --host pair.test --path '/?from=earliest' " ..
-                                                       "--clients 2 --events 200 --timeout 20", host.proxy_port))()
+    local result = start_clients("pair", 2, string.format("--port %d --host pair.test --path '/?from=earliest' " ..
+                                                          "--events 200 --timeout 20", host.proxy_port))()
     assert.equal(2, result.complete)
     assert.equal(1, result.sequences)
   end)
 
   it("cuts a slow client with an error event while the others continue", function()
-    local finish = start_clients("slow", string.format("--port %d --host slow.test --path '/?from=latest' " ..
-                                                       "--clients 4 --events 1200 --timeout 40 --slow 7",
-                                                       host.proxy_port))
+    local finish = start_clients("slow", 4, string.format("--port %d --host slow.test --path '/?from=latest' " ..
+                                                          "--events 1200 --timeout 40 --slow 7", host.proxy_port))
     -- 12 MB in about 5 s while the slow client sleeps 7 s: more than the 1 MiB buffer and every socket
     -- buffer on the way (a few MB on loopback) can hold for it
     produce(T.slow, "--count 1200 --size 10000 --interval-ms 4")
@@ -240,9 +245,8 @@ describe("server-sent-events", function()
   end)
 
   it("serves 200 streams on one worker: every client gets every record", function()
-    local finish = start_clients("crowd", string.format("--port %d --host crowd.test --path '/?from=latest' " ..
-                                                        "--clients 200 --events 100 --timeout 40", solo.proxy_port))
-    helpers.sleep(0.5)
+    local finish = start_clients("crowd", 200, string.format("--port %d --host crowd.test --path '/?from=latest' " ..
+                                                             "--events 100 --timeout 40", solo.proxy_port))
     produce(T.crowd, "--count 100")
     local result, output = finish()
     assert.equal(200, result.complete, output)
@@ -251,41 +255,40 @@ describe("server-sent-events", function()
   end)
 
   it("keeps a one-worker event loop responsive while 100 streams idle", function()
-    local finish = start_clients("idle", string.format("--port %d --host crowd.test --path '/?from=latest' " ..
-                                                       "--clients 100 --events 1 --timeout 4", solo.proxy_port))
+    local finish = start_clients("idle", 100, string.format("--port %d --host crowd.test --path '/?from=latest' " ..
+                                                            "--events 1 --timeout 8", solo.proxy_port))
     solo:time_requests("/messages?max_records=1", "quick.test", 1) -- creates the consumer
     local times = solo:time_requests("/messages?max_records=1", "quick.test", 50)
+    -- the streams were open all along: none had ended when the quick requests were done
+    assert.equal(100, #wait.client_ports(solo, "python3"), "streams open after the quick requests")
     finish()
     assert.is_true(times[50] < 0.05, "slowest quick request took " .. times[50] * 1000 .. " ms")
   end)
 
   it("releases a gone client's resources within a second", function()
     local pid = solo:worker_pids()[1]
-    local function count(what)
-      local _, out = helpers.sh("ls /proc/" .. pid .. "/" .. what .. " | wc -l")
-      return tonumber(out)
-    end
     local c = open(solo, "/?from=latest", "gone.test")
     c:read_events(1, 0.5, "none")
     c:close()
-    helpers.sleep(0.5)
-    local threads, fds = count("task"), count("fd")
-    -- streams that catch up from the earliest record each hold a replay consumer while connected
+    -- the route's shared consumer runs; its threads and descriptors are the baseline once they hold still
+    -- (librdkafka starts a thread per broker it learns of, a moment after the consumer starts)
+    local baseline = proc.steady(pid, 10, 1)
+    -- streams that catch up from the earliest record each hold a replay consumer while connected: it is
+    -- ready before the stream's headers are sent
     local conns = {}
     for i = 1, 20 do
       conns[i] = open(solo, "/?from=earliest", "gone.test")
     end
-    helpers.sleep(0.5)
-    assert.is_true(count("task") > threads, "replay consumers were running")
+    assert.is_true(proc.stats(pid).threads > baseline.threads, "replay consumers were running")
+    local t_close = helpers.now()
     for i = 1, 20 do
       conns[i]:close()
     end
-    local deadline = helpers.now() + 1
-    while (count("task") > threads or count("fd") > fds) and helpers.now() < deadline do
-      helpers.sleep(0.05)
-    end
-    assert.equal(threads, count("task"))
-    assert.equal(fds, count("fd"))
+    local after = proc.settle(pid, baseline, 1)
+    print(("gone clients: baseline %s; %.2f s after 20 streams closed: %s")
+          :format(proc.format(baseline), helpers.now() - t_close, proc.format(after)))
+    assert.equal(baseline.threads, after.threads)
+    assert.equal(baseline.fds, after.fds)
   end)
 end)
 

@@ -2,6 +2,7 @@
 -- it goes away; the worker's threads and descriptors come back to where they were.
 local helpers = require "spec.helpers.host"
 local proc = require "spec.helpers.proc"
+local wait = require "spec.helpers.wait"
 
 
 describe("consumer life cycle", function()
@@ -14,10 +15,7 @@ describe("consumer life cycle", function()
 
   -- waits until the count of `what` is at most `expected`; returns the last count
   local function settle(what, expected, seconds)
-    local deadline = helpers.now() + seconds
-    while count(what) > expected and helpers.now() < deadline do
-      helpers.sleep(0.05)
-    end
+    proc.wait_until(function() return count(what) <= expected end, seconds, 0.05)
     return count(what)
   end
 
@@ -49,7 +47,8 @@ describe("consumer life cycle", function()
     local waiting = assert(io.popen(string.format(
       "curl -s -o /dev/null -w '%%{http_code} %%{time_total}' -H 'Host: life.test' 'http://127.0.0.1:%d/?wait=8000'",
       host.proxy_port)))
-    helpers.sleep(0.5)
+    assert.truthy(wait.requests_read(host, "curl", 1, 5), "the long-poll is waiting")
+    assert.same({}, wait.answers_to(host, "/?wait=8000"))
     local patched = host:admin("PATCH", "/plugins/" .. id, { config = { fetch_wait_max_ms = 20 } })
     assert.equal(200, patched)
     local code, seconds = waiting:read("*a"):match("^(%d+) ([%d.]+)")
@@ -57,7 +56,8 @@ describe("consumer life cycle", function()
     assert.equal("200", code)
     assert.is_true(tonumber(seconds) < 5, "the long-poll ended with its consumer (" .. seconds .. " s)")
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 4 --partitions 2")
-    assert.equal(4, #host:collect("/?wait=2000", "life.test", 4), "the new consumer continues where the old one stopped")
+    assert.equal(4, #host:collect("/?wait=2000", "life.test", 4),
+                 "the new consumer continues where the old one stopped")
     assert.equal(0, #host:collect("/?wait=300", "life.test", 1, 0.1), "and delivers nothing twice")
     -- librdkafka starts a thread per broker it learns of, so one consumer's count may differ by one from
     -- another's depending on when it was taken; two consumers' threads would be several more

@@ -9,7 +9,7 @@ local faults = require "spec.helpers.faults"
 
 describe("broker killed mid-stream", function()
   local port = helpers.MEMORY_BROKER_PORT + 10
-  local COUNT, RATE, PARTITIONS, MAX_RECORDS = 10000, 2500, 3, 100
+  local COUNT, RATE, PARTITIONS, MAX_RECORDS, TIMEOUT = 10000, 2500, 3, 100, 3
   local broker_dir, host
   local T = {}
 
@@ -31,7 +31,7 @@ describe("broker killed mid-stream", function()
     T.sse = helpers.create_topic(helpers.unique_name("crash-sse"), PARTITIONS, port)
     host = helpers.start_host({ workers = 2, routes = {
       route("crash-get", T.get, { auto_offset_reset = "earliest", commit_strategy = "auto",
-                                  max_records = MAX_RECORDS, timeout = 3000 }),
+                                  max_records = MAX_RECORDS, timeout = TIMEOUT * 1000 }),
       route("crash-sse", T.sse, { mode = "server-sent-events", auto_offset_reset = "earliest",
                                   heartbeat_interval = 1000, timeout = 3000 }),
     } })
@@ -48,7 +48,7 @@ describe("broker killed mid-stream", function()
     assert(faults.wait_until(function() return clients:count() >= at end, 30), "too few records before the crash")
     broker("stop", "--signal KILL")
     local held = clients:count()
-    helpers.sleep(down)
+    helpers.sleep(down)  -- paces the fault: the broker stays down this long (not a synchronisation)
     broker("start", "--port " .. port .. " --storage sqlite")
     return held
   end
@@ -67,8 +67,21 @@ describe("broker killed mid-stream", function()
     clients:stop()
     local lists, errors = clients:deliveries()
     local t = faults.tally(produced, lists)
-    faults.report("broker crash, http-get", t, (", %d held at the kill, %d error answers while down, %.1f s")
-                  :format(held, errors, helpers.now() - t0))
+    -- README: while the broker is down, GETs answer 503 with the reason, within `timeout`
+    local statuses, slowest = {}, 0
+    for _, list in ipairs(faults.read_answers(dir)) do
+      for _, answer in ipairs(list) do
+        if answer.status then
+          statuses[answer.status] = (statuses[answer.status] or 0) + 1
+          slowest = math.max(slowest, answer.seconds)
+        end
+      end
+    end
+    faults.report("broker crash, http-get", t, (", %d held at the kill, %d error answers while down (%s), the " ..
+                                                "slowest in %.2f s, %.1f s in all")
+                  :format(held, errors, require("cjson").encode(statuses), slowest, helpers.now() - t0))
+    assert.same(errors > 0 and { ["503"] = errors } or {}, statuses)
+    assert.is_true(slowest <= TIMEOUT, ("an error answer took %.2f s"):format(slowest))
     assert.is_true(held < COUNT, "the broker was killed mid-stream")
     assert.same({}, { unpack(t.missing, 1, 10) }, #t.missing .. " records never delivered")
     assert.equal(COUNT, t.distinct_seqs)

@@ -79,7 +79,7 @@ local function check(partitions, overrides, streams, slots)
     local peak, samples = baseline, 0
     local deadline = helpers.now() + 10
     while helpers.now() < deadline do
-      helpers.sleep(0.5)
+      helpers.sleep(0.5)  -- paces the sampler: RSS twice a second over a fixed 10 s window
       local s = proc.stats(pid)
       samples = samples + 1
       if s.rss_kb > peak.rss_kb then peak = s end
@@ -99,6 +99,15 @@ local function check(partitions, overrides, streams, slots)
       local line = c:receive("*l") or "none"
       local status = line:match("^HTTP/1%.1 (%d+)") or line
       statuses[status] = (statuses[status] or 0) + 1
+      if status == "503" then
+        -- README (max_catchup_streams): a stream without a slot gets 503 with Retry-After: 1
+        local retry_after
+        repeat
+          line = c:receive("*l")
+          retry_after = retry_after or (line and line:match("^[Rr]etry%-[Aa]fter: *(%S+)"))
+        until not line or line == ""
+        assert.equal("1", retry_after)
+      end
       c:close()
     end
     assert.same(streams > slots and { ["200"] = slots, ["503"] = streams - slots } or { ["200"] = streams },

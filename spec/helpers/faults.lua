@@ -35,7 +35,7 @@ function _M.wait_until(condition, seconds, step)
     if helpers.now() > deadline then
       return false
     end
-    helpers.sleep(step or 0.1)
+    helpers.sleep(step or 0.1)  -- the poll interval of this wait-with-deadline
   end
   return true
 end
@@ -118,6 +118,33 @@ function _M.read_deliveries(dir)
 end
 
 
+-- The answers the poll clients (spec/helpers/poll_client.lua) writing into `dir` received, one list per
+-- client in order: { t = <when received>, seconds = <how long the request took>, status = <nil for a 200,
+-- else "none" or the status>, records = { {partition, offset, seq}, ... } }.
+function _M.read_answers(dir)
+  local lists = {}
+  local _, names = helpers.sh("ls " .. dir .. "/*.txt 2>/dev/null")
+  for name in names:gmatch("[^\n]+") do
+    local list, answer = {}, nil
+    for line in io.lines(name) do
+      local t, seconds = line:match("^at (%S+) %d+ (%S+)$")
+      local partition, offset, seq = line:match("^(%d+) (%d+) (%S+)$")
+      if t then
+        answer = { t = tonumber(t), seconds = tonumber(seconds), records = {} }
+        list[#list + 1] = answer
+      elseif partition and answer then
+        answer.records[#answer.records + 1] = { partition = tonumber(partition), offset = tonumber(offset),
+                                                seq = tonumber(seq) }
+      elseif answer then
+        answer.status = line:match("^status (%S+)")
+      end
+    end
+    lists[#lists + 1] = list
+  end
+  return lists
+end
+
+
 local function key(r)
   return r.partition .. ":" .. r.offset
 end
@@ -190,7 +217,7 @@ end
 
 -- Counts the records delivered so far to the clients writing into `dir`.
 function _M.delivered_count(dir)
-  local _, out = helpers.sh("cat " .. dir .. "/*.txt 2>/dev/null | grep -c -v '^status'")
+  local _, out = helpers.sh("cat " .. dir .. "/*.txt 2>/dev/null | grep -c '^[0-9]'")
   return tonumber(out:match("%d+")) or 0
 end
 

@@ -2,7 +2,9 @@
 -- STOP_FILE exists, retrying through errors the way a well-behaved client does (a failed request or a
 -- broken connection: reconnect; a 5xx: wait a little and ask again). It writes one line per record,
 -- "partition offset seq" (seq from a kafka-tool JSON value), and "status S" per answer that was not a 200,
--- flushing after every answer so the spec can watch progress.
+-- flushing after every answer so the spec can watch progress. Each answer starts with a line "at T N D"
+-- (T: when it was received, seconds since the epoch; N: its record count; D: seconds the request took),
+-- so a spec can tell answers apart and time them.
 -- usage: luajit spec/helpers/poll_client.lua PORT HOST_HEADER QUERY OUT STOP_FILE
 package.path = "./?.lua;" .. package.path
 local http = require "spec.helpers.http"
@@ -32,6 +34,7 @@ while not stopped() and socket.gettime() < deadline do
     conn = http.connect("127.0.0.1", port, 30)
   end
   local status, body
+  local t0 = socket.gettime()
   if conn then
     status, body = conn:request("GET", "/messages?" .. query, { Host = host_header })
   end
@@ -45,14 +48,16 @@ while not stopped() and socket.gettime() < deadline do
         end
       end
     end
-    file:write(table.concat(lines))
+    local t = socket.gettime()
+    file:write(string.format("at %.3f %d %.3f\n", t, #lines, t - t0), table.concat(lines))
   else
-    file:write("status ", tostring(status or "none"), "\n")
+    local t = socket.gettime()
+    file:write(string.format("at %.3f 0 %.3f\nstatus %s\n", t, t - t0, tostring(status or "none")))
     if not status and conn then
       conn:close()
       conn = nil
     end
-    socket.sleep(RETRY_DELAY)
+    socket.sleep(RETRY_DELAY)  -- paces the retries of a client, as a real one would
   end
   file:flush()
 end

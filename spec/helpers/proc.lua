@@ -38,7 +38,7 @@ function _M.wait_until(condition, seconds, step)
     if value or helpers.now() > deadline then
       return value or false
     end
-    helpers.sleep(step or 0.1)
+    helpers.sleep(step or 0.1)  -- the poll interval of this wait-with-deadline
   end
 end
 

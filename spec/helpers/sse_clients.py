@@ -117,7 +117,7 @@ async def connection(index, args, state, started):
                 state["out"].flush()
             if index == 0 and args.slow and not state["slowed"] and state["got"] > 0:
                 state["slowed"] = True
-                await asyncio.sleep(args.slow)
+                await asyncio.sleep(args.slow)  # paces the slow client: it does not read for --slow s
     finally:
         writer.close()
 
@@ -143,7 +143,7 @@ async def client(index, args, results, started):
             break
         if state["cut_at"] is None:
             state["cut_at"] = time.time()
-        await asyncio.sleep(args.retry_delay)
+        await asyncio.sleep(args.retry_delay)  # paces the reconnects, as EventSource does
     if out:
         out.close()
     per_partition = state["per_partition"]
@@ -176,7 +176,7 @@ async def main():
     t0 = time.time()
     if args.ready_file:
         while len(started) < args.clients and time.time() - t0 < args.timeout:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # the poll interval of this wait, bounded by --timeout
         with open(args.ready_file, "w") as f:
             f.write(str(len(started)))
     done, pending = await asyncio.wait(tasks, timeout=max(0.1, args.timeout - (time.time() - t0)))

@@ -27,6 +27,8 @@ local handles = {}  -- consumer identity -> entry
 -- conf.__key__ -> { settings =, identity =, group_id = }: each configuration revision is handed to the
 -- native side once
 local known = {}
+local open_entries = setmetatable({}, { __mode = "k" })  -- every entry not closed yet, shared or replay
+local exit_watch         -- whether the exit watch timer is pending
 
 
 -- The native settings of `conf`, the identity of its consumer (the configurations whose consumers come
@@ -75,6 +77,7 @@ local function close(entry)
     return
   end
   entry.closed = true
+  open_entries[entry] = nil
   entry.handle:close()
   wake_all(entry)
   if handles[entry.key] == entry then
@@ -119,6 +122,22 @@ local function doorbell(premature, entry)
 end
 
 
+-- A pending timer runs at once, "premature", when the worker starts to exit (reload, stop): closing every
+-- handle then wakes the waiting long-polls and streams at once, to be answered and ended normally, rather
+-- than when a doorbell next looks at ngx.worker.exiting() (up to DOORBELL_READ_TIMEOUT later).
+local EXIT_WATCH_DELAY = 24 * 3600
+
+local function watch_exit(premature)
+  if not premature then
+    exit_watch = timer_at(EXIT_WATCH_DELAY, watch_exit)
+    return
+  end
+  for entry in pairs(open_entries) do
+    close(entry)
+  end
+end
+
+
 local function create(key, known_conf, start)
   local handle, err = native.new_consumer(known_conf.settings, start)
   if not handle then
@@ -137,6 +156,13 @@ local function create(key, known_conf, start)
     handle:close()
     return nil, "cannot start the doorbell timer: " .. tostring(timer_err)
   end
+  if not exit_watch then
+    exit_watch, timer_err = timer_at(EXIT_WATCH_DELAY, watch_exit)
+    if not exit_watch then
+      kong.log.warn("cannot watch for the worker's exit (waiters then end within a second): ", timer_err)
+    end
+  end
+  open_entries[entry] = true
   if key then
     handles[key] = entry
   end
@@ -171,6 +197,7 @@ end
 
 
 _M.close = close
+-- Wakes every request waiting on `entry`, to look at it again.
 _M.wake = wake_all
 
 

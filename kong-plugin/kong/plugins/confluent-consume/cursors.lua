@@ -31,7 +31,7 @@ local ceil = math.ceil
 local DICT_NAME = "confluent_consume"
 local LOCK_TTL = 5          -- s; a lock left by a crashed worker expires (or is taken over, see lock())
 local CLAIM_GRACE = 60      -- s added to the request timeout before a live worker's claim is abandoned
-local RECOVER_INTERVAL = 1  -- s; how often a worker looks for claims of dead workers, per group
+local RECOVER_INTERVAL = 0.5  -- s; how often a worker looks for claims of dead workers, per group
 local CLAIM_ID_KEY = "claim-id"
 local ESRCH = 3
 
@@ -202,8 +202,10 @@ end
 
 -- Moves the claims of workers that are gone (or that outlived timeout + CLAIM_GRACE) to the ranges to
 -- redo: a worker killed mid-write never settles its claim, and its records must not wait for it.
+-- Returns true when it moved any.
 local function recover(shm, group, partitions, t)
   local cache = {}
+  local found = false
   for _, p in ipairs(partitions) do
     local ckey = partition_key("c:", group, p)
     local claims = read_claims(shm, ckey)
@@ -220,8 +222,10 @@ local function recover(shm, group, partitions, t)
       write_claims(shm, ckey, kept)
       write_ranges(shm, partition_key("r:", group, p), ranges)
       shm:set(redo_flag_key(group), true)
+      found = true
     end
   end
+  return found
 end
 
 
@@ -368,6 +372,23 @@ end
 function _M.claim(entry, partitions, limits, timeout)
   return locked(entry.group_id, timeout, take_claim, entry, partitions, limits, timeout)
 end
+
+
+-- Looks for claims of dead workers now rather than at the next GET's claim: a timer calls this once a
+-- RECOVER_INTERVAL, so that records a dead worker held are found even while every GET waits for new
+-- records. Returns true when it put records back to be served again (then wake the waiting GETs), or
+-- nil, err.
+function _M.recover(entry, partitions, timeout)
+  local group = entry.group_id
+  return locked(group, timeout, function(shm)
+    local t = now()
+    next_recovery[group] = t + RECOVER_INTERVAL
+    return recover(shm, group, partitions, t)
+  end)
+end
+
+
+_M.RECOVER_INTERVAL = RECOVER_INTERVAL
 
 
 -- Settles a claim after the write: on success returns the offsets to commit (parallel to partitions,

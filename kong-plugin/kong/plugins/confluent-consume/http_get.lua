@@ -14,9 +14,60 @@ local kong = kong
 local ngx = ngx
 local now = ngx.now
 local update_time = ngx.update_time
+local pairs = pairs
+local ipairs = ipairs
 
 
 local _M = {}
+
+
+-- The handles this worker serves GETs from, each with what looking for abandoned claims needs.
+local served = setmetatable({}, { __mode = "k" })  -- entry -> { partitions =, timeout = }
+local recovering  -- whether the recovery timer runs
+
+
+-- Once a RECOVER_INTERVAL, looks for the claims of dead workers in every group this worker serves, and
+-- wakes the GETs waiting on a handle whose group has records to serve again: otherwise a dead worker's
+-- records would wait for the next GET that claims, which while no new records arrive is as late as the
+-- end of a long-poll's wait.
+local function recover_all(premature)
+  if premature then
+    return
+  end
+  -- a copy: taking a group's lock may yield, and a request may add to `served` meanwhile
+  local list = {}
+  for entry, s in pairs(served) do
+    list[#list + 1] = { entry, s }
+  end
+  for _, item in ipairs(list) do
+    local entry, s = item[1], item[2]
+    if entry.closed then
+      served[entry] = nil
+    else
+      local found, err = cursors.recover(entry, s.partitions, s.timeout)
+      if found then
+        kong.log.warn("records claimed by a worker that died are served again (group ", entry.group_id, ")")
+        consumers.wake(entry)
+      elseif err then
+        kong.log.warn("cannot look for the claims of dead workers: ", err)
+      end
+    end
+  end
+end
+
+
+local function watch_claims(conf, entry, partitions)
+  if not served[entry] then
+    served[entry] = { partitions = partitions, timeout = conf.timeout / 1000 }
+  end
+  if not recovering then
+    local err
+    recovering, err = ngx.timer.every(cursors.RECOVER_INTERVAL, recover_all)
+    if not recovering then
+      kong.log.warn("cannot start the recovery timer (a dead worker's records wait for the next claim): ", err)
+    end
+  end
+end
 
 
 -- wait, max_records and max_bytes from the query string, each bounded by the config (see the native
@@ -88,6 +139,7 @@ function _M.serve(conf)
   if not partitions then
     return respond.error(status, message)
   end
+  watch_claims(conf, entry, partitions)
   local wait_until = now() + limits.wait
   while true do
     -- a client that left without nginx noticing (see client.lua) must not have records claimed for it

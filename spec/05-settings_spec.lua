@@ -70,16 +70,7 @@ local function schema_fields()
 end
 
 
-local function copy(t)
-  if type(t) ~= "table" then
-    return t
-  end
-  local out = {}
-  for k, v in pairs(t) do
-    out[k] = copy(v)
-  end
-  return out
-end
+local copy = require("kong_host.utils").deep_copy
 
 
 -- Sets `value` at `path` (`a[].b` meaning the first element's b) in `t`, creating records on the way.

@@ -16,15 +16,7 @@ local PER_PHASE = 30
 local TIMEOUT_MS = 90000
 
 
-local function read_file(path)
-  local file = io.open(path, "r")
-  if not file then
-    return nil
-  end
-  local text = file:read("*a")
-  file:close()
-  return text
-end
+local read_file = helpers.read_file
 
 
 local function last_json_line(text, what)

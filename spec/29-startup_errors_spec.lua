@@ -27,15 +27,7 @@ local function closed_port()
 end
 
 
-local function read_file(path)
-  local file = io.open(path, "r")
-  if not file then
-    return nil
-  end
-  local text = file:read("*a")
-  file:close()
-  return text
-end
+local read_file = helpers.read_file
 
 
 -- Checks one failed answer: `status`, a JSON body whose message contains every one of `causes`, that

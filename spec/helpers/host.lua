@@ -267,14 +267,20 @@ function Host:admin(method, path, body)
 end
 
 
-function Host:error_log()
-  local file = io.open(self.prefix .. "/logs/error.log", "r")
+-- The text of the file at `path`, or nil when it cannot be read (not written yet).
+function _M.read_file(path)
+  local file = io.open(path, "r")
   if not file then
-    return ""
+    return nil
   end
   local text = file:read("*a")
   file:close()
   return text
+end
+
+
+function Host:error_log()
+  return _M.read_file(self.prefix .. "/logs/error.log") or ""
 end
 
 

@@ -137,7 +137,8 @@ describe("cursors", function()
     local b = assert(cursors.claim(entry, one, limits, 1))
     assert.same({ 3 }, b.starts)
     assert.same({ 0 }, assert(cursors.settle(entry, one, b, true, 1)), "the dead claim holds commits back")
-    clock = clock + 1  -- a worker looks for dead workers' claims once a second, not after timeout + grace
+    -- a worker looks for dead workers' claims every RECOVER_INTERVAL (0.5 s), not after timeout + grace
+    clock = clock + cursors.RECOVER_INTERVAL
     local again = assert(cursors.claim(entry, one, limits, 1))
     assert.same({ 0 }, again.starts)
     assert.same({ 3 }, again.ends)

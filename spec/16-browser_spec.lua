@@ -107,7 +107,7 @@ describe("the demo page in headless chromium", function()
         if read_file(rc_file) then
           return false
         end
-        helpers.sleep(0.1)
+        helpers.sleep(0.1)  -- the poll interval of this wait-with-deadline
       end
       return false
     end
@@ -141,7 +141,7 @@ describe("the demo page in headless chromium", function()
                                                 topic, PER_PHASE / 2, PARTITIONS))
     local deadline = helpers.now() + 15
     repeat
-      helpers.sleep(0.1)
+      helpers.sleep(0.1)  -- the poll interval of this wait-with-deadline
       local alive = {}
       for _, pid in ipairs(host:worker_pids()) do
         alive[pid] = true

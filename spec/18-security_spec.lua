@@ -306,7 +306,7 @@ describe("security of the Kafka connection", function()
     -- workers pick the new plugin up within a second
     local deadline = helpers.now() + 5
     repeat
-      helpers.sleep(0.2)
+      helpers.sleep(0.2)  -- the poll interval of this wait-with-deadline
       local s, body = host:get("/", { Host = "cloud.test" })
       bodies[#bodies + 1] = body
     until (s >= 500 and body:find("Kafka", 1, true)) or helpers.now() > deadline

@@ -450,7 +450,7 @@ for _, check in ipairs({ true, false }) do
     it("serves the records that arrive after a long-poll's client left to the next GET", function()
       local base, _, closed = leave("/?wait=30000", GET)
       if not check then
-        helpers.sleep(1)
+        helpers.sleep(1)  -- an observation window: the long-poll must still be waiting after it
         assert.equal(base + 1, requests_in_progress(host), "the long-poll waits on")
       end
       helpers.kafka_tool("produce", "--topic " .. get_topic .. " --count 3")
@@ -482,7 +482,7 @@ for _, check in ipairs({ true, false }) do
     it("keeps its worker through all of it", function()
       -- a request nginx ends while the plugin's coroutine waits leaves that wait behind (see
       -- host/README.md); the worker crashes when it completes, a few seconds later
-      helpers.sleep(WAIT)
+      helpers.sleep(WAIT)  -- an observation window: no worker may crash within it
       assert.is_nil(host:error_log():match("[^\n]*exited on signal[^\n]*"))
       assert.same(workers, host:worker_pids())
     end)

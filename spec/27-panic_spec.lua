@@ -103,7 +103,7 @@ describe("a panic in a running gateway", function()
       else
         -- a consumer rebuilt after a panic may answer 503 until it is ready again
         assert.is_true(status == 503 or status == 504, status .. " " .. body)
-        helpers.sleep(0.2)
+        helpers.sleep(0.2)  -- paces the client's retries while the consumer is rebuilt
       end
     end
     assert.equal(0, missing, "records not delivered")

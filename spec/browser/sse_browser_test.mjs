@@ -101,7 +101,7 @@ async function waitFor(page, what, deadline, done) {
       throw new Error(`timed out waiting for ${what}: received ${state.received.length}, ` +
                       `opens ${state.opens}, server errors ${JSON.stringify(state.serverErrors)}`);
     }
-    await sleep(100);
+    await sleep(100); // the poll interval of this wait-with-deadline
   }
 }
 
@@ -139,6 +139,7 @@ try {
                           (s) => s.received.length >= opts.expect2 && s.opens >= opens2);
   }
   if (opts.settleMs > 0) {
+    // an observation window: events arriving after the expected ones (duplicates) are counted too
     await sleep(opts.settleMs);
     state = await snapshot(page);
   }

@@ -78,7 +78,7 @@ function _M.wait_port(port, seconds)
     if ok then
       return true
     end
-    socket.sleep(0.05)
+    socket.sleep(0.05)  -- the poll interval of this wait-with-deadline
   until socket.gettime() > deadline
   error("nothing accepts connections on 127.0.0.1:" .. port)
 end
@@ -91,7 +91,8 @@ local function spawn(command, log)
 end
 
 
--- Stops a pid started here, and the children it forked (socat forks one per connection).
+-- Stops a pid started here, and the children it forked (socat forks one per connection); `sleep 0.1` is
+-- the poll interval of a 5 s wait for it to exit before it is killed.
 local function kill(pid)
   helpers.sh(string.format("pkill -TERM -P %d; kill -TERM %d; for i in $(seq 50); do " ..
                            "kill -0 %d 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL %d", pid, pid, pid, pid))

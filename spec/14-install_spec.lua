@@ -33,11 +33,7 @@ local function port_free(port)
 end
 
 
-local function sh_ok(command)
-  local ok, output = helpers.sh(command)
-  assert(ok, command .. "\n" .. output)
-  return output
-end
+local sh_ok = helpers.sh_ok
 
 
 -- Files (relative paths) under `dir`, sorted.

@@ -48,6 +48,15 @@ function _M.native_module_path(fault_injection)
 end
 
 
+-- Runs a shell command that must succeed (an assertion naming the command and its output otherwise);
+-- returns its output.
+function _M.sh_ok(command)
+  local ok, output = _M.sh(command)
+  assert(ok, command .. " failed: " .. output)
+  return output
+end
+
+
 -- A unique topic/group name per call, so specs never see each other's records.
 function _M.unique_name(prefix)
   name_counter = name_counter + 1

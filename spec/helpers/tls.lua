@@ -9,11 +9,7 @@ local socket = require "socket"
 local _M = {}
 
 
-local function run(command)
-  local ok, output = helpers.sh(command)
-  assert(ok, command .. " failed: " .. output)
-  return output
-end
+local run = helpers.sh_ok
 
 
 local function read(path)

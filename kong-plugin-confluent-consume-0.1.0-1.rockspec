@@ -17,7 +17,8 @@ source = {
 }
 
 description = {
-  summary = "Kong plugin serving Kafka / Confluent Cloud topics over HTTP (GET and server-sent events)",
+  summary = "Kong plugins confluent-consume and kafka-consume: Kafka / Confluent Cloud topics over HTTP " ..
+            "(GET and server-sent events)",
   license = "Apache-2.0",
 }
 
@@ -25,10 +26,13 @@ dependencies = {
   "lua >= 5.1",
 }
 
--- Every plugin name the rock registers, each with its modules (kong-plugin/kong/plugins/<name>/<module>.lua).
--- A second plugin name is one more entry. (luarocks loads a rockspec without Lua's globals: no ipairs.)
+-- Every plugin name the rock registers, each with its modules (kong-plugin/kong/plugins/<name>/<module>.lua):
+-- Kong's two names for its consume plugins; kafka-consume's handler and schema are built from
+-- confluent-consume's modules. (luarocks loads a rockspec without Lua's globals: no ipairs.)
 local plugins = {
-  { plugin_name, { "handler", "schema", "consumers", "cursors", "http_get", "sse", "respond", "client" } },
+  { plugin_name, { "handler", "schema", "variants", "consumers", "cursors", "http_get", "sse", "respond",
+                   "client" } },
+  { "kafka-consume", { "handler", "schema" } },
 }
 
 local lua_modules = {}

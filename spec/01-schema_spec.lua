@@ -3,6 +3,7 @@ package.path = "kong-plugin/?.lua;host/lua/?.lua;" .. package.path
 
 local schema = require "kong_host.schema"
 local plugin_schema = require "kong.plugins.confluent-consume.schema"
+local kafka_schema = require "kong.plugins.kafka-consume.schema"
 
 
 local function validate(config)
@@ -28,9 +29,13 @@ describe("confluent-consume schema", function()
     local c = entity.config
     assert.equal("http-get", c.mode)
     assert.equal("noop", c.message_deserializer)
-    assert.equal("latest", c.auto_offset_reset)
+    assert.equal("earliest", c.auto_offset_reset)
+    assert.is_false(c.enforce_latest_offset_reset)
     assert.equal("auto", c.commit_strategy)
     assert.equal(10000, c.timeout)
+    assert.equal(60000, c.keepalive)
+    assert.is_false(c.keepalive_enabled)
+    assert.is_false(c.error_handling.return_error_message)
     assert.equal("random", c.consumer_group.mode)
     assert.equal(1000, c.max_records)
     assert.equal(1048576, c.max_bytes)
@@ -146,5 +151,52 @@ describe("confluent-consume schema", function()
                                        authentication = { strategy = "sasl", mechanism = "PLAIN",
                                                           user = "u", password = "p" } }))
     assert.matches("not both", message, 1, true)
+  end)
+end)
+
+
+describe("kafka-consume schema", function()
+  local function validate_kafka(entity)
+    entity.name = "kafka-consume"
+    return schema.validate_plugin(entity, { schema = kafka_schema })
+  end
+
+  it("fills Kong's kafka-consume defaults: auto_offset_reset latest, not enforced", function()
+    local c = assert(validate_kafka({ config = minimal() })).config
+    assert.equal("latest", c.auto_offset_reset)
+    assert.is_false(c.enforce_latest_offset_reset)
+    assert.equal("http-get", c.mode)
+    assert.is_false(c.error_handling.return_error_message)
+  end)
+
+  it("takes authentication and security.ssl, and refuses confluent-consume's own fields", function()
+    assert(validate_kafka({ config = minimal({
+      authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p" },
+      security = { ssl = true },
+    }) }))
+    local _, errors, message = validate_kafka({ config = minimal({ cluster_api_key = "k" }) })
+    assert.equal("unknown field", errors.config.cluster_api_key)
+    assert.equal("schema violation (config.cluster_api_key: unknown field)", message)
+  end)
+
+  it("cannot be scoped to a Service, as Kong's since 3.12", function()
+    local service = { id = "5f4034c2-0000-4000-8000-000000000000" }
+    local _, errors = validate_kafka({ config = minimal(), service = service })
+    assert.equal("value must be null", errors.service)
+    -- confluent-consume can
+    assert(schema.validate_plugin({ name = "confluent-consume", config = minimal(), service = service },
+                                  { schema = plugin_schema }))
+  end)
+
+  it("gives every field a description", function()
+    for _, entry in ipairs(kafka_schema.fields) do
+      local name, def = next(entry)
+      if name == "config" then
+        for _, field in ipairs(def.fields) do
+          local field_name, field_def = next(field)
+          assert.is_string(field_def.description, field_name)
+        end
+      end
+    end
   end)
 end)

@@ -9,7 +9,11 @@ local cjson = require "cjson"
 local native = require "confluent_consume_native"
 local kong_schema = require "kong_host.schema"
 local typedefs = require "kong.db.schema.typedefs"
-local plugin_schema = require "kong.plugins.confluent-consume.schema"
+local SCHEMAS = {
+  ["confluent-consume"] = require "kong.plugins.confluent-consume.schema",
+  ["kafka-consume"] = require "kong.plugins.kafka-consume.schema",
+}
+local plugin_schema = SCHEMAS["confluent-consume"]
 
 
 local null = cjson.null
@@ -20,8 +24,8 @@ local NOT_CONSTRAINTS = { type = true, required = true, description = true, defa
 local CUSTOM_VALIDATORS = { [typedefs.host.custom_validator] = "host" }
 
 
-local function config_def()
-  for _, entry in ipairs(plugin_schema.fields) do
+local function config_def(schema)
+  for _, entry in ipairs(schema.fields) do
     if entry.config then
       return entry.config
     end
@@ -29,9 +33,9 @@ local function config_def()
 end
 
 
--- schema.lua's fields in the shape of native.config_fields(): path -> { type, required, constraints... }.
--- Unknown constraint keys are collected in `unknown`.
-local function schema_fields()
+-- A plugin schema's config fields in the shape of native.config_fields(): path -> { type, required,
+-- constraints... }. Unknown constraint keys are collected in `unknown`.
+local function schema_fields(schema)
   local out, unknown = {}, {}
   local function walk(fields, prefix)
     for _, entry in ipairs(fields) do
@@ -65,7 +69,7 @@ local function schema_fields()
       end
     end
   end
-  walk(config_def().fields, "")
+  walk(config_def(schema).fields, "")
   return out, unknown
 end
 
@@ -114,20 +118,21 @@ local function base_for(path)
 end
 
 
-local function kong_accepts(config)
-  return kong_schema.validate_plugin({ name = "confluent-consume", config = config },
-                                     { schema = plugin_schema }) ~= nil
+local function kong_accepts(plugin, config)
+  return kong_schema.validate_plugin({ name = plugin, config = config },
+                                     { schema = SCHEMAS[plugin] }) ~= nil
 end
 
 
--- The native verdict on `config` with `value` at `path`, the rest as Kong hands it over (defaults filled).
-local function native_accepts(config, path, value)
-  local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = config },
-                                                    { schema = plugin_schema }))
+-- The native verdict on `config` of `plugin` with `value` at `path`, the rest as Kong hands it over
+-- (defaults filled).
+local function native_accepts(plugin, config, path, value)
+  local entity = assert(kong_schema.validate_plugin({ name = plugin, config = config },
+                                                    { schema = SCHEMAS[plugin] }))
   local conf = copy(entity.config)
   conf.__plugin_id, conf.__key__ = "5f4034c2-0000-4000-8000-000000000000", "k"
   set(conf, path, value)
-  local settings, err = native.settings(conf)
+  local settings, err = native.settings(conf, plugin)
   if not settings then
     return false, err
   end
@@ -165,58 +170,103 @@ local function probes(def)
 end
 
 
-describe("the native module's copy of schema.lua's rules", function()
-  it("has every field of schema.lua's config, with the same type, required flag and constraints", function()
-    local expected, unknown = schema_fields()
-    assert.same({}, unknown, "constraints the native side cannot mirror yet: teach src/schema.rs and this spec")
-    local actual = native.config_fields()
-    for path, def in pairs(expected) do
-      assert.is_table(actual[path], path .. " is in schema.lua, not in src/schema.rs")
-      assert.same(def, actual[path], path)
-    end
-    for path in pairs(actual) do
-      assert.is_table(expected[path], path .. " is in src/schema.rs, not in schema.lua")
-    end
-    -- not vacuous: the fields that drifted before are compared
-    assert.same({ 1, 10000 }, actual.fetch_wait_max_ms.between)
-    assert.same({ 65536, 1024 * 1024 * 1024 }, actual.buffer_max_bytes.between)
-  end)
+for _, plugin in ipairs({ "confluent-consume", "kafka-consume" }) do
+  describe("the native module's copy of " .. plugin .. "'s schema.lua rules", function()
+    it("has every field of schema.lua's config, with the same type, required flag and constraints", function()
+      local expected, unknown = schema_fields(SCHEMAS[plugin])
+      assert.same({}, unknown, "constraints the native side cannot mirror yet: teach src/schema.rs and this spec")
+      local actual = native.config_fields(plugin)
+      for path, def in pairs(expected) do
+        assert.is_table(actual[path], path .. " is in schema.lua, not in src/schema.rs")
+        assert.same(def, actual[path], path)
+      end
+      for path in pairs(actual) do
+        assert.is_table(expected[path], path .. " is in src/schema.rs, not in schema.lua")
+      end
+      -- not vacuous: the fields that drifted before are compared
+      assert.same({ 1, 10000 }, actual.fetch_wait_max_ms.between)
+      assert.same({ 65536, 1024 * 1024 * 1024 }, actual.buffer_max_bytes.between)
+    end)
 
-  it("judges values at and beyond every bound as Kong does", function()
-    local compared = 0
-    for path, def in pairs(schema_fields()) do
-      if def.type ~= "record" and def.type ~= "array" then
-        for _, value in ipairs(probes(def)) do
-          local config = base_for(path)
-          local expected = kong_accepts((function()
-            local c = copy(config)
-            set(c, path, value)
-            return c
-          end)())
-          local accepted, err = native_accepts(config, path, value)
-          assert.equal(expected, accepted, string.format("%s = %q: Kong %s it, the native module %s it (%s)",
-            path, tostring(value), expected and "accepts" or "refuses", accepted and "accepts" or "refuses",
-            tostring(err)))
-          if not accepted then
-            assert.matches(path:gsub("%[%]", "[1]"):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
+    it("judges values at and beyond every bound as Kong does", function()
+      local compared = 0
+      for path, def in pairs(schema_fields(SCHEMAS[plugin])) do
+        if def.type ~= "record" and def.type ~= "array" then
+          for _, value in ipairs(probes(def)) do
+            local config = base_for(path)
+            local expected = kong_accepts(plugin, (function()
+              local c = copy(config)
+              set(c, path, value)
+              return c
+            end)())
+            local accepted, err = native_accepts(plugin, config, path, value)
+            assert.equal(expected, accepted, string.format("%s = %q: Kong %s it, the native module %s it (%s)",
+              path, tostring(value), expected and "accepts" or "refuses", accepted and "accepts" or "refuses",
+              tostring(err)))
+            if not accepted then
+              assert.matches(path:gsub("%[%]", "[1]"):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
+            end
+            compared = compared + 1
           end
-          compared = compared + 1
         end
       end
+      assert.is_true(compared > 100, compared .. " values compared")
+    end)
+
+    it("accepts every config Kong accepts with its defaults, and refuses arrays Kong refuses", function()
+      local entity = assert(kong_schema.validate_plugin({ name = plugin, config = base_for("") },
+                                                        { schema = SCHEMAS[plugin] }))
+      local conf = copy(entity.config)
+      conf.__plugin_id = "p"
+      assert(native.settings(conf, plugin))
+      conf.topics = {}
+      local settings, err = native.settings(conf, plugin)
+      assert.is_nil(settings)
+      assert.equal("invalid configuration: topics: length must be at least 1", err)
+    end)
+  end)
+end
+
+
+describe("kafka-consume's schema", function()
+  local variants = require "kong.plugins.confluent-consume.variants"
+
+  it("is confluent-consume's without the fields Kong's kafka-consume lacks, which both sides refuse", function()
+    local confluent, kafka = schema_fields(SCHEMAS["confluent-consume"]), schema_fields(SCHEMAS["kafka-consume"])
+    local omitted = {}
+    for path in pairs(confluent) do
+      if not kafka[path] then
+        omitted[path] = true
+      end
     end
-    assert.is_true(compared > 100, compared .. " values compared")
+    assert.same(variants.CONFLUENT_ONLY, omitted)
+    for path in pairs(omitted) do
+      local config = base_for("")
+      config[path] = path:find("keepalive_enabled", 1, true) and true or
+                     (path == "keepalive" and 1000 or "value")
+      local _, err = kong_schema.validate_plugin({ name = "kafka-consume", config = config },
+                                                 { schema = SCHEMAS["kafka-consume"] })
+      assert.same({ config = { [path] = "unknown field" } }, err, path)
+      local conf = copy(assert(kong_schema.validate_plugin({ name = "kafka-consume", config = base_for("") },
+                                                           { schema = SCHEMAS["kafka-consume"] })).config)
+      conf.__plugin_id, conf[path] = "p", config[path]
+      local settings, native_err = native.settings(conf, "kafka-consume")
+      assert.is_nil(settings)
+      assert.equal("invalid configuration: " .. path .. ": unknown field", native_err)
+    end
   end)
 
-  it("accepts every config Kong accepts with its defaults, and refuses arrays Kong refuses", function()
-    local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = base_for("") },
-                                                      { schema = plugin_schema }))
-    local conf = copy(entity.config)
-    conf.__plugin_id = "p"
-    assert(native.settings(conf))
-    conf.topics = {}
-    local settings, err = native.settings(conf)
-    assert.is_nil(settings)
-    assert.equal("invalid configuration: topics: length must be at least 1", err)
+  it("defaults auto_offset_reset as Kong does: latest for kafka-consume, earliest for confluent-consume", function()
+    local function defaults(plugin)
+      return assert(kong_schema.validate_plugin({ name = plugin, config = base_for("") },
+                                                { schema = SCHEMAS[plugin] })).config
+    end
+    assert.equal("latest", defaults("kafka-consume").auto_offset_reset)
+    assert.equal("earliest", defaults("confluent-consume").auto_offset_reset)
+    assert.is_false(defaults("kafka-consume").enforce_latest_offset_reset)
+    assert.is_false(defaults("confluent-consume").error_handling.return_error_message)
+    assert.equal(60000, defaults("confluent-consume").keepalive)
+    assert.is_nil(defaults("kafka-consume").keepalive)
   end)
 end)
 

@@ -203,7 +203,7 @@ describe("installation", function()
     local plugin = cjson.decode(run(2))
     assert.equal("confluent-consume", plugin.name)
     assert.equal("my-topic", plugin.config.topics[1].name)
-    -- auto_offset_reset=latest: the first GET fixes the start, later records are served
+    -- the topic is still empty (auto_offset_reset is earliest, Kong's default): later records are served
     assert.same({}, cjson.decode(run(3))["my-topic"].partitions["0"].records)
     sh_ok(helpers.KAFKA_TOOL .. " produce --brokers 127.0.0.1:9092 --topic my-topic --count 6 --partitions 3")
     local seen = 0

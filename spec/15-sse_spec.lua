@@ -82,7 +82,8 @@ describe("server-sent-events", function()
     produce(T.gone, "--count 50000 --size 200")
     host = helpers.start_host({ workers = 2, routes = {
       route("frames", T.frames, { message_deserializer = "json" }),
-      route("starts", T.starts, { heartbeat_interval = 1000 }),
+      route("starts", T.starts, { heartbeat_interval = 1000, auto_offset_reset = "latest",
+                                  enforce_latest_offset_reset = true }),
       route("resume", T.resume, {}),
       route("pair", T.pair, {}),
       route("slow", T.slow, { buffer_max_bytes = 1048576, max_bytes = 65536 }),
@@ -135,7 +136,7 @@ describe("server-sent-events", function()
   it("starts at auto_offset_reset, or where from= says, and heartbeats while idle", function()
     local t = T.starts
     produce(t, "--count 5 --format text")
-    -- default: latest
+    -- no from: auto_offset_reset, here latest (enforced)
     local conn = open(host, "/", "starts.test")
     local idle = conn:read_events(1, 1.6, "none")
     local heartbeats = 0

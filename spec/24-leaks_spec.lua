@@ -25,7 +25,8 @@ describe("1,000 connect/disconnect cycles", function()
       { name = "get", hosts = { "get.test" }, plugins = { { name = "confluent-consume",
         config = helpers.plugin_config(get_topic, { auto_offset_reset = "earliest" }) } } },
       { name = "sse", hosts = { "sse.test" }, plugins = { { name = "confluent-consume",
-        config = helpers.plugin_config(sse_topic, { mode = "server-sent-events" }) } } },
+        config = helpers.plugin_config(sse_topic, { mode = "server-sent-events", auto_offset_reset = "latest",
+                                                    enforce_latest_offset_reset = true }) } } },
     } })
     pid = host:worker_pids()[1]
   end)

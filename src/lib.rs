@@ -36,7 +36,7 @@ use crate::buffer::{layout_tag, parse_cursor, render_kong, render_sse, select, L
 use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
 use crate::query::{Mode, Query, QueryConfig, StreamStart};
-use crate::schema::{Rule, FIELDS};
+use crate::schema::{Plugin, Rule, FIELDS};
 use crate::settings::{Delivery, OffsetReset, Settings, Start};
 
 /// A consumer handle as Lua sees it.
@@ -264,29 +264,32 @@ impl UserData for Handle {
 /// `new_consumer`.
 impl UserData for Settings {}
 
-/// `settings(conf) -> settings, identity, group_id`: the consumer settings of the plugin configuration
-/// `conf`, the table Kong hands to the plugin's phases (its other keys, such as `__key__`, are ignored;
-/// see [`Settings::from_conf`]); the identity of its consumer, equal for the configurations that share
-/// one per worker ([`Settings::identity`]); and its Kafka consumer group.
+/// `settings(conf [, plugin_name]) -> settings, identity, group_id`: the consumer settings of the
+/// configuration `conf` of the plugin `plugin_name` (`"confluent-consume"`, the default, or
+/// `"kafka-consume"`: each is checked against its own fields), the table Kong hands to the plugin's
+/// phases (its other keys, such as `__key__`, are ignored; see [`Settings::from_plugin_conf`]); the
+/// identity of its consumer, equal for the configurations that share one per worker
+/// ([`Settings::identity`]); and its Kafka consumer group.
 ///
 /// # Errors
 /// Returns `nil, message` naming the first invalid field: a value outside schema.lua's rules (the same
-/// rules, [`schema::FIELDS`]) or a combination its entity checks refuse. Raises only when `conf` is not a
-/// table.
+/// rules, [`schema::FIELDS`]) or a combination its entity checks refuse. Raises when `conf` is not a
+/// table or `plugin_name` is not one of the two names (misuse).
 ///
 /// # Panics
 /// Never on purpose; a panic inside comes back as `nil, "internal error: …"` (see [`guard`]).
-fn settings(lua: &Lua, conf: Value) -> LuaResult<MultiValue> {
+fn settings(lua: &Lua, (conf, plugin_name): (Value, Option<String>)) -> LuaResult<MultiValue> {
     if !conf.is_table() {
         return Err(mlua::Error::runtime("settings expects the plugin's conf table"));
     }
+    let plugin = plugin_of(plugin_name)?;
     // a function or userdata under a key the settings ignore is no reason to refuse them
     let options = DeserializeOptions::new().deny_unsupported_types(false);
     let conf: serde_json::Value = match lua.from_value_with(conf, options) {
         Ok(conf) => conf,
         Err(e) => return failure(lua, Error::Config(e.to_string())),
     };
-    match Settings::from_conf(&conf) {
+    match Settings::from_plugin_conf(&conf, plugin) {
         Ok(settings) => {
             let identity = Value::String(lua.create_string(settings.identity())?);
             let group_id = Value::String(lua.create_string(&settings.group_id)?);
@@ -324,16 +327,27 @@ fn new_consumer(lua: &Lua, (settings, start): (UserDataRef<Settings>, Option<Val
     }
 }
 
-/// `config_fields()`: every field of the plugin's `config` as the native side checks it, keyed by path
-/// (`a.b`, `a[].b` for a field of each element): `{type =, required =}` plus the schema.lua constraints
-/// `between`, `one_of`, `not_one_of`, `len_min`, `len_max`, `match` and `custom_validator = "host"`.
-/// spec/05-settings_spec.lua compares it with schema.lua.
+/// The plugin a Lua caller names; `None` is confluent-consume.
+fn plugin_of(name: Option<String>) -> LuaResult<Plugin> {
+    match name {
+        None => Ok(Plugin::ConfluentConsume),
+        Some(name) => Plugin::from_name(&name)
+            .ok_or_else(|| mlua::Error::runtime(format!("unknown plugin name '{name}'"))),
+    }
+}
+
+/// `config_fields([plugin_name])`: every field of the plugin's `config` as the native side checks it
+/// (confluent-consume's by default, or kafka-consume's), keyed by path (`a.b`, `a[].b` for a field of
+/// each element): `{type =, required =}` plus the schema.lua constraints `between`, `one_of`,
+/// `not_one_of`, `len_min`, `len_max`, `match` and `custom_validator = "host"`.
+/// spec/05-settings_spec.lua compares it with each plugin's schema.lua.
 ///
 /// # Errors
-/// Fails only when Lua cannot allocate the tables.
-fn config_fields(lua: &Lua, (): ()) -> LuaResult<Table> {
+/// Fails when Lua cannot allocate the tables; raises for an unknown plugin name.
+fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
+    let plugin = plugin_of(plugin_name)?;
     let fields = lua.create_table_with_capacity(0, FIELDS.len())?;
-    for field in FIELDS {
+    for field in plugin.fields() {
         let entry = lua.create_table_with_capacity(0, 2 + field.rules.len())?;
         entry.raw_set("type", field.kind.name())?;
         entry.raw_set("required", field.required)?;
@@ -380,7 +394,8 @@ fn parse_query(
         (Mode::ServerSentEvents, Some("earliest")) => OffsetReset::Earliest,
         (Mode::ServerSentEvents, Some("latest")) | (Mode::HttpGet, _) => OffsetReset::Latest,
         (Mode::ServerSentEvents, _) => return Err(mlua::Error::runtime("conf.auto_offset_reset is invalid")),
-    };
+    }
+    .effective(conf.get::<Option<bool>>("enforce_latest_offset_reset")?.unwrap_or(false));
     let config = QueryConfig {
         mode,
         max_wait: bound("max_wait")?,
@@ -448,6 +463,11 @@ mod tests {
             assert(none == nil and err == "wait must be given once, as an integer", err)
             local sse = { mode = "server-sent-events", auto_offset_reset = "earliest" }
             assert(native.parse_query("", sse).from == "earliest")
+            -- latest is earliest unless enforced, as in Kong
+            sse.auto_offset_reset = "latest"
+            assert(native.parse_query("", sse).from == "earliest")
+            sse.enforce_latest_offset_reset = true
+            assert(native.parse_query("", sse).from == "latest")
             assert(native.parse_query("from=1700000000000", sse).from == 1700000000000)
             assert(native.parse_query("last_event_id=a%00b", sse).cursor == "a\0b")
             assert(native.parse_query("last_event_id=q", sse, "h").cursor == "h")
@@ -479,6 +499,8 @@ mod tests {
                 bootstrap_servers = { { host = "127.0.0.1", port = 9092 } }, topics = { { name = "t" } },
                 mode = "http-get", message_deserializer = "noop", auto_offset_reset = "latest",
                 commit_strategy = "auto", timeout = 10000, cluster_name = null,
+                enforce_latest_offset_reset = false, keepalive = 60000, keepalive_enabled = false,
+                error_handling = { return_error_message = false },
                 consumer_group = { mode = "random", consumer_group_id = null }, authentication = null,
                 cluster_api_key = null, cluster_api_secret = null,
                 security = { ssl = null, ssl_verify = true, ca_certificate = null, client_certificate = null,
@@ -495,6 +517,13 @@ mod tests {
             assert(select(2, native.settings(conf)) ~= identity)
             local fields = native.config_fields()
             assert(fields["fetch_wait_max_ms"].between[2] == 10000 and fields["topics[].name"].len_max == 249)
+            assert(fields.cluster_api_key and not native.config_fields("kafka-consume").cluster_api_key)
+            assert(not pcall(native.config_fields, "kafka-upstream"))
+            -- kafka-consume has no cluster_api_key (Kong refuses it as an unknown field)
+            local bad = { native.settings(conf, "kafka-consume") }
+            assert(bad[1] == nil and bad[2] == "invalid configuration: keepalive: unknown field", bad[2])
+            conf.keepalive, conf.keepalive_enabled = nil, nil
+            assert(select(2, native.settings(conf, "kafka-consume")) ~= nil)
             local h, err = native.new_consumer(s, { kind = "offsets", offsets = { -1 } })
             assert(h == nil and err:match("start.offsets"), err)
         "#);

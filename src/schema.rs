@@ -62,6 +62,31 @@ pub enum Rule {
     Host,
 }
 
+/// The two plugin names Kong 3.15 gives its consume plugins; both run on this module. kafka-consume's
+/// schema is confluent-consume's without the Confluent Cloud and keepalive fields (Kong refuses them there
+/// as unknown fields), see [`Field::confluent_only`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Plugin {
+    ConfluentConsume,
+    KafkaConsume,
+}
+
+impl Plugin {
+    /// The plugin of a Kong plugin name.
+    pub fn from_name(name: &str) -> Option<Plugin> {
+        match name {
+            "confluent-consume" => Some(Plugin::ConfluentConsume),
+            "kafka-consume" => Some(Plugin::KafkaConsume),
+            _ => None,
+        }
+    }
+
+    /// The fields of this plugin's `config`, in schema.lua's order.
+    pub fn fields(self) -> impl Iterator<Item = &'static Field> {
+        FIELDS.iter().filter(move |f| self == Plugin::ConfluentConsume || !f.confluent_only)
+    }
+}
+
 /// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element.
 #[derive(Debug)]
 pub struct Field {
@@ -69,10 +94,16 @@ pub struct Field {
     pub kind: Kind,
     pub required: bool,
     pub rules: &'static [Rule],
+    /// A field of confluent-consume only (Kong's kafka-consume has no such field).
+    pub confluent_only: bool,
 }
 
 const fn field(path: &'static str, kind: Kind, required: bool, rules: &'static [Rule]) -> Field {
-    Field { path, kind, required, rules }
+    Field { path, kind, required, rules, confluent_only: false }
+}
+
+const fn confluent_only(path: &'static str, kind: Kind, required: bool, rules: &'static [Rule]) -> Field {
+    Field { path, kind, required, rules, confluent_only: true }
 }
 
 use Kind::{Array, Boolean, Integer, Record, String as Str};
@@ -100,6 +131,9 @@ pub const FIELDS: &[Field] = &[
     field("auto_offset_reset", Str, true, &[OneOf(&["earliest", "latest"])]),
     field("commit_strategy", Str, true, &[OneOf(&["auto", "off"])]),
     field("timeout", Integer, false, &[Between(0, (1 << 31) - 2)]),
+    confluent_only("keepalive", Integer, true, &[Between(0, (1 << 31) - 2)]),
+    confluent_only("keepalive_enabled", Boolean, true, &[]),
+    field("enforce_latest_offset_reset", Boolean, true, &[]),
     field("cluster_name", Str, false, &[LenMin(1), LenMax(255)]),
     field("consumer_group", Record, true, &[]),
     field("consumer_group.mode", Str, true, &[OneOf(&["random", "manual"])]),
@@ -109,14 +143,18 @@ pub const FIELDS: &[Field] = &[
     field("authentication.mechanism", Str, false, &[OneOf(SASL_MECHANISMS)]),
     field("authentication.user", Str, false, &[LenMin(1)]),
     field("authentication.password", Str, false, &[LenMin(1)]),
-    field("cluster_api_key", Str, false, &[LenMin(1)]),
-    field("cluster_api_secret", Str, false, &[LenMin(1)]),
+    confluent_only("cluster_api_key", Str, false, &[LenMin(1)]),
+    confluent_only("cluster_api_secret", Str, false, &[LenMin(1)]),
+    confluent_only("confluent_cloud_api_key", Str, false, &[LenMin(1)]),
+    confluent_only("confluent_cloud_api_secret", Str, false, &[LenMin(1)]),
     field("security", Record, true, &[]),
     field("security.ssl", Boolean, false, &[]),
     field("security.ssl_verify", Boolean, true, &[]),
     field("security.ca_certificate", Str, false, &[PEM]),
     field("security.client_certificate", Str, false, &[PEM]),
     field("security.client_key", Str, false, &[PEM]),
+    field("error_handling", Record, true, &[]),
+    field("error_handling.return_error_message", Boolean, true, &[]),
     field("max_records", Integer, true, &[Between(1, 100_000)]),
     field("max_bytes", Integer, true, &[Between(1, 64 * MIB)]),
     field("max_wait", Integer, true, &[Between(0, 300_000)]),
@@ -127,16 +165,21 @@ pub const FIELDS: &[Field] = &[
     field("buffer_max_bytes", Integer, true, &[Between(65_536, 1024 * MIB)]),
 ];
 
-/// Checks `conf` (the plugin's `config`; other keys, such as Kong's `__key__`, are ignored) against
-/// [`FIELDS`].
+/// Checks `conf` (the `config` of a `plugin`; other keys, such as Kong's `__key__`, are ignored) against
+/// [`FIELDS`]. A value under a field of the other plugin only (kafka-consume given `cluster_api_key`) is
+/// refused as Kong refuses it: an unknown field.
 ///
 /// # Errors
 /// [`Error::Config`] naming the first offending field (`topics[2].name: ...`) in Kong's words.
-pub fn check(conf: &Value) -> Result<(), Error> {
+pub fn check(conf: &Value, plugin: Plugin) -> Result<(), Error> {
     if !conf.is_object() {
         return Err(Error::Config("config: expected a record".into()));
     }
-    FIELDS.iter().try_for_each(|f| check_at(conf, f.path, "", f))
+    let foreign = FIELDS.iter().filter(|f| !plugin.fields().any(|own| own.path == f.path));
+    if let Some(f) = foreign.into_iter().find(|f| conf.get(f.path).is_some_and(|v| !v.is_null())) {
+        return bad(f.path, "unknown field");
+    }
+    plugin.fields().try_for_each(|f| check_at(conf, f.path, "", f))
 }
 
 /// Checks the values `path` leads to from the record `parent`; `shown` is the path so far, with indices.
@@ -277,9 +320,10 @@ pub(crate) mod tests {
             "bootstrap_servers": [{ "host": "127.0.0.1", "port": 9092 }],
             "topics": [{ "name": "orders" }],
             "mode": "http-get", "message_deserializer": "noop", "auto_offset_reset": "latest",
-            "commit_strategy": "auto", "timeout": 10000,
+            "commit_strategy": "auto", "timeout": 10000, "keepalive": 60000, "keepalive_enabled": false,
+            "enforce_latest_offset_reset": false,
             "consumer_group": { "mode": "random" },
-            "security": { "ssl_verify": true },
+            "security": { "ssl_verify": true }, "error_handling": { "return_error_message": false },
             "max_records": 1000, "max_bytes": 1048576, "max_wait": 30000, "heartbeat_interval": 15000,
             "retry_interval": 3000, "max_catchup_streams": 16, "fetch_wait_max_ms": 10,
             "buffer_max_bytes": 8388608, "__key__": "k", "__plugin_id": "p"
@@ -313,7 +357,7 @@ pub(crate) mod tests {
     }
 
     fn refused(path: &str, value: Value) -> String {
-        match check(&with(path, value.clone())) {
+        match check(&with(path, value.clone()), Plugin::ConfluentConsume) {
             Ok(()) => panic!("{path} = {value} was accepted"),
             Err(e) => {
                 let text = e.to_string();
@@ -324,14 +368,14 @@ pub(crate) mod tests {
     }
 
     fn accepted(path: &str, value: Value) {
-        if let Err(e) = check(&with(path, value.clone())) {
+        if let Err(e) = check(&with(path, value.clone()), Plugin::ConfluentConsume) {
             panic!("{path} = {value}: {e}");
         }
     }
 
     #[test]
     fn a_full_conf_passes() {
-        check(&conf()).unwrap();
+        check(&conf(), Plugin::ConfluentConsume).unwrap();
     }
 
     // Every rule of the table is enforced: its edges pass and the values just beyond fail.
@@ -388,9 +432,45 @@ pub(crate) mod tests {
                 accepted(f.path, Value::Null);
             }
         }
-        assert!(check(&json!([])).is_err());
-        let err = check(&with("topics", json!(["orders"]))).unwrap_err().to_string();
+        assert!(check(&json!([]), Plugin::ConfluentConsume).is_err());
+        let err = check(&with("topics", json!(["orders"])), Plugin::ConfluentConsume).unwrap_err().to_string();
         assert!(err.ends_with("topics[1]: expected a record"), "{err}");
+    }
+
+    /// `conf()` as Kong hands a kafka-consume config over: without confluent-consume's own fields.
+    pub(crate) fn kafka_conf() -> Value {
+        let mut conf = conf();
+        for f in FIELDS.iter().filter(|f| f.confluent_only) {
+            conf.as_object_mut().unwrap().remove(f.path);
+        }
+        conf
+    }
+
+    #[test]
+    fn kafka_consume_refuses_confluent_consume_fields_as_unknown() {
+        check(&kafka_conf(), Plugin::KafkaConsume).unwrap();
+        assert_eq!(Plugin::KafkaConsume.fields().count() + 6, Plugin::ConfluentConsume.fields().count());
+        for (path, value) in [
+            ("cluster_api_key", json!("k")),
+            ("cluster_api_secret", json!("s")),
+            ("confluent_cloud_api_key", json!("k")),
+            ("confluent_cloud_api_secret", json!("s")),
+            ("keepalive", json!(60000)),
+            ("keepalive_enabled", json!(false)),
+        ] {
+            let mut conf = kafka_conf();
+            conf[path] = value;
+            let err = check(&conf, Plugin::KafkaConsume).unwrap_err().to_string();
+            assert_eq!(err, format!("invalid configuration: {path}: unknown field"));
+            check(&with(path, conf[path].clone()), Plugin::ConfluentConsume).unwrap();
+        }
+        // a null is what Kong hands over for an unset optional field of the other schema: not a value
+        let mut conf = kafka_conf();
+        conf["cluster_api_key"] = Value::Null;
+        check(&conf, Plugin::KafkaConsume).unwrap();
+        assert_eq!(Plugin::from_name("kafka-consume"), Some(Plugin::KafkaConsume));
+        assert_eq!(Plugin::from_name("confluent-consume"), Some(Plugin::ConfluentConsume));
+        assert_eq!(Plugin::from_name("kafka-upstream"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::schema::{self, bad};
+use crate::schema::{self, bad, Plugin};
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -20,6 +20,17 @@ use crate::schema::{self, bad};
 pub enum OffsetReset {
     Earliest,
     Latest,
+}
+
+impl OffsetReset {
+    /// What `auto_offset_reset` means given `enforce_latest_offset_reset`: as in Kong, `latest` behaves
+    /// like `earliest` unless it is enforced (Kong's backward-compatible default).
+    pub fn effective(self, enforce_latest: bool) -> OffsetReset {
+        match self {
+            OffsetReset::Latest if !enforce_latest => OffsetReset::Earliest,
+            other => other,
+        }
+    }
 }
 
 /// Whether delivered offsets are committed to the consumer group.
@@ -196,7 +207,13 @@ struct Conf {
     mode: Mode,
     message_deserializer: Deserializer,
     auto_offset_reset: OffsetReset,
+    enforce_latest_offset_reset: bool,
     commit_strategy: CommitStrategy,
+    /// confluent-consume only (kafka-consume has neither, so both are optional here).
+    #[serde(default)]
+    keepalive: Option<u32>,
+    #[serde(default)]
+    keepalive_enabled: Option<bool>,
     #[serde(default)]
     cluster_name: Option<String>,
     consumer_group: ConsumerGroup,
@@ -222,8 +239,11 @@ pub struct Settings {
     pub bootstrap_servers: Vec<BootstrapServer>,
     pub topics: Vec<String>,
     pub group_id: String,
+    /// `auto_offset_reset` as it behaves: `latest` is `earliest` unless `enforce_latest_offset_reset`.
     pub auto_offset_reset: OffsetReset,
     pub commit_strategy: CommitStrategy,
+    /// `keepalive` when `keepalive_enabled`: connections idle this long (ms) are closed.
+    pub keepalive_idle_ms: Option<u32>,
     pub message_deserializer: Deserializer,
     pub authentication: Option<Authentication>,
     pub cluster_name: Option<String>,
@@ -244,14 +264,23 @@ pub struct Settings {
 static IDENTITY_KEYS: Lazy<[RandomState; 2]> = Lazy::new(|| [RandomState::new(), RandomState::new()]);
 
 impl Settings {
-    /// The settings of the shared consumer of the plugin configuration `conf` (`config` as Kong hands it
-    /// to the plugin, defaults filled in): a queue for `http-get`, a broadcast for `server-sent-events`.
+    /// [`Settings::from_plugin_conf`] of a confluent-consume configuration.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the first offending field: a value outside schema.lua's rules, or a
-    /// combination its entity checks refuse.
+    /// As [`Settings::from_plugin_conf`].
     pub fn from_conf(conf: &Value) -> Result<Settings, Error> {
-        schema::check(conf)?;
+        Settings::from_plugin_conf(conf, Plugin::ConfluentConsume)
+    }
+
+    /// The settings of the shared consumer of the configuration `conf` of `plugin` (`config` as Kong
+    /// hands it to the plugin, defaults filled in): a queue for `http-get`, a broadcast for
+    /// `server-sent-events`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first offending field: a value outside schema.lua's rules (a field
+    /// of the other plugin only is an unknown field), or a combination its entity checks refuse.
+    pub fn from_plugin_conf(conf: &Value, plugin: Plugin) -> Result<Settings, Error> {
+        schema::check(conf, plugin)?;
         let conf = Conf::deserialize(conf).map_err(|e| Error::Config(e.to_string()))?;
         let group_id = match (conf.consumer_group.mode, conf.consumer_group.consumer_group_id) {
             (GroupMode::Manual, Some(id)) => id,
@@ -269,8 +298,9 @@ impl Settings {
             bootstrap_servers: conf.bootstrap_servers,
             topics: conf.topics.into_iter().map(|t| t.name).collect(),
             group_id,
-            auto_offset_reset: conf.auto_offset_reset,
+            auto_offset_reset: conf.auto_offset_reset.effective(conf.enforce_latest_offset_reset),
             commit_strategy: conf.commit_strategy,
+            keepalive_idle_ms: conf.keepalive.filter(|_| conf.keepalive_enabled == Some(true)),
             message_deserializer: conf.message_deserializer,
             authentication,
             cluster_name: conf.cluster_name,
@@ -352,6 +382,9 @@ impl Settings {
             })
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("socket.keepalive.enable", "true")
+            // Kong's `keepalive` is how long an idle pooled connection stays open; librdkafka's
+            // connections are its pool (0, librdkafka's default, never closes an idle one).
+            .set("connections.max.idle.ms", self.keepalive_idle_ms.unwrap_or(0).to_string())
             // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest, and
             // small for a stream's private catch-up consumer, of which a worker may run many at once.
             .set("queued.max.messages.kbytes", match self.delivery {
@@ -439,6 +472,7 @@ mod tests {
             group_id: "g".into(),
             auto_offset_reset: OffsetReset::Latest,
             commit_strategy: CommitStrategy::Auto,
+            keepalive_idle_ms: None,
             message_deserializer: Deserializer::Noop,
             authentication: None,
             cluster_name: None,
@@ -473,6 +507,41 @@ mod tests {
         assert_eq!(get(&config, "client.id"), Some("kong-confluent-consume"));
         assert_eq!(get(&config, "queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(get(&config, "fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(get(&config, "connections.max.idle.ms"), Some("0"));
+    }
+
+    #[test]
+    fn keepalive_closes_idle_connections_only_when_enabled() {
+        let keepalive = |changes| Settings::from_conf(&conf(changes)).unwrap().client_config();
+        let enabled = keepalive(json!({ "keepalive_enabled": true, "keepalive": 5000 }));
+        assert_eq!(get(&enabled, "connections.max.idle.ms"), Some("5000"));
+        let disabled = keepalive(json!({ "keepalive_enabled": false, "keepalive": 5000 }));
+        assert_eq!(get(&disabled, "connections.max.idle.ms"), Some("0"));
+    }
+
+    #[test]
+    fn latest_behaves_like_earliest_unless_enforced() {
+        let reset = |changes| Settings::from_conf(&conf(changes)).unwrap().auto_offset_reset;
+        assert_eq!(reset(json!({ "auto_offset_reset": "latest" })), OffsetReset::Earliest);
+        let enforced = json!({ "auto_offset_reset": "latest", "enforce_latest_offset_reset": true });
+        assert_eq!(reset(enforced), OffsetReset::Latest);
+        assert_eq!(reset(json!({ "auto_offset_reset": "earliest" })), OffsetReset::Earliest);
+        let earliest = json!({ "auto_offset_reset": "earliest", "enforce_latest_offset_reset": true });
+        assert_eq!(reset(earliest), OffsetReset::Earliest);
+    }
+
+    #[test]
+    fn a_kafka_consume_conf_has_no_confluent_fields() {
+        let kafka = crate::schema::tests::kafka_conf();
+        let s = Settings::from_plugin_conf(&kafka, Plugin::KafkaConsume).unwrap();
+        assert_eq!((s.authentication, s.keepalive_idle_ms), (None, None));
+        let mut with_key = kafka.clone();
+        with_key["cluster_api_key"] = json!("k");
+        let err = Settings::from_plugin_conf(&with_key, Plugin::KafkaConsume).unwrap_err().to_string();
+        assert_eq!(err, "invalid configuration: cluster_api_key: unknown field");
+        // the same consumer whichever plugin configures it
+        let confluent = Settings::from_conf(&conf(json!({}))).unwrap();
+        assert_eq!(confluent.identity(), Settings::from_plugin_conf(&kafka, Plugin::KafkaConsume).unwrap().identity());
     }
 
     #[test]
@@ -615,6 +684,9 @@ mod tests {
             json!({ "max_bytes": 10 }),
             json!({ "max_wait": 0 }),
             json!({ "timeout": 1 }),
+            json!({ "keepalive": 1 }),
+            json!({ "error_handling": { "return_error_message": true } }),
+            json!({ "confluent_cloud_api_key": "k", "confluent_cloud_api_secret": "s" }),
             json!({ "heartbeat_interval": 1000 }),
             json!({ "retry_interval": 0 }),
             json!({ "max_catchup_streams": 1 }),
@@ -629,7 +701,8 @@ mod tests {
             json!({ "bootstrap_servers": [{ "host": "127.0.0.1", "port": 9093 }] }),
             json!({ "mode": "server-sent-events" }),
             json!({ "message_deserializer": "json" }),
-            json!({ "auto_offset_reset": "earliest" }),
+            json!({ "auto_offset_reset": "latest", "enforce_latest_offset_reset": true }),
+            json!({ "keepalive_enabled": true }),
             json!({ "commit_strategy": "off" }),
             json!({ "cluster_name": "c" }),
             json!({ "__plugin_id": "another plugin" }),

@@ -24,26 +24,30 @@ local _M = {}
 
 
 local handles = {}  -- consumer identity -> entry
--- conf.__key__ -> { settings =, identity =, group_id = }: each configuration revision is handed to the
--- native side once
+-- conf.__key__ -> { settings =, identity =, group_id =, plugin_name = }: each configuration revision is
+-- handed to the native side once
 local known = {}
+-- plugin name -> { identity -> true }: the consumers each plugin's configurations use (its last
+-- `configure`); Kong configures confluent-consume and kafka-consume separately
+local live_by_plugin = {}
 local open_entries = setmetatable({}, { __mode = "k" })  -- every entry not closed yet, shared or replay
 local exit_watch         -- whether the exit watch timer is pending
 
 
--- The native settings of `conf`, the identity of its consumer (the configurations whose consumers come
--- out identical share one) and its consumer group.
-local function settings_of(conf)
+-- The native settings of `conf`, a configuration of `plugin_name`, the identity of its consumer (the
+-- configurations whose consumers come out identical share one, whichever plugin they belong to) and its
+-- consumer group.
+local function settings_of(conf, plugin_name)
   local conf_key = conf.__key__
   local cached = conf_key and known[conf_key]
   if cached then
     return cached
   end
-  local settings, identity, group_id = native.settings(conf)
+  local settings, identity, group_id = native.settings(conf, plugin_name)
   if not settings then
     return nil, identity
   end
-  cached = { settings = settings, identity = identity, group_id = group_id }
+  cached = { settings = settings, identity = identity, group_id = group_id, plugin_name = plugin_name }
   if conf_key then
     known[conf_key] = cached
   end
@@ -170,9 +174,9 @@ local function create(key, known_conf, start)
 end
 
 
--- Returns this worker's shared handle entry for `conf`, creating it on first use.
-function _M.get(conf)
-  local known_conf, err = settings_of(conf)
+-- Returns this worker's shared handle entry for `conf` of `plugin_name`, creating it on first use.
+function _M.get(conf, plugin_name)
+  local known_conf, err = settings_of(conf, plugin_name)
   if not known_conf then
     return nil, err
   end
@@ -187,8 +191,8 @@ end
 
 -- A private handle for one stream that catches up from `start` ({kind = "earliest" | "latest"},
 -- {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}); close it with `_M.close`.
-function _M.replay(conf, start)
-  local known_conf, err = settings_of(conf)
+function _M.replay(conf, plugin_name, start)
+  local known_conf, err = settings_of(conf, plugin_name)
   if not known_conf then
     return nil, err
   end
@@ -250,24 +254,35 @@ function _M.wait(entry, generation, timeout)
 end
 
 
--- Kong's `configure` phase: keeps the handles of the live configurations and closes the others.
-function _M.retain(configs)
+-- Kong's `configure` phase of `plugin_name` with all its configurations: keeps the handles of the live
+-- configurations of every plugin and closes the others.
+function _M.retain(configs, plugin_name)
   local live = {}
   local previous = known
   known = {}
+  for conf_key, cached in pairs(previous) do
+    if cached.plugin_name ~= plugin_name then
+      known[conf_key] = cached
+    end
+  end
   for _, conf in ipairs(configs or {}) do
     local conf_key = conf.__key__
     if conf_key and previous[conf_key] then
       known[conf_key] = previous[conf_key]
     end
     -- a configuration the native side refuses has no handle to keep; its requests report why
-    local known_conf = settings_of(conf)
+    local known_conf = settings_of(conf, plugin_name)
     if known_conf then
       live[known_conf.identity] = true
     end
   end
+  live_by_plugin[plugin_name] = live
   for key, entry in pairs(handles) do
-    if not live[key] then
+    local used = false
+    for _, identities in pairs(live_by_plugin) do
+      used = used or identities[key] == true
+    end
+    if not used then
       close(entry)
     end
   end

@@ -120,7 +120,8 @@ local function deliver(conf, entry, partitions, claim, request)
 end
 
 
-function _M.serve(conf)
+-- Answers a GET for `conf`, a configuration of the plugin `plugin_name`.
+function _M.serve(conf, plugin_name)
   local limits, err = read_limits(conf)
   if not limits then
     return respond.error(400, err)
@@ -128,7 +129,7 @@ function _M.serve(conf)
   local request = {}
   watch_abort(request)
   local entry
-  entry, err = consumers.get(conf)
+  entry, err = consumers.get(conf, plugin_name)
   if not entry then
     return respond.consumer_failed(err)
   end

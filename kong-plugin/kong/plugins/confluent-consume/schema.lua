@@ -111,11 +111,20 @@ return {
           { auto_offset_reset = {
               description = "Where to start when the consumer group has no committed offset: " ..
                             "`earliest` (the oldest record) or `latest` (only records produced after " ..
-                            "the group first had no offset).",
+                            "the group first had no offset; as in Kong, only with " ..
+                            "enforce_latest_offset_reset, else it behaves like `earliest`).",
               type = "string",
               required = true,
-              default = "latest",
+              default = "earliest", -- Kong's confluent-consume default; kafka-consume's is `latest`
               one_of = { "earliest", "latest" },
+          } },
+          { enforce_latest_offset_reset = {
+              description = "Whether `auto_offset_reset = latest` really starts at the latest record. " ..
+                            "False (Kong's default, for backward compatibility): `latest` behaves like " ..
+                            "`earliest`.",
+              type = "boolean",
+              required = true,
+              default = false,
           } },
           { commit_strategy = {
               description = "`auto`: commit the consumer group's offsets after each response was " ..
@@ -129,6 +138,21 @@ return {
               description = "How long (ms) a request may wait on Kafka (start-up, an unreachable " ..
                             "broker) before it is answered with an error.",
               default = 10000,
+          } },
+          { keepalive = {
+              description = "With keepalive_enabled: ms a connection to a broker may stay idle before " ..
+                            "it is closed (librdkafka `connections.max.idle.ms`).",
+              type = "integer",
+              required = true,
+              default = 60000,
+              between = { 0, 2147483646 },
+          } },
+          { keepalive_enabled = {
+              description = "Close connections to brokers that stay idle for `keepalive` ms. Off: " ..
+                            "connections stay open, as the consumer is persistent.",
+              type = "boolean",
+              required = true,
+              default = false,
           } },
           { cluster_name = {
               description = "Name of the Kafka client (librdkafka `client.id`). Plugins whose " ..
@@ -211,6 +235,24 @@ return {
               encrypted = true,
               referenceable = true,
           } },
+          { confluent_cloud_api_key = {
+              description = "Confluent Cloud management API key (Kong's, for creating topics and " ..
+                            "ACLs). Accepted for compatibility; this plugin never calls that API.",
+              type = "string",
+              required = false,
+              len_min = 1,
+              encrypted = true,
+              referenceable = true,
+          } },
+          { confluent_cloud_api_secret = {
+              description = "Confluent Cloud management API secret. Accepted for compatibility; " ..
+                            "this plugin never calls that API.",
+              type = "string",
+              required = false,
+              len_min = 1,
+              encrypted = true,
+              referenceable = true,
+          } },
           { security = {
               description = "TLS to the brokers.",
               type = "record",
@@ -249,6 +291,21 @@ return {
                     match = "%-%-%-%-%-BEGIN ",
                     encrypted = true,
                     referenceable = true,
+                } },
+              },
+          } },
+          { error_handling = {
+              description = "What error answers tell the client.",
+              type = "record",
+              required = true,
+              fields = {
+                { return_error_message = {
+                    description = "Put the reason of a Kafka failure (librdkafka's, never a secret) in " ..
+                                  "the error body. False: a generic message; the reason goes to the " ..
+                                  "error log.",
+                    type = "boolean",
+                    required = true,
+                    default = false,
                 } },
               },
           } },

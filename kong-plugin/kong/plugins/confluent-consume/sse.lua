@@ -188,7 +188,8 @@ local function watch_abort(request)
 end
 
 
-function _M.serve(conf)
+-- Answers a stream request for `conf`, a configuration of the plugin `plugin_name`.
+function _M.serve(conf, plugin_name)
   local start, err = read_start(conf)
   if not start then
     return respond.error(400, err)
@@ -196,7 +197,7 @@ function _M.serve(conf)
   local request = {}
   watch_abort(request)
   local live
-  live, err = consumers.get(conf)
+  live, err = consumers.get(conf, plugin_name)
   if not live then
     return respond.consumer_failed(err)
   end
@@ -235,7 +236,7 @@ function _M.serve(conf)
                                 "(max_catchup_streams); retry")
     end
     local replay
-    replay, err = consumers.replay(conf, replay_start)
+    replay, err = consumers.replay(conf, plugin_name, replay_start)
     if not replay then
       end_catchup(request)
       return respond.consumer_failed(err)

@@ -48,6 +48,7 @@ describe("http-get", function()
     topics.three = helpers.create_topic(helpers.unique_name("three"), 3)
     topics.auto = helpers.create_topic(helpers.unique_name("auto"), 1)
     topics.off = helpers.create_topic(helpers.unique_name("off"), 1)
+    topics.marks = helpers.create_topic(helpers.unique_name("marks"), 2)
     topics.latest = helpers.create_topic(helpers.unique_name("latest"), 1)
     topics.earliest = topics.latest
     topics.formats = helpers.create_topic(helpers.unique_name("formats"), 1)
@@ -61,6 +62,7 @@ describe("http-get", function()
     H.empty = route("empty", topics.empty, { auto_offset_reset = "earliest" })
     H.three = route("three", topics.three, { auto_offset_reset = "earliest", max_records = 50 })
     H.auto = route("auto", topics.auto, { auto_offset_reset = "earliest" })
+    H.marks = route("marks", topics.marks, { auto_offset_reset = "earliest" })
     H.off = route("off", topics.off, { auto_offset_reset = "earliest", commit_strategy = "off" })
     H.latest = route("latest", topics.latest, { auto_offset_reset = "latest", enforce_latest_offset_reset = true })
     -- Kong's default: latest without enforce_latest_offset_reset behaves like earliest
@@ -92,6 +94,34 @@ describe("http-get", function()
       assert.equal(0, partition.high_watermark)
     end
     assert.matches('"records":[]', body, 1, true)
+  end)
+
+  it("gives each partition Kong's errcode 0, log_start_offset and last_stable_offset beside high_watermark",
+     function()
+    helpers.kafka_tool("produce", "--topic " .. topics.marks .. " --count 6 --partitions 2")
+    local per_partition = { ["0"] = 0, ["1"] = 0 }
+    for _, r in ipairs(drain(host, "/messages", H.marks)) do
+      per_partition[tostring(r.partition)] = per_partition[tostring(r.partition)] + 1
+    end
+    assert.equal(6, per_partition["0"] + per_partition["1"])
+    -- the last stable offset comes with librdkafka's statistics, once a second
+    local partitions
+    assert.truthy(proc.wait_until(function()
+      local status, body, _, json = host:get("/messages", H.marks)
+      assert.equal(200, status, body)
+      partitions = json[topics.marks].partitions
+      return partitions["0"].last_stable_offset == per_partition["0"] and
+             partitions["1"].last_stable_offset == per_partition["1"]
+    end, 5), "last_stable_offset reached the high watermark")
+    for p, count in pairs(per_partition) do
+      local partition = partitions[p]
+      assert.same({}, partition.records)
+      assert.equal(0, partition.errcode)
+      assert.equal(0, partition.log_start_offset)
+      assert.equal(count, partition.high_watermark)
+      -- a topic without transactions: everything is stable
+      assert.equal(partition.high_watermark, partition.last_stable_offset)
+    end
   end)
 
   it("delivers every record of 3 partitions in partition order over one keep-alive connection", function()

@@ -2,6 +2,7 @@
 -- with a 504, within `timeout` (never a hang or a stack trace), librdkafka's reason reaches the error log,
 -- and service resumes when the broker is back.
 local helpers = require "spec.helpers.host"
+local cjson = require "cjson"
 local proc = require "spec.helpers.proc"
 local socket = require "socket"
 
@@ -21,10 +22,15 @@ describe("http-get when Kafka fails", function()
     broker("start", "--port " .. port .. " --storage sqlite")
     topic = helpers.unique_name("down")
     assert(helpers.sh(string.format("%s/scripts/broker.sh topic --port %d %s 1", helpers.ROOT, port, topic)))
-    local config = helpers.plugin_config(topic, { auto_offset_reset = "earliest", timeout = 3000 })
+    -- these routes tell the client librdkafka's reason; "nowhere-default" keeps Kong's default and does not
+    local reasons = { return_error_message = true }
+    local config = helpers.plugin_config(topic, { auto_offset_reset = "earliest", timeout = 3000,
+                                                  error_handling = reasons })
     config.bootstrap_servers[1].port = port
-    local nowhere = helpers.plugin_config("nowhere", { timeout = 2000 })
+    local nowhere = helpers.plugin_config("nowhere", { timeout = 2000, error_handling = reasons })
     nowhere.bootstrap_servers[1].port = port + 1  -- nothing listens there
+    local nowhere_default = helpers.plugin_config("nowhere", { timeout = 2000 })
+    nowhere_default.bootstrap_servers[1].port = port + 1
     -- a "broker" that takes connections and never answers: a listening socket nobody accepts on (the
     -- kernel completes the handshake for its backlog)
     silent = assert(socket.bind("127.0.0.1", 0, 16))
@@ -34,7 +40,7 @@ describe("http-get when Kafka fails", function()
     local mute = helpers.plugin_config("mute", { timeout = 1000 })
     mute.bootstrap_servers[1].port = tonumber(silent_port)
     -- a CA librdkafka cannot load: the consumer cannot be created at all
-    local bad_ca = helpers.plugin_config(topic, { security = { ssl = true,
+    local bad_ca = helpers.plugin_config(topic, { error_handling = reasons, security = { ssl = true,
       ca_certificate = "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n" } })
     host = helpers.start_host({ workers = 1, routes = {
       { name = "badca", hosts = { "badca.test" }, plugins = { { name = "confluent-consume", config = bad_ca } } },
@@ -42,6 +48,8 @@ describe("http-get when Kafka fails", function()
       { name = "down", hosts = { "down.test" }, plugins = { { name = "confluent-consume", config = config } } },
       { name = "nowhere", hosts = { "nowhere.test" },
         plugins = { { name = "confluent-consume", config = nowhere } } },
+      { name = "nowhere-default", hosts = { "nowhere-default.test" },
+        plugins = { { name = "confluent-consume", config = nowhere_default } } },
     } })
   end)
 
@@ -65,6 +73,17 @@ describe("http-get when Kafka fails", function()
     assert.matches("Connection refused", json.message, 1, true)
     assert.is_true(elapsed < 2.5, "answered after " .. elapsed .. " s")
     assert.is_nil(body:find("traceback", 1, true))
+  end)
+
+  it("answers 503 with a generic message by default (error_handling.return_error_message = false), " ..
+     "the reason going to the error log", function()
+    local status, body = host:get("/messages", { Host = "nowhere-default.test" })
+    assert.equal(503, status, body)
+    assert.same({ message = "Kafka is unavailable" }, cjson.decode(body))
+    assert.truthy(proc.wait_until(function()
+      return host:error_log():find("Kafka is unavailable: cannot connect to Kafka at 127.0.0.1:" .. (port + 1), 1,
+                                   true)
+    end, 5), "the reason is in the error log")
   end)
 
   it("fails within timeout while the broker is down, then recovers without restarting nginx", function()

@@ -307,7 +307,8 @@ describe("a broker that is not there when the gateway starts", function()
     topic = helpers.unique_name("late")
     local routes = {}
     for _, mode in ipairs({ "http-get", "server-sent-events" }) do
-      local config = helpers.plugin_config(topic, { mode = mode, auto_offset_reset = "earliest", timeout = 2000 })
+      local config = helpers.plugin_config(topic, { mode = mode, auto_offset_reset = "earliest", timeout = 2000,
+                                                    error_handling = { return_error_message = true } })
       config.bootstrap_servers[1].port = port  -- nothing listens there yet
       routes[#routes + 1] = { name = mode, hosts = { mode .. ".test" },
                               plugins = { { name = "confluent-consume", config = config } } }

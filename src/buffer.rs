@@ -27,6 +27,11 @@ pub struct PartitionBuffer {
     from: i64,
     next: i64,
     pub high_watermark: Option<i64>,
+    /// The log start offset of the latest fetch response (`None` before one, or from a broker too old
+    /// to send it).
+    pub log_start_offset: Option<i64>,
+    /// The last stable offset from librdkafka's statistics (refreshed each second).
+    pub last_stable_offset: Option<i64>,
     /// A seek the consumer thread has yet to perform.
     pub seek_request: Option<i64>,
     pub paused: bool,
@@ -43,6 +48,8 @@ impl PartitionBuffer {
             from: position,
             next: position,
             high_watermark: None,
+            log_start_offset: None,
+            last_stable_offset: None,
             seek_request: None,
             paused: false,
         }
@@ -194,8 +201,9 @@ fn selected(p: &PartitionBuffer, cursor: i64, count: usize) -> impl Iterator<Ite
     p.records.iter().skip(skip).take(count)
 }
 
-/// Renders a selection in Kong's shape:
-/// `{"<topic>":{"partitions":{"<n>":{"records":[…],"high_watermark":H}}}}`.
+/// Renders a selection in Kong's shape: `{"<topic>":{"partitions":{"<n>":{"records":[…],
+/// "high_watermark":H,"last_stable_offset":L,"log_start_offset":S,"errcode":0}}}}` (offsets `null` while
+/// unknown; `errcode` is always 0, as a failure is an HTTP error, never a partition's).
 /// Partitions must be grouped by topic.
 pub fn render_kong(partitions: &[PartitionBuffer], cursors: &[i64], selection: &Selection) -> Vec<u8> {
     let payload: usize = partitions
@@ -227,12 +235,18 @@ pub fn render_kong(partitions: &[PartitionBuffer], cursors: &[i64], selection: &
             }
             out.extend_from_slice(&record.json);
         }
-        out.extend_from_slice(b"],\"high_watermark\":");
-        match p.high_watermark {
-            Some(hw) => out.extend_from_slice(hw.to_string().as_bytes()),
-            None => out.extend_from_slice(b"null"),
+        for (name, value) in [
+            (&b"],\"high_watermark\":"[..], p.high_watermark),
+            (b",\"last_stable_offset\":", p.last_stable_offset),
+            (b",\"log_start_offset\":", p.log_start_offset),
+        ] {
+            out.extend_from_slice(name);
+            match value {
+                Some(offset) => out.extend_from_slice(offset.to_string().as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
         }
-        out.push(b'}');
+        out.extend_from_slice(b",\"errcode\":0}");
     }
     if current_topic.is_some() {
         out.extend_from_slice(b"}}");
@@ -403,6 +417,8 @@ mod tests {
     fn renders_kong_shape_with_arrays() {
         let mut parts = vec![filled("a", 0, 0..2), PartitionBuffer::new("a", 1, 0), filled("b\"x", 0, 4..5)];
         parts[0].high_watermark = Some(2);
+        parts[0].log_start_offset = Some(0);
+        parts[0].last_stable_offset = Some(2);
         let s = select(&mut parts, &[0, 0, 4], 0, ALL, ReadMode::Own);
         let body = render_kong(&parts, &[0, 0, 4], &s);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -410,6 +426,10 @@ mod tests {
         assert_eq!(v["a"]["partitions"]["0"]["high_watermark"], 2);
         assert_eq!(v["a"]["partitions"]["1"]["records"], serde_json::json!([]));
         assert_eq!(v["a"]["partitions"]["1"]["high_watermark"], serde_json::Value::Null);
+        assert_eq!(v["a"]["partitions"]["0"]["log_start_offset"], 0);
+        assert_eq!(v["a"]["partitions"]["0"]["last_stable_offset"], 2);
+        assert_eq!(v["a"]["partitions"]["1"]["last_stable_offset"], serde_json::Value::Null);
+        assert_eq!(v["a"]["partitions"]["1"]["errcode"], 0);
         assert_eq!(v["b\"x"]["partitions"]["0"]["records"][0]["offset"], 4);
     }
 

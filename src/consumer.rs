@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, Timestamp, TopicPartitionList};
 
@@ -212,6 +213,17 @@ impl ClientContext for Context {
             L::Notice | L::Info | L::Debug => return,
         };
         self.shared.log(level, &format!("librdkafka {fac}: {message}"));
+    }
+
+    /// librdkafka's statistics carry each partition's last stable offset, which no other call exposes.
+    fn stats(&self, statistics: Statistics) {
+        let mut state = self.shared.state.lock();
+        for p in &mut state.partitions {
+            let stable = statistics.topics.get(&p.topic).and_then(|t| t.partitions.get(&p.partition));
+            if let Some(stable) = stable.map(|s| s.ls_offset).filter(|&o| o >= 0) {
+                p.last_stable_offset = Some(stable);
+            }
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -750,8 +762,8 @@ impl Reader {
             let state = shared.state.lock();
             state.partitions.iter().enumerate().map(|(i, p)| (i, p.topic.clone(), p.partition)).collect()
         };
-        let marks: Vec<(usize, Option<i64>)> =
-            keys.into_iter().map(|(i, t, p)| (i, cached_high_watermark(consumer, &t, p))).collect();
+        let marks: Vec<(usize, Option<(i64, i64)>)> =
+            keys.into_iter().map(|(i, t, p)| (i, cached_watermarks(consumer, &t, p))).collect();
         let mut newly_started = Vec::new();
         let mut became_ready = false;
         let mut trim = false;
@@ -763,10 +775,11 @@ impl Reader {
                 self.buffered_peak = buffered;
                 trim = true;
             }
-            for (i, high) in marks {
-                let Some(high) = high else { continue };
+            for (i, marks) in marks {
+                let Some((low, high)) = marks else { continue };
                 let p = &mut state.partitions[i];
                 p.high_watermark = Some(high);
+                p.log_start_offset = (low >= 0).then_some(low);
                 if p.start.is_none() {
                     p.raise_floor(high);
                     p.start = Some(high);
@@ -813,8 +826,9 @@ fn release_free_memory() {
     }
 }
 
-/// The high watermark of the last fetch response for the partition, if one arrived.
-fn cached_high_watermark(consumer: &KafkaConsumer, topic: &str, partition: i32) -> Option<i64> {
+/// The log start offset (negative when the broker did not send it) and the high watermark of the last
+/// fetch response for the partition, if one arrived.
+fn cached_watermarks(consumer: &KafkaConsumer, topic: &str, partition: i32) -> Option<(i64, i64)> {
     let topic = CString::new(topic).ok()?;
     let (mut low, mut high) = (-1_i64, -1_i64);
     // SAFETY: the client pointer is valid while `consumer` lives; librdkafka only reads the topic string
@@ -828,7 +842,7 @@ fn cached_high_watermark(consumer: &KafkaConsumer, topic: &str, partition: i32) 
             &mut high,
         )
     };
-    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
 }
 
 fn parts<'a>(message: &'a BorrowedMessage<'a>) -> RecordParts<'a> {

@@ -385,6 +385,9 @@ impl Settings {
             // Kong's `keepalive` is how long an idle pooled connection stays open; librdkafka's
             // connections are its pool (0, librdkafka's default, never closes an idle one).
             .set("connections.max.idle.ms", self.keepalive_idle_ms.unwrap_or(0).to_string())
+            // The statistics are the only source of each partition's last stable offset (http-get's
+            // `last_stable_offset`).
+            .set("statistics.interval.ms", "1000")
             // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest, and
             // small for a stream's private catch-up consumer, of which a worker may run many at once.
             .set("queued.max.messages.kbytes", match self.delivery {
@@ -508,6 +511,7 @@ mod tests {
         assert_eq!(get(&config, "queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(get(&config, "fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(get(&config, "connections.max.idle.ms"), Some("0"));
+        assert_eq!(get(&config, "statistics.interval.ms"), Some("1000"));
     }
 
     #[test]

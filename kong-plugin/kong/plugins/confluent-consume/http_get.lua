@@ -131,14 +131,14 @@ function _M.serve(conf, plugin_name)
   local entry
   entry, err = consumers.get(conf, plugin_name)
   if not entry then
-    return respond.consumer_failed(err)
+    return respond.consumer_failed(conf, err)
   end
   request.entry = entry
   update_time()
   local started = now()
   local partitions, status, message = consumers.await_ready(entry, started + conf.timeout / 1000)
   if not partitions then
-    return respond.error(status, message)
+    return respond.kafka_failure(conf, status, message)
   end
   watch_claims(conf, entry, partitions)
   local wait_until = now() + limits.wait
@@ -151,7 +151,7 @@ function _M.serve(conf, plugin_name)
     local claim
     claim, err = cursors.claim(entry, partitions, limits, conf.timeout / 1000)
     if not claim then
-      return respond.error(503, err)
+      return respond.kafka_failure(conf, 503, err)
     end
     update_time()
     local remaining = wait_until - now()
@@ -163,7 +163,7 @@ function _M.serve(conf, plugin_name)
     consumers.wait(entry, generation, remaining)
     local _, kafka_err = entry.handle:state()
     if kafka_err then
-      return respond.error(503, "Kafka is unavailable: " .. kafka_err)
+      return respond.kafka_failure(conf, 503, "Kafka is unavailable: " .. kafka_err)
     end
   end
 end

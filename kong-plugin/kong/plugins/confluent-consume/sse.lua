@@ -138,7 +138,8 @@ local function stream(conf, live, request, cursors)
       body, next_cursors, count = source.handle:read(cursors, conf.max_records, conf.max_bytes)
     end
     if not body then
-      send(error_event("stream interrupted: " .. tostring(next_cursors) .. "; reconnect to resume"))
+      send(error_event(respond.kafka_message(conf, 503, "stream interrupted: " .. tostring(next_cursors)) ..
+                       "; reconnect to resume"))
       return
     end
     if behind then
@@ -159,7 +160,8 @@ local function stream(conf, live, request, cursors)
       local kafka_err = consumers.kafka_error(source)
       if kafka_err ~= last_error then
         last_error = kafka_err
-        if kafka_err and not send(error_event("Kafka is unavailable: " .. kafka_err)) then
+        if kafka_err and not send(error_event(respond.kafka_message(conf, 503, "Kafka is unavailable: " ..
+                                                                           kafka_err))) then
           return
         end
       end
@@ -199,14 +201,14 @@ function _M.serve(conf, plugin_name)
   local live
   live, err = consumers.get(conf, plugin_name)
   if not live then
-    return respond.consumer_failed(err)
+    return respond.consumer_failed(conf, err)
   end
   request.live = live
   update_time()
   local deadline = now() + conf.timeout / 1000
   local _, status, message = consumers.await_ready(live, deadline)
   if status then
-    return respond.error(status, message)
+    return respond.kafka_failure(conf, status, message)
   end
 
   local cursors, replay_start
@@ -239,14 +241,14 @@ function _M.serve(conf, plugin_name)
     replay, err = consumers.replay(conf, plugin_name, replay_start)
     if not replay then
       end_catchup(request)
-      return respond.consumer_failed(err)
+      return respond.consumer_failed(conf, err)
     end
     request.replay = replay
     local partitions
     partitions, status, message = consumers.await_ready(replay, deadline)
     if not partitions then
       end_catchup(request)
-      return respond.error(status, message)
+      return respond.kafka_failure(conf, status, message)
     end
     if not cursors then
       cursors = {}

@@ -38,6 +38,7 @@ and a producer writing one record a second to my-topic. Try:
 
   curl -s http://localhost:8000/messages --header 'Host: demo.test'
   curl -s 'http://localhost:8000/messages?wait=5000&max_records=10' --header 'Host: demo.test'
+  curl -s http://localhost:8000/messages --header 'Host: kafka.test'   (the kafka-consume plugin)
   open http://localhost:8000/demo/index.html  (live stream in the browser)
 
 or add a route of your own through the Admin API (the README's quick start):

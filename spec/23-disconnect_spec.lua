@@ -204,7 +204,8 @@ describe("server-sent events when the plugin's configuration changes", function(
     topic = helpers.create_topic(helpers.unique_name("change"), 2)
     host = helpers.start_host({ workers = 1, routes = {
       { name = "change", hosts = { H }, plugins = { { name = "confluent-consume",
-        config = helpers.plugin_config(topic, { mode = "server-sent-events" }) } } },
+        config = helpers.plugin_config(topic, { mode = "server-sent-events", auto_offset_reset = "latest",
+                                                enforce_latest_offset_reset = true }) } } },
     } })
     pid = host:worker_pids()[1]
   end)

@@ -161,7 +161,7 @@ function _M.start_host(opts, attempt)
   local plugin_paths, plugins = opts.plugin_paths, opts.plugins
   if opts.fixture_plugins then
     plugin_paths = { _M.ROOT .. "/kong-plugin", _M.ROOT .. "/spec/fixtures/plugins" }
-    plugins = { "confluent-consume", unpack(opts.fixture_plugins) }
+    plugins = { "confluent-consume", "kafka-consume", unpack(opts.fixture_plugins) }
   end
   if plugins then
     env_args = env_args .. " --plugins " .. table.concat(plugins, ",")

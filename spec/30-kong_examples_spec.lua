@@ -70,6 +70,22 @@ describe("Kong's documented examples", function()
     return { Host = name .. ".test" }, values
   end
 
+  it("run on both plugin names, loaded with Kong's priorities: confluent-consume 754, kafka-consume 753", function()
+    local status, root = host:admin("GET", "/")
+    assert.equal(200, status)
+    assert.equal(754, root.plugins.available_on_server["confluent-consume"].priority)
+    assert.equal(753, root.plugins.available_on_server["kafka-consume"].priority)
+  end)
+
+  it("kafka-consume is refused on a Service, as Kong's since 3.12", function()
+    local status, body = host:admin("POST", "/plugins", { name = "kafka-consume",
+      service = { id = "5f4034c2-0000-4000-8000-000000000000" },
+      config = { bootstrap_servers = { { host = helpers.BROKER_HOST, port = helpers.BROKER_PORT } },
+                 topics = { { name = "any" } } } })
+    assert.equal(400, status)
+    assert.equal("schema violation (service: value must be null)", body.message)
+  end)
+
   for _, example in ipairs(EXAMPLES) do
     if not AWAITING[example.needs] then
       local title = example.plugin .. " '" .. example.example .. "'"

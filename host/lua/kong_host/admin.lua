@@ -559,9 +559,9 @@ end
 
 
 local function root()
-  local available = {}
+  local enabled = {}
   for _, name in ipairs(runner.loaded_names()) do
-    available[name] = true
+    enabled[name] = true
   end
 
   local configuration = {}
@@ -576,8 +576,8 @@ local function root()
     hostname = kong.node.get_hostname(),
     lua_version = jit and jit.version or _VERSION,
     plugins = {
-      available_on_server = available,
-      enabled_in_cluster = available,
+      available_on_server = runner.available(),
+      enabled_in_cluster = enabled,
     },
     configuration = configuration,
   })

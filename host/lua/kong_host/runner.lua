@@ -114,6 +114,16 @@ function _M.enabled_set()
 end
 
 
+-- The loaded plugins as Kong's Admin API root lists them: name -> { version, priority }.
+function _M.available()
+  local available = {}
+  for _, p in ipairs(loaded_list) do
+    available[p.name] = { version = p.handler.VERSION, priority = p.priority }
+  end
+  return available
+end
+
+
 function _M.loaded_names()
   local names = {}
   for i, p in ipairs(loaded_list) do

@@ -64,7 +64,7 @@ function _M.install(helpers, Host)
   -- See host.lua's start_host for `opts`; cpath, plugin_paths, plugins, root and env are the development
   -- host's and have no meaning here.
   function helpers.start_host(opts)
-    local plugins = { "confluent-consume" }
+    local plugins = { "confluent-consume", "kafka-consume" }
     for _, name in ipairs(opts.fixture_plugins or {}) do
       plugins[#plugins + 1] = name
     end

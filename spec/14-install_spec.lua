@@ -187,10 +187,11 @@ describe("installation", function()
       seen = seen + 1
     end
     assert.equal(2, seen)
-    assert.matches("\nplugins = bundled,confluent%-consume\n", install_section)
+    assert.matches("\nplugins = bundled,confluent%-consume,kafka%-consume\n", install_section)
     local status, info = host:admin("GET", "/")
     assert.equal(200, status)
-    assert.is_truthy(info.plugins.available_on_server["confluent-consume"])
+    assert.equal(754, info.plugins.available_on_server["confluent-consume"].priority)
+    assert.equal(753, info.plugins.available_on_server["kafka-consume"].priority)
   end)
 
   it("serves the README quick start verbatim", function()

@@ -7,27 +7,32 @@
 local helpers = require "spec.helpers.host"
 
 
+-- the doorbell socket paths of the consumers of the worker `pid`
+local function doorbells_of(pid)
+  local paths = {}
+  local file = assert(io.open("/proc/net/unix"))
+  local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
+  for line in file:lines() do
+    local path = line:match(pattern)
+    if path then
+      paths[path] = true
+    end
+  end
+  file:close()
+  local list = {}
+  for path in pairs(paths) do
+    list[#list + 1] = path
+  end
+  table.sort(list)
+  return list
+end
+
+
 describe("plugins sharing a consumer", function()
   local host, pid
 
-  -- the doorbell socket paths of the worker's consumers
   local function doorbells()
-    local paths = {}
-    local file = assert(io.open("/proc/net/unix"))
-    local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
-    for line in file:lines() do
-      local path = line:match(pattern)
-      if path then
-        paths[path] = true
-      end
-    end
-    file:close()
-    local list = {}
-    for path in pairs(paths) do
-      list[#list + 1] = path
-    end
-    table.sort(list)
-    return list
+    return doorbells_of(pid)
   end
 
   local function get(name)
@@ -81,5 +86,55 @@ describe("plugins sharing a consumer", function()
       kept = kept or path == shared[1]
     end
     assert.is_true(kept, "the shared consumer was not rebuilt")
+  end)
+end)
+
+
+describe("confluent-consume and kafka-consume", function()
+  local host, pid
+
+  local function get(name)
+    local status, body = host:get("/", { Host = name .. ".test" })
+    assert.equal(200, status, body)
+  end
+
+  lazy_setup(function()
+    local topic = helpers.create_topic(helpers.unique_name("share-both"), 1)
+    local group = { mode = "manual", consumer_group_id = helpers.unique_name("share-both-group") }
+    -- kafka-consume's default `latest` is not enforced, so it behaves as confluent-consume's `earliest`
+    local kafka = helpers.route("kafka", topic, { consumer_group = group })
+    kafka.plugins[1].name = "kafka-consume"
+    host = helpers.start_host({ workers = 1, routes = {
+      helpers.route("confluent", topic, { consumer_group = group }),
+      kafka,
+    } })
+    pid = host:worker_pids()[1]
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  it("share a consumer when their consumers come out identical, and each plugin's configuration " ..
+     "changes keep the consumers the other still uses", function()
+    get("confluent")
+    local shared = doorbells_of(pid)
+    assert.equal(1, #shared)
+    get("kafka")
+    assert.same(shared, doorbells_of(pid), "one consumer for both plugins")
+
+    -- Kong configures each plugin name on its own: kafka-consume's change must not close the consumer
+    local _, plugins = host:admin("GET", "/plugins")
+    local kafka_plugin
+    for _, plugin in ipairs(plugins.data) do
+      if plugin.name == "kafka-consume" then kafka_plugin = plugin end
+    end
+    assert.equal(200, (host:admin("PATCH", "/plugins/" .. kafka_plugin.id, { config = { max_records = 7 } })))
+    get("kafka")
+    get("confluent")
+    assert.same(shared, doorbells_of(pid), "kept through kafka-consume's configure phase")
+    assert.equal(204, (host:admin("DELETE", "/plugins/" .. kafka_plugin.id)))
+    get("confluent")
+    assert.same(shared, doorbells_of(pid), "kept while confluent-consume still uses it")
   end)
 end)

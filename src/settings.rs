@@ -385,9 +385,6 @@ impl Settings {
             // Kong's `keepalive` is how long an idle pooled connection stays open; librdkafka's
             // connections are its pool (0, librdkafka's default, never closes an idle one).
             .set("connections.max.idle.ms", self.keepalive_idle_ms.unwrap_or(0).to_string())
-            // The statistics are the only source of each partition's last stable offset (http-get's
-            // `last_stable_offset`).
-            .set("statistics.interval.ms", "1000")
             // The buffer of this crate is the bound that matters; keep librdkafka's own queue modest, and
             // small for a stream's private catch-up consumer, of which a worker may run many at once.
             .set("queued.max.messages.kbytes", match self.delivery {
@@ -397,6 +394,11 @@ impl Settings {
             // A full queue postpones the next fetch by this much (librdkafka's default is a whole second,
             // which would throttle a small queue to a few MB/s).
             .set("fetch.queue.backoff.ms", self.fetch_wait_max_ms.to_string());
+        if self.delivery == Delivery::Queue {
+            // The statistics are the only source of each partition's last stable offset, which http-get
+            // answers carry; other consumers need none (librdkafka's default: no statistics).
+            config.set("statistics.interval.ms", "1000");
+        }
         let tls = self.tls();
         let protocol = match (self.authentication.is_some(), tls) {
             (true, true) => "SASL_SSL",
@@ -511,7 +513,6 @@ mod tests {
         assert_eq!(get(&config, "queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(get(&config, "fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(get(&config, "connections.max.idle.ms"), Some("0"));
-        assert_eq!(get(&config, "statistics.interval.ms"), Some("1000"));
     }
 
     #[test]
@@ -553,6 +554,16 @@ mod tests {
         let mut s = settings();
         s.delivery = Delivery::Replay;
         assert_eq!(get(&s.client_config(), "queued.max.messages.kbytes"), Some("2048"));
+    }
+
+    #[test]
+    fn only_http_get_consumers_gather_statistics() {
+        let mut s = settings();
+        assert_eq!(get(&s.client_config(), "statistics.interval.ms"), Some("1000"));
+        for delivery in [Delivery::Broadcast, Delivery::Replay] {
+            s.delivery = delivery;
+            assert_eq!(get(&s.client_config(), "statistics.interval.ms"), None);
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 -- `http-get` mode: a GET answers with the next records of every partition as JSON, in Kong's shape
--- `{"<topic>":{"partitions":{"<n>":{"records":[...],"high_watermark":H}}}}`.
+-- `{"<topic>":{"partitions":{"<n>":{"records":[...],"high_watermark":H,"last_stable_offset":L,
+-- "log_start_offset":S,"errcode":0}}}}`.
 --
 -- Query arguments: `wait` (ms to wait for the first record when none is ready; long-poll),
 -- `max_records`, `max_bytes`; each bounded by the plugin config.

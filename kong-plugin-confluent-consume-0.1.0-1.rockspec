@@ -28,7 +28,8 @@ dependencies = {
 -- Every plugin name the rock registers, each with its modules (kong-plugin/kong/plugins/<name>/<module>.lua).
 -- A second plugin name is one more entry. (luarocks loads a rockspec without Lua's globals: no ipairs.)
 local plugins = {
-  { plugin_name, { "handler", "schema", "consumers", "cursors", "http_get", "sse", "respond", "client" } },
+  { plugin_name, { "handler", "schema", "consumers", "cursors", "http_get", "sse", "respond", "client",
+                  "message_functions" } },
 }
 
 local lua_modules = {}

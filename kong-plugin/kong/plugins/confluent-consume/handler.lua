@@ -1,5 +1,6 @@
 -- confluent-consume: serves Kafka topics over HTTP. Each phase delegates to one module.
 local consumers = require "kong.plugins.confluent-consume.consumers"
+local message_functions = require "kong.plugins.confluent-consume.message_functions"
 
 
 local MODES = {
@@ -17,6 +18,7 @@ local ConfluentConsume = {
 
 function ConfluentConsume:configure(configs)
   consumers.retain(configs)
+  message_functions.retain(configs)
 end
 
 

@@ -115,6 +115,10 @@ describe("message_by_lua_functions", function()
       route("require", topics.sandbox, { "return function(m) return require('os').exit() end" }),
       route("raise", topics.sandbox, { "return function(m)\n  error('boom')\nend" }),
       route("scalar", topics.sandbox, { "return function(m) return 'not a table' end" }),
+      route("strings", topics.sandbox, { "return function(m) getmetatable('').__index.upper = nil end" }),
+      route("caught", topics.sandbox, {
+        "return function(m) while true do pcall(function() while true do end end) end end",
+      }),
       route("loop", topics.loop, { LOOP }),
       route("quick", topics.quick, nil),
       route("stream", topics.stream, { FILTER, TRANSFORM }, { mode = "server-sent-events" }),
@@ -140,13 +144,22 @@ describe("message_by_lua_functions", function()
                  body.fields.config.message_by_lua_functions[2])
   end)
 
-  it("Admin API: 400 for source that compiles but returns no function", function()
+  it("Admin API: 400 for source that compiles but returns no function, or never returns", function()
     local status, body = host:admin("POST", "/plugins", {
       name = "confluent-consume",
       config = helpers.plugin_config(topics.kong, { message_by_lua_functions = { "return 42" } }),
     })
     assert.equal(400, status)
     assert.matches("config.message_by_lua_functions.1: must return a function(message), returns a number",
+                   body.message, 1, true)
+    status, body = host:admin("POST", "/plugins", {
+      name = "confluent-consume",
+      config = helpers.plugin_config(topics.kong, {
+        message_by_lua_functions = { "while true do end return function(m) return m end" },
+      }),
+    })
+    assert.equal(400, status)
+    assert.matches("config.message_by_lua_functions.1: fails when loaded: cut off after 1000000 Lua instructions",
                    body.message, 1, true)
   end)
 
@@ -190,6 +203,8 @@ describe("message_by_lua_functions", function()
       io = "function 1: line 1: attempt to index global 'io' (a nil value)",
       load = "function 1: line 1: attempt to call global 'load' (a nil value)",
       ["require"] = "function 1: line 1: module 'os' is not available to message functions",
+      -- a string's metatable is the worker's string library
+      strings = "function 1: line 1: attempt to index a nil value",
     }
     for name, message in pairs(expected) do
       local records = get(host, name)
@@ -201,10 +216,14 @@ describe("message_by_lua_functions", function()
     end
   end)
 
-  it("a function that raises, or returns other than a table or nil, leaves the record with the error", function()
+  it("a function that raises, loops under pcall, or returns other than a table or nil: the record with the error",
+     function()
     local raised = get(host, "raise")
     assert.equal("function 1: line 2: boom", raised[1].message_function_error)
     assert.equal("s", raised[1].value)
+    local caught = get(host, "caught")
+    assert.equal("function 1: cut off after 1000000 Lua instructions", caught[1].message_function_error,
+                 "catching the cut-off with pcall does not get around it")
     local scalar = get(host, "scalar")
     assert.equal("function 1: returned a string, not a message table or nil", scalar[1].message_function_error)
     assert.equal("s", scalar[1].value)

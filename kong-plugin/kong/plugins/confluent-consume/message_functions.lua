@@ -41,6 +41,9 @@ local INSTRUCTION_BUDGET = 1000000
 local HOOK_STEP = 1000  -- instructions between two looks at the budget
 local BUDGET_TICKS = INSTRUCTION_BUDGET / HOOK_STEP
 local SLICE = 0.005  -- s of work after which a batch lets the worker serve others
+-- records between two looks at the clock (ngx.update_time costs about what a trivial function does),
+-- unless a function ran HOOK_STEP instructions or more since the last look
+local CLOCK_EVERY = 16
 local CHUNK_NAME = "=fn"  -- errors then read "fn:<line>: ...", turned into "line <line>: ..."
 local ERROR_FIELD = "message_function_error"
 
@@ -85,6 +88,7 @@ local sandboxes = setmetatable({}, { __mode = "k" })  -- environment -> true, fo
 -- instruction and raises again in sandboxed code until the call returns; it never raises in the
 -- plugin's own code, which runs a few instructions under the hook around each call.
 local ticks, exhausted
+local spent = 0  -- ticks since apply() last looked at the clock
 
 local function budget_hook()
   ticks = ticks + 1
@@ -108,6 +112,7 @@ local function run(fn, arg)
   sethook(budget_hook, "", HOOK_STEP)
   local ok, result = pcall(fn, arg)
   sethook()
+  spent = spent + ticks
   return ok, result
 end
 
@@ -205,9 +210,24 @@ end
 local chains = {}  -- conf.__key__ -> chain
 
 
--- The compiled functions of `conf`, once per configuration revision (conf.__key__): nil when it has
--- none, or nil, err when one does not compile (a conf that bypassed the schema). A chain keeps the
--- functions' state (their upvalues) for as long as the configuration lasts.
+-- Whether two arrays of source strings are the same.
+local function same(a, b)
+  if #a ~= #b then
+    return false
+  end
+  for i = 1, #a do
+    if a[i] ~= b[i] then
+      return false
+    end
+  end
+  return true
+end
+
+
+-- The compiled functions of `conf`, once per configuration revision: nil when it has none, or nil, err
+-- when one does not compile (a conf that bypassed the schema). A chain keeps the functions' state (their
+-- upvalues) for as long as the configuration lasts. Kong keeps a plugin's `__key__` when its
+-- configuration changes, hence the comparison of the sources.
 function _M.chain(conf)
   local sources = conf.message_by_lua_functions
   if type(sources) ~= "table" or #sources == 0 then
@@ -215,10 +235,10 @@ function _M.chain(conf)
   end
   local key = conf.__key__
   local chain = key and chains[key]
-  if chain then
+  if chain and same(chain.sources, sources) then
     return chain
   end
-  chain = { shared = setmetatable({}, { __mode = "k" }) }
+  chain = { sources = sources, shared = setmetatable({}, { __mode = "k" }) }
   for i, source in ipairs(sources) do
     local fn, err = compile(source)
     if not fn then
@@ -305,11 +325,13 @@ end
 -- Runs the chain over records as the native handle's `records` read returns them (per partition an
 -- array of record JSON, with `offsets`), replacing each with what `apply` makes of it. `done`, when
 -- given, holds per partition what earlier reads made of each offset, and gets what this one makes.
--- Yields to the event loop every SLICE seconds of work.
+-- Yields to the event loop every SLICE seconds of work (looked at every CLOCK_EVERY records, and after
+-- every record whose functions ran HOOK_STEP instructions or more).
 function _M.apply(chain, by_partition, partitions, done)
   local update_time, now = ngx.update_time, ngx.now
   update_time()
   local slice_end = now() + SLICE
+  local until_clock = CLOCK_EVERY
   for i, records in ipairs(by_partition) do
     local p = partitions[i]
     local seen = done and done[i]
@@ -322,11 +344,15 @@ function _M.apply(chain, by_partition, partitions, done)
           seen.by_offset[offsets[j]] = result
           seen.order[#seen.order + 1] = offsets[j]
         end
-        update_time()
-        if now() >= slice_end then
-          ngx.sleep(0.001)  -- sleep(0) is a bare yield only with OpenResty's delayed-events patch
+        until_clock = until_clock - 1
+        if until_clock == 0 or spent > 0 then
+          until_clock, spent = CLOCK_EVERY, 0
           update_time()
-          slice_end = now() + SLICE
+          if now() >= slice_end then
+            ngx.sleep(0.001)  -- sleep(0) is a bare yield only with OpenResty's delayed-events patch
+            update_time()
+            slice_end = now() + SLICE
+          end
         end
       end
       records[j] = result

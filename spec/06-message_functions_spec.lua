@@ -45,6 +45,18 @@ describe("message functions", function()
                 { message_functions.validate("repeat until false") })
   end)
 
+  it("compile once per configuration, and again when the sources change under one __key__", function()
+    local one = { __key__ = "k", message_by_lua_functions = { "return function(m) return m end" } }
+    local chain = message_functions.chain(one)
+    assert.equal(chain, message_functions.chain({ __key__ = "k", message_by_lua_functions = {
+      "return function(m) return m end" } }), "the same sources under the same key")
+    local two = { __key__ = "k", message_by_lua_functions = { "return function(m) return nil end" } }
+    assert.not_equal(chain, message_functions.chain(two), "Kong keeps __key__ across a configuration change")
+    assert.is_nil(message_functions.chain({ __key__ = "k" }))
+    message_functions.retain({})
+    assert.not_equal(chain, message_functions.chain(one), "forgotten once no configuration has it")
+  end)
+
   it("see only the sandbox's globals", function()
     local m = through({ [[
       return function(m)

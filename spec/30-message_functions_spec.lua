@@ -94,7 +94,7 @@ describe("message_by_lua_functions", function()
   local topics = {}
 
   lazy_setup(function()
-    for _, name in ipairs({ "kong", "chain", "sandbox", "loop", "quick", "stream", "count" }) do
+    for _, name in ipairs({ "kong", "chain", "sandbox", "loop", "quick", "stream", "count", "patch" }) do
       topics[name] = helpers.create_topic(helpers.unique_name("fn-" .. name), 1)
     end
     produce_values(topics.kong, { "", "plain", '{"a":1}', "" })
@@ -123,6 +123,7 @@ describe("message_by_lua_functions", function()
       route("quick", topics.quick, nil),
       route("stream", topics.stream, { FILTER, TRANSFORM }, { mode = "server-sent-events" }),
       route("count", topics.count, { COUNT }, { mode = "server-sent-events" }),
+      route("patch", topics.patch, { "return function(m) m.version = 'one' return m end" }),
     } })
   end)
 
@@ -257,6 +258,31 @@ describe("message_by_lua_functions", function()
     table.sort(latencies)
     assert.is_true(#latencies >= 5, #latencies .. " requests answered while the records were cut off")
     assert.is_true(latencies[#latencies] < 0.1, "slowest other request: " .. latencies[#latencies] .. " s")
+  end)
+
+  it("a configuration change through the Admin API brings in its functions", function()
+    produce_values(topics.patch, { "before" })
+    assert.equal("one", get(host, "patch")[1].version)
+    local _, routes = host:admin("GET", "/routes")
+    local route_id
+    for _, r in ipairs(routes.data) do
+      if r.name == "patch" then route_id = r.id end
+    end
+    local _, plugins = host:admin("GET", "/plugins")
+    local plugin_id
+    for _, p in ipairs(plugins.data) do
+      if p.route.id == route_id then plugin_id = p.id end
+    end
+    assert.equal(200, (host:admin("PATCH", "/plugins/" .. plugin_id, { config = {
+      message_by_lua_functions = { "return function(m) m.version = 'two' return m end" } } })))
+    local versions = {}
+    assert.truthy(proc.wait_until(function()
+      produce_values(topics.patch, { "after" })
+      for _, r in ipairs(get(host, "patch", 1000)) do
+        versions[#versions + 1] = r.version
+      end
+      return versions[#versions] == "two"
+    end, 10), table.concat(versions, ","))
   end)
 
   it("server-sent-events: Kong's examples filter and transform the stream", function()

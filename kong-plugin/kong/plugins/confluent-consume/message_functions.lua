@@ -29,6 +29,7 @@ local rawset = rawset
 local tostring = tostring
 local getmetatable = getmetatable
 local sethook = debug.sethook
+local gethook = debug.gethook
 local getinfo = debug.getinfo
 local byte = string.byte
 local sub = string.sub
@@ -106,12 +107,18 @@ local function budget_hook()
 end
 
 
--- Calls fn(arg) within the budget: true, result or false, error.
+-- Calls fn(arg) within the budget: true, result or false, error. A hook set in Lua before (a debugger's)
+-- is put back afterwards.
 local function run(fn, arg)
+  local previous, mask, count = gethook()
   ticks, exhausted = 0, false
   sethook(budget_hook, "", HOOK_STEP)
   local ok, result = pcall(fn, arg)
-  sethook()
+  if type(previous) == "function" then
+    sethook(previous, mask, count)
+  else
+    sethook()
+  end
   spent = spent + ticks
   return ok, result
 end

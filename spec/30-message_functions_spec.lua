@@ -230,9 +230,11 @@ describe("message_by_lua_functions", function()
     assert.equal("s", scalar[1].value)
   end)
 
-  it("a function that never ends is cut off per record while the worker answers others within 0.1 s", function()
+  it("a function that never ends is cut off per record; meanwhile the worker answers others in a fifth of the time",
+     function()
     assert.equal(200, (host:get("/?wait=0", { Host = "quick.test" })))  -- its consumer is up
     local loop = host:connect(60)
+    local started = helpers.now()
     assert(loop:send("GET", "/?wait=5000", { Host = "loop.test" }))
     local latencies = {}
     local deadline = helpers.now() + 10
@@ -243,6 +245,7 @@ describe("message_by_lua_functions", function()
       assert.equal(200, status)
     end
     assert.equal(200, (loop:read_head()))
+    local cut_off_in = helpers.now() - started
     local body = assert(loop:read_body())
     local json = assert(cjson.decode(body))
     loop:close()
@@ -257,7 +260,10 @@ describe("message_by_lua_functions", function()
     end
     table.sort(latencies)
     assert.is_true(#latencies >= 5, #latencies .. " requests answered while the records were cut off")
-    assert.is_true(latencies[#latencies] < 0.1, "slowest other request: " .. latencies[#latencies] .. " s")
+    -- one worker that ran the records through without yielding would hold every other request for all
+    -- of it; the machine's load stretches both alike
+    assert.is_true(latencies[#latencies] < cut_off_in / 5, string.format(
+      "slowest other request %.3f s, the records were cut off in %.3f s", latencies[#latencies], cut_off_in))
   end)
 
   it("a configuration change through the Admin API brings in its functions", function()

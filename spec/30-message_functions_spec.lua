@@ -302,6 +302,26 @@ describe("message_by_lua_functions", function()
     assert.equal(null, records[1].decoded or null)
   end)
 
+  it("server-sent-events: an event's id resumes after it, through catch-up and into the live records", function()
+    local conn = open_stream(host, "stream", "earliest")
+    local events = conn:read_events(1, 30)
+    conn:close()
+    local first
+    for _, e in ipairs(events) do
+      if e.data then first = e end
+    end
+    assert.equal(1, cjson.decode(first.data).offset)
+    conn = host:connect(30)
+    assert.equal(200, (conn:send_request("GET", "/", { Host = "stream.test", Accept = "text/event-stream",
+                                                       ["Last-Event-ID"] = first.id })))
+    local records = message_events(conn, 1)
+    assert.equal(2, records[1].offset)
+    produce_values(topics.stream, { "", "live" })
+    records = message_events(conn, 1)
+    conn:close()
+    assert.same({ 5, "live", true }, { records[1].offset, records[1].value, records[1].processed_by_lua })
+  end)
+
   it("server-sent-events: a function runs once per record per worker however many streams read", function()
     local streams = {}
     for i = 1, 4 do

@@ -31,7 +31,7 @@ dependencies = {
 -- confluent-consume's modules. (luarocks loads a rockspec without Lua's globals: no ipairs.)
 local plugins = {
   { plugin_name, { "handler", "schema", "variants", "consumers", "cursors", "http_get", "sse", "respond",
-                   "client" } },
+                   "client", "message_functions" } },
   { "kafka-consume", { "handler", "schema" } },
 }
 

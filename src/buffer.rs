@@ -255,6 +255,36 @@ pub fn render_kong(partitions: &[PartitionBuffer], cursors: &[i64], selection: &
     out
 }
 
+/// The selected records one by one: their JSON back to back in `json`, and per partition each record's
+/// offset and the range of its JSON there.
+pub struct Pieces {
+    pub json: Vec<u8>,
+    pub partitions: Vec<PartitionPieces>,
+}
+
+/// One partition's part of [`Pieces`].
+pub struct PartitionPieces {
+    pub records: Vec<(i64, std::ops::Range<usize>)>,
+    pub high_watermark: Option<i64>,
+}
+
+/// Copies a selection out record by record, partitions in order, for message functions to change
+/// before the records are rendered.
+pub fn collect_pieces(partitions: &[PartitionBuffer], cursors: &[i64], selection: &Selection) -> Pieces {
+    let mut json = Vec::new();
+    let mut out = Vec::with_capacity(partitions.len());
+    for ((p, &cursor), &count) in partitions.iter().zip(cursors).zip(&selection.counts) {
+        let mut records = Vec::with_capacity(count);
+        for record in selected(p, cursor, count) {
+            let start = json.len();
+            json.extend_from_slice(&record.json);
+            records.push((record.offset, start..json.len()));
+        }
+        out.push(PartitionPieces { records, high_watermark: p.high_watermark });
+    }
+    Pieces { json, partitions: out }
+}
+
 /// The partition layout a stream cursor belongs to: 8 hex digits of an FNV-1a hash over the topics and
 /// their partition counts, so a cursor of another route or of a repartitioned topic is refused.
 pub fn layout_tag(partitions: &[PartitionBuffer]) -> String {
@@ -466,6 +496,21 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(data).unwrap();
             assert_eq!(v["topic"], "t");
         }
+    }
+
+    #[test]
+    fn pieces_are_the_selected_records_one_by_one() {
+        let mut parts = vec![filled("t", 0, 0..3), filled("t", 1, 7..9)];
+        parts[1].high_watermark = Some(9);
+        let s = select(&mut parts, &[1, 7], 0, Limits { max_records: 3, max_bytes: usize::MAX }, ReadMode::Own);
+        let pieces = collect_pieces(&parts, &[1, 7], &s);
+        let offsets: Vec<Vec<i64>> =
+            pieces.partitions.iter().map(|p| p.records.iter().map(|r| r.0).collect()).collect();
+        assert_eq!(offsets, vec![vec![1, 2], vec![7]]);
+        assert_eq!(pieces.partitions[1].high_watermark, Some(9));
+        let (offset, range) = &pieces.partitions[1].records[0];
+        let v: serde_json::Value = serde_json::from_slice(&pieces.json[range.clone()]).unwrap();
+        assert_eq!(v["offset"], *offset);
     }
 
     #[test]

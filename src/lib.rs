@@ -32,7 +32,9 @@ use mlua::{
     UserDataMethods, UserDataRef, Value,
 };
 
-use crate::buffer::{layout_tag, parse_cursor, render_kong, render_sse, select, Limits, ReadMode};
+use crate::buffer::{
+    collect_pieces, layout_tag, parse_cursor, render_kong, render_sse, select, Limits, Pieces, ReadMode,
+};
 use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
 use crate::query::{Mode, Query, QueryConfig, StreamStart};
@@ -66,6 +68,15 @@ impl Drop for Handle {
 enum Format {
     Kong,
     Sse,
+    /// Each record's JSON on its own, for a plugin whose message functions change records before they
+    /// are rendered (message_functions.lua renders them then).
+    Records,
+}
+
+/// A read's first value for Lua.
+enum Rendered {
+    Body(Vec<u8>),
+    Records(Pieces),
 }
 
 /// A read of the buffer from `cursors` on, rendered as `format`. Queue and replay handles own their
@@ -93,17 +104,42 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
         Delivery::Queue | Delivery::Replay => ReadMode::Own,
     };
     let selection = select(&mut state.partitions, &offsets, first, limits, mode);
-    let body = match format {
-        Format::Kong => render_kong(&state.partitions, &offsets, &selection),
-        Format::Sse => render_sse(&state.partitions, &offsets, &selection, &layout_tag(&state.partitions)),
+    let rendered = match format {
+        Format::Kong => Rendered::Body(render_kong(&state.partitions, &offsets, &selection)),
+        Format::Sse => {
+            Rendered::Body(render_sse(&state.partitions, &offsets, &selection, &layout_tag(&state.partitions)))
+        }
+        Format::Records => Rendered::Records(collect_pieces(&state.partitions, &offsets, &selection)),
     };
     drop(state);
+    let first = match rendered {
+        Rendered::Body(body) => Value::String(lua.create_string(&body)?),
+        Rendered::Records(pieces) => Value::Table(records_table(lua, &pieces)?),
+    };
     Ok(MultiValue::from_vec(vec![
-        Value::String(lua.create_string(&body)?),
+        first,
         Value::Table(lua.create_sequence_from(selection.next.iter().copied())?),
         Value::Integer(selection.total as i64),
         Value::Boolean(selection.behind),
     ]))
+}
+
+/// `{ {json, ..., offsets = {...}, high_watermark = H}, ... }`: per partition its records' JSON and
+/// offsets (parallel arrays), and its high watermark (absent before the first fetch).
+fn records_table(lua: &Lua, pieces: &Pieces) -> LuaResult<Table> {
+    let list = lua.create_table_with_capacity(pieces.partitions.len(), 0)?;
+    for p in &pieces.partitions {
+        let records = lua.create_table_with_capacity(p.records.len(), 2)?;
+        let offsets = lua.create_table_with_capacity(p.records.len(), 0)?;
+        for (j, (offset, range)) in p.records.iter().enumerate() {
+            records.raw_set(j + 1, lua.create_string(&pieces.json[range.clone()])?)?;
+            offsets.raw_set(j + 1, *offset)?;
+        }
+        records.raw_set("offsets", offsets)?;
+        records.raw_set("high_watermark", p.high_watermark)?;
+        list.raw_push(records)?;
+    }
+    Ok(list)
 }
 
 /// `nil, message` for Lua.
@@ -180,6 +216,22 @@ impl UserData for Handle {
         // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind
         method(methods, "read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
             read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse)
+        });
+
+        // records(cursors, max_records, max_bytes) -> by_partition, next_cursors, count, behind: a take
+        // (queue, replay) or read (broadcast) whose records come one by one (see records_table)
+        method(methods, "records", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Records)
+        });
+
+        // layout() -> the partition layout tag that starts this handle's stream cursors
+        method(methods, "layout", |lua, this, ()| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let layout = layout_tag(&shared.state.lock().partitions);
+            Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(layout)?)]))
         });
 
         // bounds() -> { {from, next}, ... }: the offsets each partition's buffer holds every record of

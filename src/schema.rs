@@ -163,6 +163,9 @@ pub const FIELDS: &[Field] = &[
     field("max_catchup_streams", Integer, true, &[Between(1, 10_000)]),
     field("fetch_wait_max_ms", Integer, true, &[Between(1, 10_000)]),
     field("buffer_max_bytes", Integer, true, &[Between(65_536, 1024 * MIB)]),
+    // Lua source: schema.lua's validator compiles each element, and message_functions.lua again when a
+    // configuration is first served; nothing here runs Lua or needs the functions.
+    field("message_by_lua_functions", Array, false, &[]),
 ];
 
 /// Checks `conf` (the `config` of a `plugin`; other keys, such as Kong's `__key__`, are ignored) against

@@ -240,7 +240,7 @@ local function served_up_to(ranges, offset)
 end
 
 
-local function take_claim(shm, entry, partitions, limits, timeout)
+local function take_claim(shm, entry, partitions, limits, timeout, one_by_one)
   local group = entry.group_id
   local t = now()
   if t >= (next_recovery[group] or 0) then
@@ -270,7 +270,9 @@ local function take_claim(shm, entry, partitions, limits, timeout)
     shm:delete(redo_flag_key(group))
   end
 
-  local body, next_cursors, count = entry.handle:take(cursors, max_records, limits.max_bytes)
+  local handle = entry.handle
+  local read = one_by_one and handle.records or handle.take
+  local body, next_cursors, count = read(handle, cursors, max_records, limits.max_bytes)
   if not body then
     return nil, next_cursors
   end
@@ -368,9 +370,10 @@ end
 
 
 -- Takes the next records for this node from `entry`'s handle.
--- Returns a claim { body, count, starts, ends, id } or nil, err.
-function _M.claim(entry, partitions, limits, timeout)
-  return locked(entry.group_id, timeout, take_claim, entry, partitions, limits, timeout)
+-- Returns a claim { body, count, starts, ends, id } or nil, err. `body` is the answer's JSON, or with
+-- `one_by_one` the records one by one (the handle's `records`), for message functions to go through.
+function _M.claim(entry, partitions, limits, timeout, one_by_one)
+  return locked(entry.group_id, timeout, take_claim, entry, partitions, limits, timeout, one_by_one)
 end
 
 

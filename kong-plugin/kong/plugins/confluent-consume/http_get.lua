@@ -8,6 +8,7 @@ local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local cursors = require "kong.plugins.confluent-consume.cursors"
 local client = require "kong.plugins.confluent-consume.client"
+local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local native = require "confluent_consume_native"
 
 
@@ -100,6 +101,20 @@ local function watch_abort(request)
 end
 
 
+-- Settles a claim: delivered (then committed under `auto`) or to be served again.
+local function settle(conf, entry, partitions, claim, delivered)
+  if claim.count == 0 then
+    return
+  end
+  local commits, err = cursors.settle(entry, partitions, claim, delivered, conf.timeout / 1000)
+  if not commits then
+    kong.log.err("cannot settle delivered records: ", err)
+  elseif delivered and conf.commit_strategy == "auto" then
+    entry.handle:commit(commits)
+  end
+end
+
+
 local function deliver(conf, entry, partitions, claim, request)
   ngx.status = 200
   ngx.header["Content-Type"] = "application/json"
@@ -109,14 +124,7 @@ local function deliver(conf, entry, partitions, claim, request)
     ok = ngx.flush(true)
   end
   ok = ok and not request.aborted
-  if claim.count > 0 then
-    local commits, err = cursors.settle(entry, partitions, claim, ok, conf.timeout / 1000)
-    if not commits then
-      kong.log.err("cannot settle delivered records: ", err)
-    elseif ok and conf.commit_strategy == "auto" then
-      entry.handle:commit(commits)
-    end
-  end
+  settle(conf, entry, partitions, claim, ok)
   return ngx.exit(ok and 200 or 499)
 end
 
@@ -142,6 +150,11 @@ function _M.serve(conf, plugin_name)
     return respond.kafka_failure(conf, status, message)
   end
   watch_claims(conf, entry, partitions)
+  local chain
+  chain, err = message_functions.chain(conf)
+  if err then
+    return respond.error(500, err)
+  end
   local wait_until = now() + limits.wait
   while true do
     -- a client that left without nginx noticing (see client.lua) must not have records claimed for it
@@ -150,21 +163,31 @@ function _M.serve(conf, plugin_name)
     end
     local generation = entry.generation
     local claim
-    claim, err = cursors.claim(entry, partitions, limits, conf.timeout / 1000)
+    claim, err = cursors.claim(entry, partitions, limits, conf.timeout / 1000, chain ~= nil)
     if not claim then
       return respond.kafka_failure(conf, 503, err)
+    end
+    local kept = claim.count
+    if chain then
+      message_functions.apply(chain, claim.body, partitions)
+      claim.body, kept = message_functions.render_kong(partitions, claim.body)
     end
     update_time()
     local remaining = wait_until - now()
     -- a consumer closed by a configuration change (or a worker exit) ends the long-poll: the next GET
     -- goes to the consumer of the new configuration
-    if claim.count > 0 or remaining <= 0 or entry.closed then
+    if kept > 0 or remaining <= 0 or entry.closed or request.aborted then
       return deliver(conf, entry, partitions, claim, request)
     end
-    consumers.wait(entry, generation, remaining)
-    local _, kafka_err = entry.handle:state()
-    if kafka_err then
-      return respond.kafka_failure(conf, 503, "Kafka is unavailable: " .. kafka_err)
+    if claim.count > 0 then
+      -- the functions dropped every record claimed: consumed, and the long-poll goes on
+      settle(conf, entry, partitions, claim, true)
+    else
+      consumers.wait(entry, generation, remaining)
+      local _, kafka_err = entry.handle:state()
+      if kafka_err then
+        return respond.kafka_failure(conf, 503, "Kafka is unavailable: " .. kafka_err)
+      end
     end
   end
 end

@@ -5,6 +5,7 @@
 -- (`native.settings(conf)`) and checks the same types, required flags and bounds again (src/schema.rs);
 -- spec/05-settings_spec.lua fails on any difference between the two.
 local typedefs = require "kong.db.schema.typedefs"
+local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local NULL = require("cjson").null -- ngx.null is the same value inside nginx
 
 
@@ -373,6 +374,19 @@ return {
               required = true,
               default = 8 * MIB,
               between = { 65536, 1024 * MIB },
+          } },
+          { message_by_lua_functions = {
+              description = "Lua functions applied in order to every record before it is served: each " ..
+                            "string is Lua source returning `function(message)`, which returns the " ..
+                            "message (changed or not) or nil to drop the record. They run sandboxed " ..
+                            "(see README, Message functions).",
+              type = "array",
+              required = false,
+              elements = {
+                type = "string",
+                len_min = 1,
+                custom_validator = message_functions.validate,
+              },
           } },
         },
     } },

@@ -12,6 +12,7 @@
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local client = require "kong.plugins.confluent-consume.client"
+local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
@@ -24,6 +25,8 @@ local update_time = ngx.update_time
 local print = ngx.print
 local flush = ngx.flush
 local concat = table.concat
+local unpack = unpack
+local pcall = pcall
 local ipairs = ipairs
 local max = math.max
 
@@ -67,24 +70,83 @@ local function within(live, cursors)
 end
 
 
--- Reads the shared handle; streams at the same position in the same generation share one rendering.
-local function read_live(live, cursors, max_records, max_bytes)
-  local key = concat(cursors, ".")
-  local cache = live.read_cache
-  if not cache or cache.generation ~= live.generation or cache.max_records ~= max_records
+-- The reads of `owner` (the shared handle, or a chain's state for it) in `generation`, by position.
+local function reads_of(owner, generation, max_records, max_bytes)
+  local cache = owner.read_cache
+  if not cache or cache.generation ~= generation or cache.max_records ~= max_records
      or cache.max_bytes ~= max_bytes then
-    cache = { generation = live.generation, max_records = max_records, max_bytes = max_bytes, reads = {} }
-    live.read_cache = cache
+    cache = { generation = generation, max_records = max_records, max_bytes = max_bytes, reads = {} }
+    owner.read_cache = cache
   end
-  local hit = cache.reads[key]
+  return cache.reads
+end
+
+
+-- With message functions (`fx`): the records come one by one, go through the chain, and are rendered
+-- here. `done` (shared handle only) keeps what the chain made of each record.
+local function read_through(source, cursors, max_records, max_bytes, fx, done)
+  local by_partition, next_cursors, count, behind = source.handle:records(cursors, max_records, max_bytes)
+  if not by_partition then
+    return nil, next_cursors
+  end
+  message_functions.apply(fx.chain, by_partition, fx.partitions, done)
+  return message_functions.render_sse(fx.layout, cursors, fx.partitions, by_partition), next_cursors, count,
+         behind
+end
+
+
+-- The shared handle's records go through the chain once per worker, however many streams read them:
+-- one read at a time runs it (it may yield), and what it made of each record stays until the handle's
+-- buffer drops the record.
+local function read_live_through(live, cursors, max_records, max_bytes, fx)
+  local state = fx.state
+  local lock = state.lock
+  if not lock then
+    lock = semaphore.new(1)
+    state.lock = lock
+  end
+  if not lock:wait(fx.timeout) then
+    return { nil, "timed out waiting for another stream's message functions" }
+  end
+  local key = concat(cursors, ".")
+  local hit = reads_of(state, live.generation, max_records, max_bytes)[key]
   if hit then
-    return hit[1], hit[2], hit[3], hit[4]
+    lock:post(1)
+    return hit
   end
-  local body, next_cursors, count, behind = live.handle:read(cursors, max_records, max_bytes)
-  if body then
-    cache.reads[key] = { body, next_cursors, count, behind }
+  state.done = state.done or message_functions.new_done(#fx.partitions)
+  local ok, result = pcall(function()
+    local read = { read_through(live, cursors, max_records, max_bytes, fx, state.done) }
+    local bounds = live.handle:bounds()
+    if bounds then
+      message_functions.forget_below(state.done, bounds)
+    end
+    return read
+  end)
+  lock:post(1)
+  if not ok then
+    error(result, 0)
   end
-  return body, next_cursors, count, behind
+  return result
+end
+
+
+-- Reads the shared handle; streams at the same position in the same generation share one rendering.
+local function read_live(live, cursors, max_records, max_bytes, fx)
+  local key = concat(cursors, ".")
+  local reads = reads_of(fx and fx.state or live, live.generation, max_records, max_bytes)
+  local hit = reads[key]
+  if not hit then
+    if fx then
+      hit = read_live_through(live, cursors, max_records, max_bytes, fx)
+    else
+      hit = { live.handle:read(cursors, max_records, max_bytes) }
+    end
+    if hit[1] then
+      reads[key] = hit
+    end
+  end
+  return unpack(hit, 1, 4)
 end
 
 
@@ -120,7 +182,7 @@ end
 
 
 -- Streams until the client goes away, falls behind, or the worker exits.
-local function stream(conf, live, request, cursors)
+local function stream(conf, live, request, cursors, fx)
   local replay = request.replay
   local heartbeat = conf.heartbeat_interval / 1000
   local last_error
@@ -133,7 +195,9 @@ local function stream(conf, live, request, cursors)
     local generation = source.generation
     local body, next_cursors, count, behind
     if source == live then
-      body, next_cursors, count, behind = read_live(live, cursors, conf.max_records, conf.max_bytes)
+      body, next_cursors, count, behind = read_live(live, cursors, conf.max_records, conf.max_bytes, fx)
+    elseif fx then
+      body, next_cursors, count = read_through(source, cursors, conf.max_records, conf.max_bytes, fx)
     else
       body, next_cursors, count = source.handle:read(cursors, conf.max_records, conf.max_bytes)
     end
@@ -206,9 +270,18 @@ function _M.serve(conf, plugin_name)
   request.live = live
   update_time()
   local deadline = now() + conf.timeout / 1000
-  local _, status, message = consumers.await_ready(live, deadline)
+  local live_partitions, status, message = consumers.await_ready(live, deadline)
   if status then
     return respond.kafka_failure(conf, status, message)
+  end
+  local fx
+  local chain
+  chain, err = message_functions.chain(conf)
+  if err then
+    return respond.error(500, err)
+  elseif chain then
+    fx = { chain = chain, partitions = live_partitions, layout = live.handle:layout(),
+           state = message_functions.shared_state(chain, live), timeout = conf.timeout / 1000 }
   end
 
   local cursors, replay_start
@@ -263,7 +336,7 @@ function _M.serve(conf, plugin_name)
   ngx.header["Cache-Control"] = "no-cache"
   ngx.header["X-Accel-Buffering"] = "no"
   if send("retry: " .. conf.retry_interval .. "\n\n") then
-    stream(conf, live, request, cursors)
+    stream(conf, live, request, cursors, fx)
   end
   end_catchup(request)
   return ngx.exit(request.aborted and 499 or 200)

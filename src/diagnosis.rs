@@ -235,7 +235,7 @@ mod tests {
         if let Some(ssl) = ssl {
             conf["security"]["ssl"] = json!(ssl);
         }
-        Settings::from_conf(&conf).unwrap()
+        Settings::from_conf(&conf, Default::default()).unwrap()
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
 use crate::query::{Mode, Query, QueryConfig, StreamStart};
 use crate::schema::{Rule, FIELDS};
-use crate::settings::{Delivery, OffsetReset, Settings, Start};
+use crate::settings::{Delivery, Handover, OffsetReset, Settings, Start};
 
 /// A consumer handle as Lua sees it.
 pub struct Handle {
@@ -264,29 +264,35 @@ impl UserData for Handle {
 /// `new_consumer`.
 impl UserData for Settings {}
 
-/// `settings(conf) -> settings, identity, group_id`: the consumer settings of the plugin configuration
-/// `conf`, the table Kong hands to the plugin's phases (its other keys, such as `__key__`, are ignored;
-/// see [`Settings::from_conf`]); the identity of its consumer, equal for the configurations that share
-/// one per worker ([`Settings::identity`]); and its Kafka consumer group.
+/// `settings(conf [, handover]) -> settings, identity, group_id`: the consumer settings of the plugin
+/// configuration `conf`, the table Kong hands to the plugin's phases (its other keys, such as `__key__`,
+/// are ignored; see [`Settings::from_conf`]), with what the plugin hands over beside it, `{consumer_group
+/// = <the Kong consumer's group>, certificate = {cert =, key =}}` (see [`Handover`]); the identity of its
+/// consumer, equal for the configurations that share one per worker ([`Settings::identity`]); and its
+/// Kafka consumer group.
 ///
 /// # Errors
 /// Returns `nil, message` naming the first invalid field: a value outside schema.lua's rules (the same
-/// rules, [`schema::FIELDS`]) or a combination its entity checks refuse. Raises only when `conf` is not a
-/// table.
+/// rules, [`schema::FIELDS`]), a combination its entity checks refuse, or `security.certificate_id`
+/// without its certificate. Raises only when `conf` is not a table or `handover` not of that shape.
 ///
 /// # Panics
 /// Never on purpose; a panic inside comes back as `nil, "internal error: …"` (see [`guard`]).
-fn settings(lua: &Lua, conf: Value) -> LuaResult<MultiValue> {
+fn settings(lua: &Lua, (conf, handover): (Value, Option<Value>)) -> LuaResult<MultiValue> {
     if !conf.is_table() {
         return Err(mlua::Error::runtime("settings expects the plugin's conf table"));
     }
+    let handover: Handover = match handover {
+        Some(handover) => lua.from_value(handover)?,
+        None => Handover::default(),
+    };
     // a function or userdata under a key the settings ignore is no reason to refuse them
     let options = DeserializeOptions::new().deny_unsupported_types(false);
     let conf: serde_json::Value = match lua.from_value_with(conf, options) {
         Ok(conf) => conf,
         Err(e) => return failure(lua, Error::Config(e.to_string())),
     };
-    match Settings::from_conf(&conf) {
+    match Settings::from_conf(&conf, handover) {
         Ok(settings) => {
             let identity = Value::String(lua.create_string(settings.identity())?);
             let group_id = Value::String(lua.create_string(&settings.group_id)?);
@@ -295,6 +301,7 @@ fn settings(lua: &Lua, conf: Value) -> LuaResult<MultiValue> {
         Err(e) => failure(lua, e),
     }
 }
+
 
 /// `new_consumer(settings [, start])`: builds a handle from `settings(conf)` and starts its thread without
 /// waiting for Kafka. Without `start`, the configuration's shared consumer (a queue for http-get, a
@@ -326,7 +333,8 @@ fn new_consumer(lua: &Lua, (settings, start): (UserDataRef<Settings>, Option<Val
 
 /// `config_fields()`: every field of the plugin's `config` as the native side checks it, keyed by path
 /// (`a.b`, `a[].b` for a field of each element): `{type =, required =}` plus the schema.lua constraints
-/// `between`, `one_of`, `not_one_of`, `len_min`, `len_max`, `match` and `custom_validator = "host"`.
+/// `between`, `one_of`, `not_one_of`, `len_min`, `len_max`, `match`, `custom_validator = "host"` and
+/// `uuid = true`.
 /// spec/05-settings_spec.lua compares it with schema.lua.
 ///
 /// # Errors
@@ -348,6 +356,7 @@ fn config_fields(lua: &Lua, (): ()) -> LuaResult<Table> {
                 Rule::LenMax(n) => entry.raw_set("len_max", n)?,
                 Rule::Match(pattern, _) => entry.raw_set("match", pattern)?,
                 Rule::Host => entry.raw_set("custom_validator", "host")?,
+                Rule::Uuid => entry.raw_set("uuid", true)?,
             }
         }
         fields.raw_set(field.path, entry)?;
@@ -485,7 +494,8 @@ mod tests {
                              client_key = null },
                 max_records = 1000, max_bytes = 1048576, max_wait = 30000, heartbeat_interval = 15000,
                 retry_interval = 3000, max_catchup_streams = 16, fetch_wait_max_ms = 10,
-                buffer_max_bytes = 8388608, __key__ = "k", __plugin_id = "p", __handler = function() end,
+                buffer_max_bytes = 8388608, max_consumer_groups = 16, __key__ = "k", __plugin_id = "p",
+                __handler = function() end,
             }
             local s, identity, group_id = native.settings(conf)
             assert(s and #identity == 32 and group_id == "kong-confluent-consume-p", identity)
@@ -497,6 +507,11 @@ mod tests {
             assert(fields["fetch_wait_max_ms"].between[2] == 10000 and fields["topics[].name"].len_max == 249)
             local h, err = native.new_consumer(s, { kind = "offsets", offsets = { -1 } })
             assert(h == nil and err:match("start.offsets"), err)
+            -- a Kong consumer's group is handed over with the conf, in kong_consumer mode
+            conf.consumer_group.mode = "kong_consumer"
+            assert(select(3, native.settings(conf)) == "kong-confluent-consume-p")
+            assert(select(3, native.settings(conf, { consumer_group = "alice" })) == "alice")
+            assert(not pcall(native.settings, conf, { consumer_group = {} }))
         "#);
     }
 }

@@ -60,6 +60,8 @@ pub enum Rule {
     Match(&'static str, fn(&str) -> bool),
     /// `typedefs.host`'s `custom_validator`: a host name, an IPv4 or an IPv6 address.
     Host,
+    /// `uuid = true` (`typedefs.uuid`): a UUID in its 8-4-4-4-12 hex form.
+    Uuid,
 }
 
 /// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element.
@@ -76,7 +78,7 @@ const fn field(path: &'static str, kind: Kind, required: bool, rules: &'static [
 }
 
 use Kind::{Array, Boolean, Integer, Record, String as Str};
-use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf};
+use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf, Uuid};
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
@@ -102,7 +104,7 @@ pub const FIELDS: &[Field] = &[
     field("timeout", Integer, false, &[Between(0, (1 << 31) - 2)]),
     field("cluster_name", Str, false, &[LenMin(1), LenMax(255)]),
     field("consumer_group", Record, true, &[]),
-    field("consumer_group.mode", Str, true, &[OneOf(&["random", "manual"])]),
+    field("consumer_group.mode", Str, true, &[OneOf(&["random", "manual", "kong_consumer"])]),
     field("consumer_group.consumer_group_id", Str, false, &[LenMin(1), LenMax(255)]),
     field("authentication", Record, false, &[]),
     field("authentication.strategy", Str, false, &[OneOf(&["sasl"])]),
@@ -117,6 +119,7 @@ pub const FIELDS: &[Field] = &[
     field("security.ca_certificate", Str, false, &[PEM]),
     field("security.client_certificate", Str, false, &[PEM]),
     field("security.client_key", Str, false, &[PEM]),
+    field("security.certificate_id", Str, false, &[Uuid]),
     field("max_records", Integer, true, &[Between(1, 100_000)]),
     field("max_bytes", Integer, true, &[Between(1, 64 * MIB)]),
     field("max_wait", Integer, true, &[Between(0, 300_000)]),
@@ -125,6 +128,7 @@ pub const FIELDS: &[Field] = &[
     field("max_catchup_streams", Integer, true, &[Between(1, 10_000)]),
     field("fetch_wait_max_ms", Integer, true, &[Between(1, 10_000)]),
     field("buffer_max_bytes", Integer, true, &[Between(65_536, 1024 * MIB)]),
+    field("max_consumer_groups", Integer, true, &[Between(1, 1000)]),
 ];
 
 /// Checks `conf` (the plugin's `config`; other keys, such as Kong's `__key__`, are ignored) against
@@ -186,6 +190,7 @@ fn check_value(value: &Value, shown: &str, field: &Field) -> Result<(), Error> {
             Rule::LenMax(n) => length(value) <= n,
             Rule::Match(_, test) => value.as_str().is_some_and(test),
             Rule::Host => value.as_str().is_some_and(is_host),
+            Rule::Uuid => value.as_str().is_some_and(is_uuid),
         };
         if !ok {
             return bad(shown, &message(rule));
@@ -203,6 +208,7 @@ fn message(rule: &Rule) -> String {
         Rule::LenMin(n) => format!("length must be at least {n}"),
         Rule::LenMax(n) => format!("length must be at most {n}"),
         Rule::Match(..) | Rule::Host => "invalid value".into(),
+        Rule::Uuid => "expected a valid UUID".into(),
     }
 }
 
@@ -227,6 +233,13 @@ fn is_topic_name(name: &str) -> bool {
 /// `%-%-%-%-%-BEGIN ` (unanchored)
 fn is_pem(text: &str) -> bool {
     text.contains("-----BEGIN ")
+}
+
+/// Kong's UUID check: 8-4-4-4-12 hex digits, any case, any version.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Kong's `typedefs.host`: an IPv4 address, an IPv6 address (bracketed or not) or a host name. Besides
@@ -282,7 +295,7 @@ pub(crate) mod tests {
             "security": { "ssl_verify": true },
             "max_records": 1000, "max_bytes": 1048576, "max_wait": 30000, "heartbeat_interval": 15000,
             "retry_interval": 3000, "max_catchup_streams": 16, "fetch_wait_max_ms": 10,
-            "buffer_max_bytes": 8388608, "__key__": "k", "__plugin_id": "p"
+            "buffer_max_bytes": 8388608, "max_consumer_groups": 16, "__key__": "k", "__plugin_id": "p"
         })
     }
 
@@ -369,7 +382,7 @@ pub(crate) mod tests {
                         accepted(f.path, json!("a".repeat(n)));
                         refused(f.path, json!("a".repeat(n + 1)));
                     }
-                    Rule::Match(..) | Rule::Host => {
+                    Rule::Match(..) | Rule::Host | Rule::Uuid => {
                         refused(f.path, json!("not valid, !"));
                     }
                 }
@@ -397,6 +410,22 @@ pub(crate) mod tests {
     fn a_refusal_never_shows_the_value() {
         let text = refused("security.client_key", json!("private key material"));
         assert!(!text.contains("material"), "{text}");
+    }
+
+    #[test]
+    fn uuids_as_kong_reads_them() {
+        for id in ["5f4034c2-0000-4000-8000-000000000000", "5F4034C2-AAAA-bbbb-CCCC-0123456789ab"] {
+            assert!(is_uuid(id), "{id}");
+        }
+        for id in [
+            "",
+            "5f4034c2000040008000000000000000",
+            "5f4034c2-0000-4000-8000-00000000000",
+            "g0000000-0000-4000-8000-000000000000",
+            "5f4034c2-0000-4000-8000-000000000000-",
+        ] {
+            assert!(!is_uuid(id), "{id}");
+        }
     }
 
     #[test]

@@ -651,11 +651,13 @@ local function save_entity(method, name, id_or_key, consumer_key)
         input.created_at = existing.created_at
       end
       local endpoint_key = daos.DAOS[name].endpoint_key
+      local by_key = endpoint_key and not utils.is_uuid(id_or_key)
+      if by_key then
+        input[endpoint_key] = id_or_key
+      end
       if existing then
         input.id = existing.id
-      elseif endpoint_key and not utils.is_uuid(id_or_key) then
-        input[endpoint_key] = id_or_key
-      else
+      elseif not by_key then
         input.id = id_or_key
       end
     end

@@ -150,8 +150,8 @@ function _M.save(doc, name, input, index, opts)
   for _, field in ipairs(dao.unique) do
     local value = entity[field]
     if value ~= nil then
-      for _, other in ipairs(doc[name]) do
-        if other.id ~= entity.id and other[field] == value then
+      for i, other in ipairs(doc[name]) do
+        if i ~= index and other[field] == value then
           return nil, { unique = { [field] = value } }
         end
       end

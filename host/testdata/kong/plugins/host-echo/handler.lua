@@ -50,13 +50,7 @@ function HostEcho:access(conf)
     -- what an authentication plugin before this one left (key-auth, spec/03)
     consumer = kong.client.get_consumer(),
     credential = kong.client.get_credential(),
-    consumer_headers = {
-      id = kong.request.get_header("X-Consumer-ID"),
-      username = kong.request.get_header("X-Consumer-Username"),
-      custom_id = kong.request.get_header("X-Consumer-Custom-ID"),
-      credential = kong.request.get_header("X-Credential-Identifier"),
-      anonymous = kong.request.get_header("X-Anonymous-Consumer"),
-    },
+    headers = kong.request.get_headers(),
     method = kong.request.get_method(),
     path = kong.request.get_path(),
     node_id = kong.node.get_id(),

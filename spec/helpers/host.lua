@@ -138,7 +138,9 @@ Host.__index = Host
 -- served read-only under /demo/ on the proxy port), check_client_abort (true: nginx tells a request at
 -- once that its client left, as kong.conf's `nginx_proxy_lua_check_client_abort = on` does; default off,
 -- Kong's default), fault_injection (true: the native module built with the `fault-injection` feature),
--- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's),
+-- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's and
+-- Kong's bundled ones), consumers (Kong's declarative `consumers`, with nested `keyauth_credentials`),
+-- certificates (Kong's `certificates`),
 -- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
 -- Development host only: cpath (the native module's directory), plugin_paths (directories holding
 -- kong/plugins/<name>/; default the project's kong-plugin), plugins (the names to load; default every
@@ -151,9 +153,8 @@ function _M.start_host(opts, attempt)
   local prefix = _M.RUN_DIR .. "/host-" .. proxy_port
   assert(_M.sh("rm -rf " .. prefix .. " && mkdir -p " .. prefix))
   local config_file = prefix .. "/kong.json"
-  local file = assert(io.open(config_file, "w"))
-  file:write(assert(cjson.encode({ _format_version = "3.0", routes = opts.routes or {} })))
-  file:close()
+  local entities = { consumers = opts.consumers, certificates = opts.certificates }
+  _M.write_declarative(config_file, opts.routes, entities)
   local env_args = ""
   for _, name in ipairs(opts.env or {}) do
     env_args = env_args .. " --env " .. name
@@ -161,7 +162,7 @@ function _M.start_host(opts, attempt)
   local plugin_paths, plugins = opts.plugin_paths, opts.plugins
   if opts.fixture_plugins then
     plugin_paths = { _M.ROOT .. "/kong-plugin", _M.ROOT .. "/spec/fixtures/plugins" }
-    plugins = { "confluent-consume", unpack(opts.fixture_plugins) }
+    plugins = { "bundled", "confluent-consume", unpack(opts.fixture_plugins) }
   end
   if plugins then
     env_args = env_args .. " --plugins " .. table.concat(plugins, ",")
@@ -186,7 +187,21 @@ function _M.start_host(opts, attempt)
   end
   assert(ok, "cannot start the host: " .. output)
   return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
-                        pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT }, Host)
+                        pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT,
+                        entities = entities }, Host)
+end
+
+
+-- Writes a declarative config (Kong's format) of `routes` and `entities` ({consumers =, certificates =},
+-- each as Kong's kong.yml lists them: consumers with nested keyauth_credentials) to `path`.
+function _M.write_declarative(path, routes, entities)
+  local doc = { _format_version = "3.0", routes = routes or {} }
+  for name, list in pairs(entities or {}) do
+    doc[name] = list
+  end
+  local file = assert(io.open(path, "w"))
+  file:write(assert(cjson.encode(doc)))
+  file:close()
 end
 
 
@@ -194,9 +209,7 @@ end
 -- start with the config, old ones finish their requests and exit.
 function Host:reload(routes)
   if routes then
-    local file = assert(io.open(self.prefix .. "/kong.json", "w"))
-    file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
-    file:close()
+    _M.write_declarative(self.prefix .. "/kong.json", routes, self.entities)
   end
   local ok, output = _M.sh(self.root .. "/host/bin/kong-host reload --prefix " .. self.prefix)
   assert(ok, "cannot reload the host: " .. output)

@@ -29,8 +29,9 @@ function _M:settimeout(seconds)
 end
 
 
--- Sends a request and reads the status line and headers. Returns status, headers (lower-case names).
-function _M:send_request(method, path, headers, body)
+-- Sends a request without waiting for the answer (read it with read_head, then read_body); true, or nil
+-- and an error.
+function _M:send(method, path, headers, body)
   local lines = { method .. " " .. path .. " HTTP/1.1" }
   headers = headers or {}
   local has_host = false
@@ -48,6 +49,13 @@ function _M:send_request(method, path, headers, body)
   if not ok then
     return nil, "send: " .. tostring(err)
   end
+  return true
+end
+
+
+-- Reads the status line and headers of the answer to the request sent last. Returns status, headers
+-- (lower-case names).
+function _M:read_head()
   local status_line, read_err = self.sock:receive("*l")
   if not status_line then
     return nil, "receive status: " .. tostring(read_err)
@@ -69,6 +77,16 @@ function _M:send_request(method, path, headers, body)
   self.chunked = (response_headers["transfer-encoding"] or ""):lower():find("chunked") ~= nil
   self.remaining = tonumber(response_headers["content-length"])
   return status, response_headers
+end
+
+
+-- Sends a request and reads the status line and headers. Returns status, headers (lower-case names).
+function _M:send_request(method, path, headers, body)
+  local ok, err = self:send(method, path, headers, body)
+  if not ok then
+    return nil, err
+  end
+  return self:read_head()
 end
 
 

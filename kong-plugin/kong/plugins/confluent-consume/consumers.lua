@@ -4,6 +4,8 @@
 -- request and plugin whose consumer settings are identical, and closed when no configuration uses it any
 -- more (Kong's `configure` phase) or when the worker exits. Each handle has a doorbell: a timer holding a
 -- cosocket on the handle's Unix socket, woken by the consumer thread, which wakes the waiting requests.
+-- With consumer_group.mode kong_consumer (http-get), each Kong consumer's group has a handle of its own,
+-- at most max_consumer_groups per configuration and worker.
 local native = require "confluent_consume_native"
 local semaphore = require "ngx.semaphore"
 
@@ -13,6 +15,7 @@ local ngx = ngx
 local timer_at = ngx.timer.at
 local worker_exiting = ngx.worker.exiting
 local tostring = tostring
+local type = type
 local pairs = pairs
 local ipairs = ipairs
 
@@ -24,30 +27,82 @@ local _M = {}
 
 
 local handles = {}  -- consumer identity -> entry
--- conf.__key__ -> { settings =, identity =, group_id = }: each configuration revision is handed to the
--- native side once
+-- conf.__key__ -> the configuration revision as the native side read it, once per worker:
+--   { settings =, identity =, group_id =, handover =, per_consumer =, groups = { [group] = known },
+--     group_count = <entries of groups> }
+-- `groups` (consumer_group.mode kong_consumer, http-get) holds the settings of each Kong consumer's group,
+-- { settings =, identity =, group_id =, used = <ngx.now()> }, at most max_consumer_groups of them.
 local known = {}
+local warned = {}  -- plugin id -> true once a request without a Kong consumer was logged
 local open_entries = setmetatable({}, { __mode = "k" })  -- every entry not closed yet, shared or replay
 local exit_watch         -- whether the exit watch timer is pending
 
 
--- The native settings of `conf`, the identity of its consumer (the configurations whose consumers come
--- out identical share one) and its consumer group.
-local function settings_of(conf)
-  local conf_key = conf.__key__
-  local cached = conf_key and known[conf_key]
-  if cached then
-    return cached
+-- What the plugin hands to the native side beside `conf`: the PEMs of the Kong certificate
+-- `security.certificate_id` names, read through the PDK as any Kong plugin reads an entity. Read once per
+-- configuration revision and worker, never per request; an unknown id is not remembered, so creating the
+-- certificate makes the next request work.
+local function handover_of(conf)
+  local certificate_id = conf.security.certificate_id
+  if not certificate_id then
+    return {}
   end
-  local settings, identity, group_id = native.settings(conf)
+  local certificate, err = kong.db.certificates:select({ id = certificate_id })
+  if not certificate then
+    return nil, "security.certificate_id: " .. (err and "cannot read certificate " .. certificate_id .. ": " ..
+                tostring(err) or "no certificate with id " .. certificate_id)
+  end
+  return { certificate = { cert = certificate.cert, key = certificate.key } }
+end
+
+
+-- The native settings of `conf`, the identity of its consumer (the configurations whose consumers come
+-- out identical share one) and its consumer group, with the group a request without a Kong consumer reads.
+local function revision_of(conf)
+  local conf_key = conf.__key__
+  local revision = conf_key and known[conf_key]
+  if revision then
+    return revision
+  end
+  local handover, err = handover_of(conf)
+  if not handover then
+    return nil, err
+  end
+  local settings, identity, group_id = native.settings(conf, handover)
   if not settings then
     return nil, identity
   end
-  cached = { settings = settings, identity = identity, group_id = group_id }
+  revision = {
+    settings = settings,
+    identity = identity,
+    group_id = group_id,
+    handover = handover,
+    -- server-sent-events never reads or commits a group's offsets (the event id is the position), so
+    -- its streams share the route's one consumer whoever they authenticated as
+    per_consumer = conf.mode == "http-get" and conf.consumer_group.mode == "kong_consumer",
+    groups = {},
+    group_count = 0,
+  }
   if conf_key then
-    known[conf_key] = cached
+    known[conf_key] = revision
   end
-  return cached
+  return revision
+end
+
+
+-- The consumer group of the Kong consumer the request authenticated as: Kong's username, else
+-- custom_id, else id; nil without one.
+local function kong_consumer_group()
+  local consumer = kong.client.get_consumer()
+  if not consumer then
+    return nil
+  end
+  for _, field in ipairs({ "username", "custom_id", "id" }) do
+    local value = consumer[field]
+    if type(value) == "string" and value ~= "" then
+      return value
+    end
+  end
 end
 
 
@@ -170,11 +225,81 @@ local function create(key, known_conf, start)
 end
 
 
--- Returns this worker's shared handle entry for `conf`, creating it on first use.
+-- Makes room for one more Kong consumer's group in `revision`, which holds `max` already: forgets the
+-- least recently used group no request waits on, and closes its handle. False when every one has waiters.
+local function evict_group(revision)
+  local oldest_group, oldest
+  for group, known_conf in pairs(revision.groups) do
+    local entry = handles[known_conf.identity]
+    local waiting = entry and not entry.closed and entry.sema:count() < 0
+    if not waiting and (not oldest or known_conf.used < oldest.used) then
+      oldest_group, oldest = group, known_conf
+    end
+  end
+  if not oldest then
+    return false
+  end
+  revision.groups[oldest_group] = nil
+  revision.group_count = revision.group_count - 1
+  local entry = handles[oldest.identity]
+  if entry then
+    close(entry)
+  end
+  return true
+end
+
+
+-- The settings of the consumer that serves this request of a kong_consumer configuration: its Kong
+-- consumer's group, else (logged once per worker and plugin) the configuration's random group. Returns
+-- nil, message, true when the configuration already reads max_consumer_groups groups that all have
+-- waiting requests.
+local function consumer_settings(conf, revision)
+  local group = kong_consumer_group()
+  if not group then
+    local plugin = conf.__plugin_id or conf.__key__ or ""
+    if not warned[plugin] then
+      warned[plugin] = true
+      kong.log.warn("consumer_group.mode is kong_consumer, but a request came without an authenticated ",
+                    "Kong consumer: it reads the random group ", revision.group_id, " (put an authentication ",
+                    "plugin on the route; logged once per worker and plugin)")
+    end
+    return revision
+  end
+  local known_conf = revision.groups[group]
+  if not known_conf then
+    if revision.group_count >= conf.max_consumer_groups and not evict_group(revision) then
+      return nil, "too many Kong consumers read through this plugin on this worker at once " ..
+                  "(max_consumer_groups); retry", true
+    end
+    local settings, identity, group_id = native.settings(conf, {
+      consumer_group = group,
+      certificate = revision.handover.certificate,
+    })
+    if not settings then
+      return nil, identity
+    end
+    known_conf = { settings = settings, identity = identity, group_id = group_id }
+    revision.groups[group] = known_conf
+    revision.group_count = revision.group_count + 1
+  end
+  known_conf.used = ngx.now()
+  return known_conf
+end
+
+
+-- Returns this worker's shared handle entry for `conf` (and, in kong_consumer mode, the request's Kong
+-- consumer), creating it on first use; or nil, message, and true when the reason is max_consumer_groups.
 function _M.get(conf)
-  local known_conf, err = settings_of(conf)
+  local known_conf, err = revision_of(conf)
   if not known_conf then
     return nil, err
+  end
+  if known_conf.per_consumer then
+    local busy
+    known_conf, err, busy = consumer_settings(conf, known_conf)
+    if not known_conf then
+      return nil, err, busy
+    end
   end
   local key = known_conf.identity
   local entry = handles[key]
@@ -188,11 +313,11 @@ end
 -- A private handle for one stream that catches up from `start` ({kind = "earliest" | "latest"},
 -- {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}); close it with `_M.close`.
 function _M.replay(conf, start)
-  local known_conf, err = settings_of(conf)
-  if not known_conf then
+  local revision, err = revision_of(conf)
+  if not revision then
     return nil, err
   end
-  return create(nil, known_conf, start)
+  return create(nil, revision, start)
 end
 
 
@@ -261,9 +386,12 @@ function _M.retain(configs)
       known[conf_key] = previous[conf_key]
     end
     -- a configuration the native side refuses has no handle to keep; its requests report why
-    local known_conf = settings_of(conf)
-    if known_conf then
-      live[known_conf.identity] = true
+    local revision = revision_of(conf)
+    if revision then
+      live[revision.identity] = true
+      for _, known_conf in pairs(revision.groups) do
+        live[known_conf.identity] = true
+      end
     end
   end
   for key, entry in pairs(handles) do

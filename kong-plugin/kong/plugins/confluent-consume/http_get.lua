@@ -127,9 +127,12 @@ function _M.serve(conf)
   end
   local request = {}
   watch_abort(request)
-  local entry
-  entry, err = consumers.get(conf)
-  if not entry then
+  local entry, busy
+  entry, err, busy = consumers.get(conf)
+  if busy then
+    kong.response.set_header("Retry-After", 1)
+    return respond.error(503, err)
+  elseif not entry then
     return respond.consumer_failed(err)
   end
   request.entry = entry

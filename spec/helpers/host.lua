@@ -369,7 +369,7 @@ end
 
 
 -- Starts a gateway with the entities inserted through the blueprints. `env` holds kong.conf properties;
--- those the host follows: plugins ("bundled,a,b": the host has no bundled plugins, so a and b),
+-- those the host follows: plugins ("bundled,a,b": the host bundles key-auth),
 -- nginx_worker_processes, nginx_proxy_lua_check_client_abort ("on"), and lua_package_path (directories
 -- "DIR/?.lua" holding kong/plugins/<name>/, as for Kong's fixture plugins).
 function _M.start_kong(env)
@@ -389,10 +389,8 @@ function _M.start_kong(env)
     plugin_paths[#plugin_paths + 1] = dir
   end
   for name in (env.plugins or ""):gmatch("[^,%s]+") do
-    if name ~= "bundled" then
-      plugins = plugins or {}
-      plugins[#plugins + 1] = name
-    end
+    plugins = plugins or {}
+    plugins[#plugins + 1] = name
   end
   kong_host = _M.start_host({ workers = tonumber(env.nginx_worker_processes) or 1, routes = routes,
                               check_client_abort = env.nginx_proxy_lua_check_client_abort == "on",

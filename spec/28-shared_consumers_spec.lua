@@ -2,32 +2,15 @@
 -- is derived from the settings the native module parsed, so an option that only shapes requests never
 -- splits a consumer, and one that shapes the consumer always does.
 --
--- What is counted: each native consumer has one doorbell socket, named after its worker's pid; the kernel
--- lists it in /proc/net/unix for as long as the consumer lives.
+-- What is counted: each native consumer's doorbell socket (helpers.doorbells).
 local helpers = require "spec.helpers.host"
 
 
 describe("plugins sharing a consumer", function()
   local host, pid
 
-  -- the doorbell socket paths of the worker's consumers
   local function doorbells()
-    local paths = {}
-    local file = assert(io.open("/proc/net/unix"))
-    local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
-    for line in file:lines() do
-      local path = line:match(pattern)
-      if path then
-        paths[path] = true
-      end
-    end
-    file:close()
-    local list = {}
-    for path in pairs(paths) do
-      list[#list + 1] = path
-    end
-    table.sort(list)
-    return list
+    return helpers.doorbells(pid)
   end
 
   local function get(name)

@@ -16,7 +16,7 @@ local null = cjson.null
 
 
 describe("consumer_group.mode = kong_consumer", function()
-  local host
+  local host, pid
   local topics = {}
   local alice, bob = helpers.unique_name("alice"), helpers.unique_name("bob")
   local KEYS = { alice = "key-" .. alice, bob = "key-" .. bob }
@@ -70,7 +70,7 @@ describe("consumer_group.mode = kong_consumer", function()
   end
 
   lazy_setup(function()
-    for _, name in ipairs({ "keyed", "fields", "nobody", "bounded" }) do
+    for _, name in ipairs({ "keyed", "fields", "nobody", "bounded", "stream" }) do
       topics[name] = helpers.create_topic(helpers.unique_name("kc-" .. name), 1)
     end
     host = helpers.start_host({
@@ -85,8 +85,10 @@ describe("consumer_group.mode = kong_consumer", function()
         route("fields", topics.fields, { "cc-authenticate" }),
         route("nobody", topics.nobody, {}),
         route("bounded", topics.bounded, { "cc-authenticate" }, { max_consumer_groups = 1 }),
+        route("stream", topics.stream, { "key-auth" }, { mode = "server-sent-events" }),
       },
     })
+    pid = host:worker_pids()[1]
   end)
 
   lazy_teardown(function()
@@ -154,6 +156,7 @@ describe("consumer_group.mode = kong_consumer", function()
     local A = { Host = "bounded.test", ["X-Test-Username"] = "a-" .. alice }
     local B = { Host = "bounded.test", ["X-Test-Username"] = "b-" .. alice }
     assert.equal(200, (host:get("/", A)))
+    local consumers = #helpers.doorbells(pid)
     -- A long-polls on its consumer, the only one max_consumer_groups = 1 allows
     local conn = host:connect()
     assert(conn:send("GET", "/?wait=3000", A))
@@ -170,9 +173,42 @@ describe("consumer_group.mode = kong_consumer", function()
     assert(conn:read_body())
     conn:close()
     assert.equal(200, poll_status)
+    assert.equal(consumers, #helpers.doorbells(pid), "the refused request opened no consumer")
     -- A's consumer is idle now: B's replaces it, and then A's replaces B's
     produce(topics.bounded, 2)
     assert.equal(2, #drain("bounded", { ["X-Test-Username"] = "b-" .. alice }))
     assert.equal(2, #drain("bounded", { ["X-Test-Username"] = "a-" .. alice }))
+    assert.truthy(proc.wait_until(function() return #helpers.doorbells(pid) == consumers end, 5),
+                  "one consumer of the plugin is open: " .. #helpers.doorbells(pid) .. " instead of " .. consumers)
+  end)
+
+  it("lets the streams of every Kong consumer share the route's one consumer (server-sent-events never " ..
+     "reads or commits a group)", function()
+    local before = #helpers.doorbells(pid)
+    local _, warnings_before = host:error_log():gsub("without an authenticated Kong consumer", "")
+    local streams = {}
+    for _, key in ipairs({ KEYS.alice, KEYS.bob }) do
+      local conn = host:connect(30)
+      local status = conn:send_request("GET", "/?from=latest", { Host = "stream.test", apikey = key,
+                                                                Accept = "text/event-stream" })
+      assert.equal(200, status)
+      assert.equal("retry: 3000\n\n", conn:read_chunk())
+      streams[#streams + 1] = conn
+    end
+    assert.equal(before + 1, #helpers.doorbells(pid))
+    produce(topics.stream, 2)
+    for _, conn in ipairs(streams) do
+      local events = conn:read_events(2, 10)
+      conn:close()
+      local values = {}
+      for _, e in ipairs(events) do
+        if e.event == "message" then
+          values[#values + 1] = cjson.decode(e.data).value
+        end
+      end
+      assert.same({ "msg-0", "msg-1" }, values)
+    end
+    local _, warnings_after = host:error_log():gsub("without an authenticated Kong consumer", "")
+    assert.equal(warnings_before, warnings_after)
   end)
 end)

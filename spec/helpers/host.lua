@@ -313,6 +313,28 @@ function Host:worker_pid_of(headers)
 end
 
 
+-- The doorbell socket paths of the native consumers of the worker `pid`, sorted: each consumer has one,
+-- named after its worker's pid, which the kernel lists in /proc/net/unix for as long as the consumer lives.
+function _M.doorbells(pid)
+  local paths = {}
+  local file = assert(io.open("/proc/net/unix"))
+  local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
+  for line in file:lines() do
+    local path = line:match(pattern)
+    if path then
+      paths[path] = true
+    end
+  end
+  file:close()
+  local list = {}
+  for path in pairs(paths) do
+    list[#list + 1] = path
+  end
+  table.sort(list)
+  return list
+end
+
+
 -- The pids of the host's nginx workers.
 function Host:worker_pids()
   local file = assert(io.open(self.pid_file))

@@ -21,6 +21,8 @@ local ipairs = ipairs
 
 
 local DOORBELL_READ_TIMEOUT = 1000 -- ms; how often an idle doorbell checks for close / worker exit
+-- The fields of a Kong consumer that name its group (consumer_group.mode kong_consumer), first set first.
+local GROUP_FIELDS = { "username", "custom_id", "id" }
 
 
 local _M = {}
@@ -48,9 +50,10 @@ local function handover_of(conf)
     return {}
   end
   local certificate, err = kong.db.certificates:select({ id = certificate_id })
-  if not certificate then
-    return nil, "security.certificate_id: " .. (err and "cannot read certificate " .. certificate_id .. ": " ..
-                tostring(err) or "no certificate with id " .. certificate_id)
+  if err then
+    return nil, "security.certificate_id: cannot read certificate " .. certificate_id .. ": " .. tostring(err)
+  elseif not certificate then
+    return nil, "security.certificate_id: no certificate with id " .. certificate_id
   end
   return { certificate = { cert = certificate.cert, key = certificate.key } }
 end
@@ -97,7 +100,7 @@ local function kong_consumer_group()
   if not consumer then
     return nil
   end
-  for _, field in ipairs({ "username", "custom_id", "id" }) do
+  for _, field in ipairs(GROUP_FIELDS) do
     local value = consumer[field]
     if type(value) == "string" and value ~= "" then
       return value
@@ -225,8 +228,8 @@ local function create(key, known_conf, start)
 end
 
 
--- Makes room for one more Kong consumer's group in `revision`, which holds `max` already: forgets the
--- least recently used group no request waits on, and closes its handle. False when every one has waiters.
+-- Makes room for one more Kong consumer's group in the full `revision`: forgets the least recently used
+-- group no request waits on, and closes its handle. False when every one has waiting requests.
 local function evict_group(revision)
   local oldest_group, oldest
   for group, known_conf in pairs(revision.groups) do

@@ -253,11 +253,14 @@ return {
                     encrypted = true,
                     referenceable = true,
                 } },
-                { certificate_id = typedefs.uuid {
+                -- not typedefs.uuid: Kong's is `auto`, which would invent an id for an unset field
+                { certificate_id = {
                     description = "The id of a Kong `certificates` entity whose `cert` and `key` are the " ..
                                   "client certificate for mutual TLS (instead of client_certificate and " ..
                                   "client_key).",
+                    type = "string",
                     required = false,
+                    uuid = true,
                 } },
               },
           } },

@@ -812,6 +812,22 @@ describe("kong-host integration", function()
     assert.equal(401, status)
     assert.same({ message = "Unauthorized" }, body)
 
+    -- plugins scoped to a consumer, nested under it
+    status, body = http("GET", ADMIN .. "/consumers/alice/plugins")
+    assert.equal(200, status)
+    assert.same({ "for-alice" }, { body.data[1].config.message })
+    assert.equal(1, #body.data)
+    status, body = http("POST", ADMIN .. "/consumers/guest/plugins", { form = {
+      "name=host-echo", "config.message=for-guest" } })
+    assert.equal(201, status)
+    assert.equal(null, body.route)
+    wait_for_sync(prefix)
+    status, body = http("GET", PROXY .. "/", { host = "anonymous.test" })
+    assert.equal(200, status)
+    assert.same({ "guest", "for-guest" }, { body.consumer.username, body.conf.message })
+    status = http("POST", ADMIN .. "/consumers/guest/plugins", { form = { "name=host-echo", "config.message=x" } })
+    assert.equal(409, status)
+
     -- certificates: the declarative one, and one created here
     status, body = http("GET", ADMIN .. "/certificates/5f4034c2-0000-4000-8000-00000000c0de")
     assert.equal(200, status)

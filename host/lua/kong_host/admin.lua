@@ -5,8 +5,8 @@
 --   GET /status                store status
 --   GET|POST /routes
 --   GET|PATCH|DELETE /routes/{name or id}
---   GET|POST /routes/{name or id}/plugins
---   GET|PATCH|DELETE /routes/{name or id}/plugins/{id}
+--   GET|POST /routes/{name or id}/plugins, /consumers/{id or username}/plugins
+--   GET|PATCH|DELETE /routes/{name or id}/plugins/{id}, /consumers/{c}/plugins/{id}
 --   GET|POST /plugins
 --   GET|PATCH|DELETE /plugins/{id}
 --   GET|POST /consumers, /certificates
@@ -402,18 +402,34 @@ end
 ---------------------------------------------------------------------------
 
 
-local function list_plugins(route_name_or_id)
+-- The route or consumer a nested path names (`/routes/{r}/plugins`, `/consumers/{c}/plugins`): scope is
+-- { field = "route" | "consumer", key = <name, username or id> }.
+local function find_scope(doc, scope)
+  if scope.field == "route" then
+    return find_route(doc, scope.key)
+  end
+  return daos.find(doc, "consumers", scope.key)
+end
+
+
+-- Whether `plugin` is scoped to `entity` (its route or consumer).
+local function in_scope(plugin, field, entity)
+  return type(plugin[field]) == "table" and plugin[field].id == entity.id
+end
+
+
+local function list_plugins(scope)
   local doc = read_doc()
   local items = doc.plugins
 
-  if route_name_or_id then
-    local route = find_route(doc, route_name_or_id)
-    if not route then
+  if scope then
+    local entity = find_scope(doc, scope)
+    if not entity then
       return not_found()
     end
     items = {}
     for _, p in ipairs(doc.plugins) do
-      if route_ref(p) == route.id then
+      if in_scope(p, scope.field, entity) then
         items[#items + 1] = p
       end
     end
@@ -423,12 +439,12 @@ local function list_plugins(route_name_or_id)
 end
 
 
-local function get_plugin(id, route_name_or_id)
+local function get_plugin(id, scope)
   local doc = read_doc()
   local plugin = find_plugin(doc, id)
-  if route_name_or_id then
-    local route = find_route(doc, route_name_or_id)
-    if not route or (plugin and route_ref(plugin) ~= route.id) then
+  if scope then
+    local entity = find_scope(doc, scope)
+    if not entity or (plugin and not in_scope(plugin, scope.field, entity)) then
       return not_found()
     end
   end
@@ -463,8 +479,8 @@ local function resolve_route_ref(doc, input)
 end
 
 
--- Creates (plugin_id == nil) or updates a plugin.
-local function save_plugin(plugin_id, route_name_or_id)
+-- Creates (plugin_id == nil) or updates a plugin, within `scope` for a nested path.
+local function save_plugin(plugin_id, scope)
   local body, coerce, err = read_body()
   if not body then
     return bad_request(err)
@@ -473,10 +489,10 @@ local function save_plugin(plugin_id, route_name_or_id)
   local now = ngx.time()
 
   local result, uerr = store.update(function(doc)
-    local scoped_route
-    if route_name_or_id then
-      scoped_route = find_route(doc, route_name_or_id)
-      if not scoped_route then
+    local scoped
+    if scope then
+      scoped = find_scope(doc, scope)
+      if not scoped then
         return { status = 404 }, false
       end
     end
@@ -485,9 +501,7 @@ local function save_plugin(plugin_id, route_name_or_id)
     if plugin_id then
       local existing
       existing, index = find_plugin(doc, plugin_id)
-      if not existing or
-         (scoped_route and route_ref(existing) ~= scoped_route.id)
-      then
+      if not existing or (scoped and not in_scope(existing, scope.field, scoped)) then
         return { status = 404 }, false
       end
       input = merge(existing, body)
@@ -501,13 +515,12 @@ local function save_plugin(plugin_id, route_name_or_id)
     end
     input.updated_at = now
 
-    if scoped_route then
-      input.route = { id = scoped_route.id }
-    else
-      local ok, ref = resolve_route_ref(doc, input)
-      if not ok then
-        return { foreign = ref }, false
-      end
+    if scoped then
+      input[scope.field] = { id = scoped.id }
+    end
+    local ok, ref = resolve_route_ref(doc, input)
+    if not ok then
+      return { foreign = ref }, false
     end
     -- a plugin scoped to a consumer names it by id (or, as Kong's Admin API allows, by username)
     local consumer_ref = input.consumer
@@ -548,15 +561,15 @@ local function save_plugin(plugin_id, route_name_or_id)
 end
 
 
-local function delete_plugin(id, route_name_or_id)
+local function delete_plugin(id, scope)
   local _, err = store.update(function(doc)
     local plugin, index = find_plugin(doc, id)
     if not plugin then
       return true, false
     end
-    if route_name_or_id then
-      local route = find_route(doc, route_name_or_id)
-      if not route or route_ref(plugin) ~= route.id then
+    if scope then
+      local entity = find_scope(doc, scope)
+      if not entity or not in_scope(plugin, scope.field, entity) then
         return true, false
       end
     end
@@ -787,6 +800,19 @@ local function dispatch(method, segments)
     return entity_endpoint(method, "keyauth_credentials", s4, s2)
   end
 
+  if (s1 == "routes" or s1 == "consumers") and s3 == "plugins" and n <= 4 then
+    local scope = { field = s1 == "routes" and "route" or "consumer", key = s2 }
+    if n == 3 then
+      if method == "GET" then return list_plugins(scope) end
+      if method == "POST" then return save_plugin(nil, scope) end
+      return method_not_allowed()
+    end
+    if method == "GET" then return get_plugin(s4, scope) end
+    if method == "PATCH" then return save_plugin(s4, scope) end
+    if method == "DELETE" then return delete_plugin(s4, scope) end
+    return method_not_allowed()
+  end
+
   if n == 0 then
     if method == "GET" then return root() end
     return method_not_allowed()
@@ -811,18 +837,6 @@ local function dispatch(method, segments)
       return method_not_allowed()
     end
 
-    if s3 == "plugins" and n == 3 then
-      if method == "GET" then return list_plugins(s2) end
-      if method == "POST" then return save_plugin(nil, s2) end
-      return method_not_allowed()
-    end
-
-    if s3 == "plugins" and n == 4 then
-      if method == "GET" then return get_plugin(s4, s2) end
-      if method == "PATCH" then return save_plugin(s4, s2) end
-      if method == "DELETE" then return delete_plugin(s4, s2) end
-      return method_not_allowed()
-    end
   end
 
   if s1 == "plugins" then

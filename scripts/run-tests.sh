@@ -3,7 +3,8 @@
 # specs against a real tansu broker and real nginx hosts. Prints one "N passed, N failed" line at the end;
 # exit status tells.
 #   scripts/run-tests.sh              everything
-#   scripts/run-tests.sh integration  only the integration specs (spec/1*, and Kong's examples spec/3*)
+#   scripts/run-tests.sh integration  only the integration specs (spec/1*, and spec/3*: message functions,
+#                                     Kong consumers and certificates, OAUTHBEARER, Kong's examples)
 #   scripts/run-tests.sh faults       only the fault, leak and hostile-input specs (spec/2*)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -685,4 +685,206 @@ describe("kong-host integration", function()
       assert.not_equal("from form", p.config.message)
     end
   end)
+
+  it("authenticates with key-auth as Kong: 401s, the consumer and credential for the plugins after it", function()
+    local status, body, headers = http("GET", PROXY .. "/", { host = "keyed.test" })
+    assert.equal(401, status)
+    assert.same({ message = "No API key found in request" }, body)
+    assert.equal('Key realm="kong"', headers["www-authenticate"])
+
+    status, body = http("GET", PROXY .. "/?apikey=no-such-key", { host = "keyed.test" })
+    assert.equal(401, status)
+    assert.same({ message = "Unauthorized" }, body)
+
+    status, body = http("GET", PROXY .. "/?apikey=bob-key&apikey=alice-key", { host = "keyed.test" })
+    assert.equal(401, status)
+    assert.same({ message = "Duplicate API key found" }, body)
+
+    -- in the default header, and in the query string
+    local cmd = "curl -s -H 'Host: keyed.test' -H 'apikey: bob-key' http://" .. PROXY .. "/"
+    local _, raw = run(cmd)
+    local answer = assert(cjson.decode(raw), raw)
+    assert.equal("bob-custom", answer.consumer.custom_id)
+    assert.equal("bob-key", answer.credential.key)
+    assert.same({ id = answer.consumer.id }, answer.credential.consumer)
+    assert.equal(answer.consumer.id, answer.headers["x-consumer-id"])
+    assert.equal("bob-custom", answer.headers["x-consumer-custom-id"])
+    assert.is_nil(answer.headers["x-consumer-username"])
+    assert.equal(answer.credential.id, answer.headers["x-credential-identifier"])
+    assert.is_nil(answer.headers["x-anonymous-consumer"])
+    assert.equal("keyed", answer.conf.message)
+
+    -- a plugin scoped to alice (declared under the consumer) runs instead of the route's for her
+    status, answer = http("GET", PROXY .. "/?apikey=alice-second-key", { host = "keyed.test" })
+    assert.equal(200, status)
+    assert.equal("alice", answer.consumer.username)
+    assert.equal("for-alice", answer.conf.message)
+    assert.equal("alice-second-key", answer.credential.key, "a top-level credential of a declared consumer")
+  end)
+
+  it("reads key_names from the headers only when key_in_query is off, hides them, and lets anonymous in",
+     function()
+    local status, answer = http("GET", PROXY .. "/?x-key=alice-key", { host = "anonymous.test" })
+    assert.equal(200, status)
+    assert.equal("guest", answer.consumer.username, "a key in the query string is not read")
+    assert.equal("true", answer.headers["x-anonymous-consumer"])
+    assert.is_nil(answer.credential)
+
+    local _, raw = run("curl -s -H 'Host: anonymous.test' -H 'X-Key: alice-key' http://" .. PROXY .. "/")
+    answer = assert(cjson.decode(raw), raw)
+    assert.equal("alice", answer.consumer.username)
+    assert.is_nil(answer.headers["x-key"], "hide_credentials removes the key")
+    assert.is_nil(answer.headers["x-anonymous-consumer"])
+  end)
+
+  it("serves consumers, their key-auth credentials and certificates in the Admin API as Kong does", function()
+    local status, carol = http("POST", ADMIN .. "/consumers", { form = { "username=carol", "tags[]=t" } })
+    assert.equal(201, status)
+    assert.equal("carol", carol.username)
+    assert.equal(null, carol.custom_id)
+    assert.same({ "t" }, carol.tags)
+    assert.matches("^%x+%-%x+%-%x+%-%x+%-%x+$", carol.id)
+
+    local body
+    status, body = http("POST", ADMIN .. "/consumers", { form = { "username=carol" } })
+    assert.equal(409, status)
+    assert.same({ code = 5, name = "unique constraint violation", fields = { username = "carol" },
+                  message = "UNIQUE violation detected on '{username=\"carol\"}'" }, body)
+
+    status, body = http("POST", ADMIN .. "/consumers", { json = { tags = { "x" } } })
+    assert.equal(400, status)
+    assert.same({ code = 2, name = "schema violation",
+                  message = "schema violation (at least one of these fields must be non-empty: " ..
+                            "'custom_id', 'username')",
+                  fields = { ["@entity"] = { "at least one of these fields must be non-empty: " ..
+                                             "'custom_id', 'username'" } } }, body)
+
+    status, body = http("PATCH", ADMIN .. "/consumers/carol", { form = { "custom_id=carol-1" } })
+    assert.equal(200, status)
+    assert.same({ carol.id, "carol", "carol-1" }, { body.id, body.username, body.custom_id })
+    status, body = http("GET", ADMIN .. "/consumers/" .. carol.id)
+    assert.equal(200, status)
+    assert.equal("carol-1", body.custom_id)
+
+    -- PUT creates under the path's username, then replaces
+    status, body = http("PUT", ADMIN .. "/consumers/dave", { json = { custom_id = "d-1" } })
+    assert.equal(200, status)
+    assert.same({ "dave", "d-1" }, { body.username, body.custom_id })
+    local dave_id = body.id
+    status, body = http("PUT", ADMIN .. "/consumers/dave", { json = { tags = { "replaced" } } })
+    assert.equal(200, status)
+    assert.same({ dave_id, "dave", null }, { body.id, body.username, body.custom_id })
+
+    -- a key is generated when none is given
+    local credential
+    status, credential = http("POST", ADMIN .. "/consumers/carol/key-auth", { form = {} })
+    assert.equal(201, status)
+    assert.matches("^%x+$", credential.key)
+    assert.equal(32, #credential.key)
+    assert.same({ id = carol.id }, credential.consumer)
+    status, body = http("POST", ADMIN .. "/consumers/carol/key-auth", { form = { "key=alice-key" } })
+    assert.equal(409, status)
+    assert.same({ key = "alice-key" }, body.fields)
+    status, body = http("GET", ADMIN .. "/consumers/carol/key-auth")
+    assert.equal(200, status)
+    assert.same({ credential.id }, { body.data[1].id })
+    assert.equal(1, #body.data)
+    status = http("GET", ADMIN .. "/consumers/dave/key-auth/" .. credential.id)
+    assert.equal(404, status, "a credential is found under its own consumer only")
+    status, body = http("GET", ADMIN .. "/consumers/no-such-consumer/key-auth")
+    assert.equal(404, status)
+    assert.same({ message = "Not found" }, body)
+
+    wait_for_sync(prefix)
+    status, body = http("GET", PROXY .. "/?apikey=" .. credential.key, { host = "keyed.test" })
+    assert.equal(200, status)
+    assert.equal("carol", body.consumer.username)
+
+    -- deleting a consumer deletes its credentials (204 whether or not it existed)
+    status = http("DELETE", ADMIN .. "/consumers/carol")
+    assert.equal(204, status)
+    status = http("DELETE", ADMIN .. "/consumers/carol")
+    assert.equal(204, status)
+    status = http("GET", ADMIN .. "/consumers/carol")
+    assert.equal(404, status)
+    wait_for_sync(prefix)
+    status, body = http("GET", PROXY .. "/?apikey=" .. credential.key, { host = "keyed.test" })
+    assert.equal(401, status)
+    assert.same({ message = "Unauthorized" }, body)
+
+    -- plugins scoped to a consumer, nested under it
+    status, body = http("GET", ADMIN .. "/consumers/alice/plugins")
+    assert.equal(200, status)
+    assert.same({ "for-alice" }, { body.data[1].config.message })
+    assert.equal(1, #body.data)
+    status, body = http("POST", ADMIN .. "/consumers/guest/plugins", { form = {
+      "name=host-echo", "config.message=for-guest" } })
+    assert.equal(201, status)
+    assert.equal(null, body.route)
+    wait_for_sync(prefix)
+    status, body = http("GET", PROXY .. "/", { host = "anonymous.test" })
+    assert.equal(200, status)
+    assert.same({ "guest", "for-guest" }, { body.consumer.username, body.conf.message })
+    status = http("POST", ADMIN .. "/consumers/guest/plugins", { form = { "name=host-echo", "config.message=x" } })
+    assert.equal(409, status)
+
+    -- certificates: the declarative one, and one created here
+    status, body = http("GET", ADMIN .. "/certificates/5f4034c2-0000-4000-8000-00000000c0de")
+    assert.equal(200, status)
+    assert.same({ "test" }, body.tags)
+    assert.matches("^%-%-%-%-%-BEGIN PRIVATE KEY", body.key)
+    status, body = http("POST", ADMIN .. "/certificates", { json = { cert = "-----BEGIN CERTIFICATE-----\n" } })
+    assert.equal(400, status)
+    assert.same({ key = "required field missing" }, body.fields)
+    status, body = http("POST", ADMIN .. "/certificates", { json = {
+      cert = "-----BEGIN CERTIFICATE-----\n", key = "-----BEGIN PRIVATE KEY-----\n", cert_alt = "-----BEGIN x" } })
+    assert.equal(400, status)
+    assert.same({ "all or none of these fields must be set: 'cert_alt', 'key_alt'" }, body.fields["@entity"])
+    status, body = http("POST", ADMIN .. "/certificates", { json = {
+      cert = "-----BEGIN CERTIFICATE-----\n", key = "-----BEGIN PRIVATE KEY-----\n" } })
+    assert.equal(201, status)
+    status = http("DELETE", ADMIN .. "/certificates/" .. body.id)
+    assert.equal(204, status)
+    status = http("GET", ADMIN .. "/certificates/" .. body.id)
+    assert.equal(404, status)
+  end)
+end)
+
+
+describe("kong-host declarative consumers", function()
+  -- Starts (and stops) a host on `doc`, on the second pair of the run's ports; returns its output.
+  local function start_with(doc)
+    doc._format_version = "3.0"
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(run("mkdir -p " .. shell_quote(dir)))
+    local file = assert(io.open(dir .. "/kong.json", "w"))
+    file:write(cjson.encode(doc))
+    file:close()
+    local _, out = run(table.concat({ KONG_HOST, "start", "--prefix", shell_quote(dir .. "/host"),
+      "--config", shell_quote(dir .. "/kong.json"), "--plugin-path", shell_quote(HOST_DIR .. "/testdata"),
+      "--proxy-listen", "127.0.0.1:" .. (PORT_BASE + 2), "--admin-listen", "127.0.0.1:" .. (PORT_BASE + 3) }, " "))
+    run(KONG_HOST .. " stop --prefix " .. shell_quote(dir .. "/host") .. "; rm -rf " .. shell_quote(dir))
+    return out
+  end
+
+  it("refuses what Kong refuses, naming the entity", function()
+    for _, case in ipairs({
+      { { consumers = { { username = "a" }, { username = "a" } } },
+        "consumer 'a': UNIQUE violation detected on '{username=\"a\"}'" },
+      { { consumers = { { tags = { "t" } } } },
+        "consumer '1': schema violation (at least one of these fields must be non-empty: 'custom_id', 'username')" },
+      { { keyauth_credentials = { { consumer = "nobody", key = "k" } } },
+        'keyauth_credentials #1: consumer "nobody" not found' },
+      { { consumers = { { username = "a", keyauth_credentials = { { key = "k" } } },
+                        { username = "b", keyauth_credentials = { { key = "k" } } } } },
+        "consumer 'b': keyauth_credentials #1: UNIQUE violation detected on '{key=\"k\"}'" },
+      { { certificates = { { cert = "not a pem", key = "-----BEGIN PRIVATE KEY-----" } } },
+        "certificate #1: schema violation (cert: invalid value: not a pem)" },
+    }) do
+      local out = start_with(case[1])
+      assert.truthy(out:find("nginx failed to start", 1, true), out)
+      assert.truthy(out:find(case[2], 1, true), "expected: " .. case[2] .. "\n" .. out)
+    end
+  end)
 end)

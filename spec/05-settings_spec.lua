@@ -18,7 +18,8 @@ local plugin_schema = SCHEMAS["confluent-consume"]
 
 local null = cjson.null
 -- The keys of a field definition that constrain its values, and those that do not.
-local CONSTRAINTS = { "between", "one_of", "not_one_of", "len_min", "len_max", "match", "custom_validator" }
+local CONSTRAINTS = { "between", "one_of", "not_one_of", "len_min", "len_max", "match", "custom_validator",
+                      "uuid" }
 local NOT_CONSTRAINTS = { type = true, required = true, description = true, default = true, encrypted = true,
                           referenceable = true, fields = true, elements = true }
 local CUSTOM_VALIDATORS = { [typedefs.host.custom_validator] = "host" }
@@ -132,7 +133,11 @@ local function native_accepts(plugin, config, path, value)
   local conf = copy(entity.config)
   conf.__plugin_id, conf.__key__ = "5f4034c2-0000-4000-8000-000000000000", "k"
   set(conf, path, value)
-  local settings, err = native.settings(conf, plugin)
+  -- the plugin hands the certificate entity certificate_id names over with the conf (consumers.lua)
+  local handover = conf.security.certificate_id and {
+    certificate = { cert = "-----BEGIN CERTIFICATE-----\n", key = "-----BEGIN PRIVATE KEY-----\n" },
+  }
+  local settings, err = native.settings(conf, plugin, handover)
   if not settings then
     return false, err
   end
@@ -161,6 +166,13 @@ local function probes(def)
   if def.custom_validator then
     for _, v in ipairs({ "127.0.0.1", "::1", "[::1]", "broker-1.example.com", "kafka_1", "a,b", "a b",
                          "a..b", "-a", "a-", "a/b", ("a"):rep(64), ("a."):rep(127) .. "a", "" }) do
+      add(v)
+    end
+  end
+  if def.uuid then
+    for _, v in ipairs({ "5f4034c2-0000-4000-8000-000000000000", "5F4034C2-AAAA-bbbb-CCCC-0123456789ab",
+                         "5f4034c2000040008000000000000000", "5f4034c2-0000-4000-8000-00000000000",
+                         "g0000000-0000-4000-8000-000000000000", "" }) do
       add(v)
     end
   end
@@ -290,6 +302,7 @@ describe("the consumer identity", function()
     assert.equal(identity({ mode = "server-sent-events" }),
                  identity({ mode = "server-sent-events", heartbeat_interval = 1000, retry_interval = 0,
                             max_catchup_streams = 1 }))
+    assert.equal(identity({}), identity({ max_consumer_groups = 1 }))
   end)
 
   it("differs when the consumer differs", function()

@@ -2,37 +2,15 @@
 -- is derived from the settings the native module parsed, so an option that only shapes requests never
 -- splits a consumer, and one that shapes the consumer always does.
 --
--- What is counted: each native consumer has one doorbell socket, named after its worker's pid; the kernel
--- lists it in /proc/net/unix for as long as the consumer lives.
+-- What is counted: each native consumer's doorbell socket (helpers.doorbells).
 local helpers = require "spec.helpers.host"
-
-
--- the doorbell socket paths of the consumers of the worker `pid`
-local function doorbells_of(pid)
-  local paths = {}
-  local file = assert(io.open("/proc/net/unix"))
-  local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
-  for line in file:lines() do
-    local path = line:match(pattern)
-    if path then
-      paths[path] = true
-    end
-  end
-  file:close()
-  local list = {}
-  for path in pairs(paths) do
-    list[#list + 1] = path
-  end
-  table.sort(list)
-  return list
-end
 
 
 describe("plugins sharing a consumer", function()
   local host, pid
 
   local function doorbells()
-    return doorbells_of(pid)
+    return helpers.doorbells(pid)
   end
 
   local function get(name)
@@ -118,10 +96,10 @@ describe("confluent-consume and kafka-consume", function()
   it("share a consumer when their consumers come out identical, and each plugin's configuration " ..
      "changes keep the consumers the other still uses", function()
     get("confluent")
-    local shared = doorbells_of(pid)
+    local shared = helpers.doorbells(pid)
     assert.equal(1, #shared)
     get("kafka")
-    assert.same(shared, doorbells_of(pid), "one consumer for both plugins")
+    assert.same(shared, helpers.doorbells(pid), "one consumer for both plugins")
 
     -- Kong configures each plugin name on its own: kafka-consume's change must not close the consumer
     local _, plugins = host:admin("GET", "/plugins")
@@ -132,9 +110,9 @@ describe("confluent-consume and kafka-consume", function()
     assert.equal(200, (host:admin("PATCH", "/plugins/" .. kafka_plugin.id, { config = { max_records = 7 } })))
     get("kafka")
     get("confluent")
-    assert.same(shared, doorbells_of(pid), "kept through kafka-consume's configure phase")
+    assert.same(shared, helpers.doorbells(pid), "kept through kafka-consume's configure phase")
     assert.equal(204, (host:admin("DELETE", "/plugins/" .. kafka_plugin.id)))
     get("confluent")
-    assert.same(shared, doorbells_of(pid), "kept while confluent-consume still uses it")
+    assert.same(shared, helpers.doorbells(pid), "kept while confluent-consume still uses it")
   end)
 end)

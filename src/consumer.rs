@@ -889,7 +889,7 @@ mod tests {
     use super::*;
 
     fn shared() -> Shared {
-        Shared::new(Settings::from_conf(&crate::schema::tests::conf()).unwrap())
+        Shared::new(Settings::from_conf(&crate::schema::tests::conf(), Default::default()).unwrap())
     }
 
     #[test]
@@ -918,7 +918,7 @@ mod tests {
         let mut conf = crate::schema::tests::conf();
         conf["cluster_api_key"] = "KEY-9e8d".into();
         conf["cluster_api_secret"] = "SECRET-1c2b".into();
-        let shared = Shared::new(Settings::from_conf(&conf).unwrap());
+        let shared = Shared::new(Settings::from_conf(&conf, Default::default()).unwrap());
         shared.log(Level::Error, "SASL authentication as KEY-9e8d with SECRET-1c2b failed");
         let (_, line) = shared.state.lock().log.pop_front().unwrap();
         assert_eq!(line, "SASL authentication as [REDACTED] with [REDACTED] failed");

@@ -130,8 +130,8 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
         ),
         Cause::Tls => format!(
             "TLS with the broker at {brokers} failed: check security.ca_certificate and security.ssl_verify, \
-             and security.client_certificate and security.client_key if the broker requires a client \
-             certificate{}",
+             and {} if the broker requires a client certificate{}",
+            client_certificate_fields(settings),
             implicit_tls_note(settings)
         ),
         Cause::Authentication => "SASL authentication failed: check authentication.user, \
@@ -160,6 +160,15 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
             format!("not authorized by the cluster: check the broker's ACLs for {}", principal(settings))
         }
         Cause::Other => reason.to_owned(),
+    }
+}
+
+/// Where the client certificate comes from: a Kong certificate entity, or the PEM fields.
+fn client_certificate_fields(settings: &Settings) -> &'static str {
+    if settings.security.certificate_id.is_some() {
+        "the certificate security.certificate_id names (its cert and key)"
+    } else {
+        "security.client_certificate and security.client_key"
     }
 }
 
@@ -235,7 +244,7 @@ mod tests {
         if let Some(ssl) = ssl {
             conf["security"]["ssl"] = json!(ssl);
         }
-        Settings::from_conf(&conf).unwrap()
+        Settings::from_conf(&conf, Default::default()).unwrap()
     }
 
     #[test]
@@ -328,6 +337,13 @@ mod tests {
         assert!(m.contains("security.ssl is unset"), "{m}");
         let m = explain(classify(Code::SSL, verify), &settings(false, Some(true)), None, verify);
         assert!(!m.contains("security.ssl is unset"), "{m}");
+        let required = "SSL handshake failed: tlsv13 alert certificate required";
+        let m = explain(classify(Code::SSL, required), &settings(false, Some(true)), None, required);
+        assert!(m.contains("and security.client_certificate and security.client_key if the broker"), "{m}");
+        let mut by_id = settings(false, Some(true));
+        by_id.security.certificate_id = Some("5f4034c2-0000-4000-8000-000000000000".into());
+        let m = explain(classify(Code::SSL, required), &by_id, None, required);
+        assert!(m.contains("and the certificate security.certificate_id names (its cert and key) if"), "{m}");
     }
 
     #[test]

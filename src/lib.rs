@@ -39,7 +39,7 @@ use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
 use crate::query::{Mode, Query, QueryConfig, StreamStart};
 use crate::schema::{Plugin, Rule, FIELDS};
-use crate::settings::{Delivery, OffsetReset, Settings, Start};
+use crate::settings::{Delivery, Handover, OffsetReset, Settings, Start};
 
 /// A consumer handle as Lua sees it.
 pub struct Handle {
@@ -316,32 +316,41 @@ impl UserData for Handle {
 /// `new_consumer`.
 impl UserData for Settings {}
 
-/// `settings(conf [, plugin_name]) -> settings, identity, group_id`: the consumer settings of the
-/// configuration `conf` of the plugin `plugin_name` (`"confluent-consume"`, the default, or
+/// `settings(conf [, plugin_name [, handover]]) -> settings, identity, group_id`: the consumer settings of
+/// the configuration `conf` of the plugin `plugin_name` (`"confluent-consume"`, the default, or
 /// `"kafka-consume"`: each is checked against its own fields), the table Kong hands to the plugin's
-/// phases (its other keys, such as `__key__`, are ignored; see [`Settings::from_plugin_conf`]); the
-/// identity of its consumer, equal for the configurations that share one per worker
-/// ([`Settings::identity`]); and its Kafka consumer group.
+/// phases (its other keys, such as `__key__`, are ignored; see [`Settings::from_plugin_conf`]), with what
+/// the plugin hands over beside it, `{consumer_group = <the Kong consumer's group>, certificate = {cert =,
+/// key =}}` (see [`Handover`]); the identity of its consumer, equal for the configurations that share one
+/// per worker ([`Settings::identity`]); and its Kafka consumer group.
 ///
 /// # Errors
 /// Returns `nil, message` naming the first invalid field: a value outside schema.lua's rules (the same
-/// rules, [`schema::FIELDS`]) or a combination its entity checks refuse. Raises when `conf` is not a
-/// table or `plugin_name` is not one of the two names (misuse).
+/// rules, [`schema::FIELDS`]), a combination its entity checks refuse, or `security.certificate_id`
+/// without its certificate. Raises when `conf` is not a table, `plugin_name` is not one of the two names
+/// or `handover` not of that shape (misuse).
 ///
 /// # Panics
 /// Never on purpose; a panic inside comes back as `nil, "internal error: …"` (see [`guard`]).
-fn settings(lua: &Lua, (conf, plugin_name): (Value, Option<String>)) -> LuaResult<MultiValue> {
+fn settings(
+    lua: &Lua,
+    (conf, plugin_name, handover): (Value, Option<String>, Option<Value>),
+) -> LuaResult<MultiValue> {
     if !conf.is_table() {
         return Err(mlua::Error::runtime("settings expects the plugin's conf table"));
     }
     let plugin = plugin_of(plugin_name)?;
+    let handover: Handover = match handover {
+        Some(handover) => lua.from_value(handover)?,
+        None => Handover::default(),
+    };
     // a function or userdata under a key the settings ignore is no reason to refuse them
     let options = DeserializeOptions::new().deny_unsupported_types(false);
     let conf: serde_json::Value = match lua.from_value_with(conf, options) {
         Ok(conf) => conf,
         Err(e) => return failure(lua, Error::Config(e.to_string())),
     };
-    match Settings::from_plugin_conf(&conf, plugin) {
+    match Settings::from_plugin_conf(&conf, plugin, handover) {
         Ok(settings) => {
             let identity = Value::String(lua.create_string(settings.identity())?);
             let group_id = Value::String(lua.create_string(&settings.group_id)?);
@@ -350,6 +359,7 @@ fn settings(lua: &Lua, (conf, plugin_name): (Value, Option<String>)) -> LuaResul
         Err(e) => failure(lua, e),
     }
 }
+
 
 /// `new_consumer(settings [, start])`: builds a handle from `settings(conf)` and starts its thread without
 /// waiting for Kafka. Without `start`, the configuration's shared consumer (a queue for http-get, a
@@ -391,7 +401,7 @@ fn plugin_of(name: Option<String>) -> LuaResult<Plugin> {
 /// `config_fields([plugin_name])`: every field of the plugin's `config` as the native side checks it
 /// (confluent-consume's by default, or kafka-consume's), keyed by path (`a.b`, `a[].b` for a field of
 /// each element): `{type =, required =}` plus the schema.lua constraints `between`, `one_of`,
-/// `not_one_of`, `len_min`, `len_max`, `match` and `custom_validator = "host"`.
+/// `not_one_of`, `len_min`, `len_max`, `match`, `custom_validator = "host"` and `uuid = true`.
 /// spec/05-settings_spec.lua compares it with each plugin's schema.lua.
 ///
 /// # Errors
@@ -414,6 +424,7 @@ fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
                 Rule::LenMax(n) => entry.raw_set("len_max", n)?,
                 Rule::Match(pattern, _) => entry.raw_set("match", pattern)?,
                 Rule::Host => entry.raw_set("custom_validator", "host")?,
+                Rule::Uuid => entry.raw_set("uuid", true)?,
             }
         }
         fields.raw_set(field.path, entry)?;
@@ -559,7 +570,8 @@ mod tests {
                              client_key = null },
                 max_records = 1000, max_bytes = 1048576, max_wait = 30000, heartbeat_interval = 15000,
                 retry_interval = 3000, max_catchup_streams = 16, fetch_wait_max_ms = 10,
-                buffer_max_bytes = 8388608, __key__ = "k", __plugin_id = "p", __handler = function() end,
+                buffer_max_bytes = 8388608, max_consumer_groups = 16, __key__ = "k", __plugin_id = "p",
+                __handler = function() end,
             }
             local s, identity, group_id = native.settings(conf)
             assert(s and #identity == 32 and group_id == "kong-confluent-consume-p", identity)
@@ -578,6 +590,11 @@ mod tests {
             assert(select(2, native.settings(conf, "kafka-consume")) ~= nil)
             local h, err = native.new_consumer(s, { kind = "offsets", offsets = { -1 } })
             assert(h == nil and err:match("start.offsets"), err)
+            -- a Kong consumer's group is handed over with the conf, in kong_consumer mode
+            conf.consumer_group.mode = "kong_consumer"
+            assert(select(3, native.settings(conf)) == "kong-confluent-consume-p")
+            assert(select(3, native.settings(conf, nil, { consumer_group = "alice" })) == "alice")
+            assert(not pcall(native.settings, conf, nil, { consumer_group = {} }))
         "#);
     }
 }

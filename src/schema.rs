@@ -60,6 +60,8 @@ pub enum Rule {
     Match(&'static str, fn(&str) -> bool),
     /// `typedefs.host`'s `custom_validator`: a host name, an IPv4 or an IPv6 address.
     Host,
+    /// `uuid = true` (`typedefs.uuid`): a UUID in its 8-4-4-4-12 hex form.
+    Uuid,
 }
 
 /// The two plugin names Kong 3.15 gives its consume plugins; both run on this module. kafka-consume's
@@ -107,7 +109,7 @@ const fn confluent_only(path: &'static str, kind: Kind, required: bool, rules: &
 }
 
 use Kind::{Array, Boolean, Integer, Record, String as Str};
-use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf};
+use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf, Uuid};
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
@@ -136,7 +138,7 @@ pub const FIELDS: &[Field] = &[
     field("enforce_latest_offset_reset", Boolean, true, &[]),
     field("cluster_name", Str, false, &[LenMin(1), LenMax(255)]),
     field("consumer_group", Record, true, &[]),
-    field("consumer_group.mode", Str, true, &[OneOf(&["random", "manual"])]),
+    field("consumer_group.mode", Str, true, &[OneOf(&["random", "manual", "kong_consumer"])]),
     field("consumer_group.consumer_group_id", Str, false, &[LenMin(1), LenMax(255)]),
     field("authentication", Record, false, &[]),
     field("authentication.strategy", Str, false, &[OneOf(&["sasl"])]),
@@ -153,6 +155,7 @@ pub const FIELDS: &[Field] = &[
     field("security.ca_certificate", Str, false, &[PEM]),
     field("security.client_certificate", Str, false, &[PEM]),
     field("security.client_key", Str, false, &[PEM]),
+    field("security.certificate_id", Str, false, &[Uuid]),
     field("error_handling", Record, true, &[]),
     field("error_handling.return_error_message", Boolean, true, &[]),
     field("max_records", Integer, true, &[Between(1, 100_000)]),
@@ -166,6 +169,7 @@ pub const FIELDS: &[Field] = &[
     // Lua source: schema.lua's validator compiles each element, and message_functions.lua again when a
     // configuration is first served; nothing here runs Lua or needs the functions.
     field("message_by_lua_functions", Array, false, &[]),
+    field("max_consumer_groups", Integer, true, &[Between(1, 1000)]),
 ];
 
 /// Checks `conf` (the `config` of a `plugin`; other keys, such as Kong's `__key__`, are ignored) against
@@ -232,6 +236,7 @@ fn check_value(value: &Value, shown: &str, field: &Field) -> Result<(), Error> {
             Rule::LenMax(n) => length(value) <= n,
             Rule::Match(_, test) => value.as_str().is_some_and(test),
             Rule::Host => value.as_str().is_some_and(is_host),
+            Rule::Uuid => value.as_str().is_some_and(is_uuid),
         };
         if !ok {
             return bad(shown, &message(rule));
@@ -249,6 +254,7 @@ fn message(rule: &Rule) -> String {
         Rule::LenMin(n) => format!("length must be at least {n}"),
         Rule::LenMax(n) => format!("length must be at most {n}"),
         Rule::Match(..) | Rule::Host => "invalid value".into(),
+        Rule::Uuid => "expected a valid UUID".into(),
     }
 }
 
@@ -273,6 +279,13 @@ fn is_topic_name(name: &str) -> bool {
 /// `%-%-%-%-%-BEGIN ` (unanchored)
 fn is_pem(text: &str) -> bool {
     text.contains("-----BEGIN ")
+}
+
+/// Kong's UUID check: 8-4-4-4-12 hex digits, any case, any version.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Kong's `typedefs.host`: an IPv4 address, an IPv6 address (bracketed or not) or a host name. Besides
@@ -329,7 +342,7 @@ pub(crate) mod tests {
             "security": { "ssl_verify": true }, "error_handling": { "return_error_message": false },
             "max_records": 1000, "max_bytes": 1048576, "max_wait": 30000, "heartbeat_interval": 15000,
             "retry_interval": 3000, "max_catchup_streams": 16, "fetch_wait_max_ms": 10,
-            "buffer_max_bytes": 8388608, "__key__": "k", "__plugin_id": "p"
+            "buffer_max_bytes": 8388608, "max_consumer_groups": 16, "__key__": "k", "__plugin_id": "p"
         })
     }
 
@@ -416,7 +429,7 @@ pub(crate) mod tests {
                         accepted(f.path, json!("a".repeat(n)));
                         refused(f.path, json!("a".repeat(n + 1)));
                     }
-                    Rule::Match(..) | Rule::Host => {
+                    Rule::Match(..) | Rule::Host | Rule::Uuid => {
                         refused(f.path, json!("not valid, !"));
                     }
                 }
@@ -480,6 +493,22 @@ pub(crate) mod tests {
     fn a_refusal_never_shows_the_value() {
         let text = refused("security.client_key", json!("private key material"));
         assert!(!text.contains("material"), "{text}");
+    }
+
+    #[test]
+    fn uuids_as_kong_reads_them() {
+        for id in ["5f4034c2-0000-4000-8000-000000000000", "5F4034C2-AAAA-bbbb-CCCC-0123456789ab"] {
+            assert!(is_uuid(id), "{id}");
+        }
+        for id in [
+            "",
+            "5f4034c2000040008000000000000000",
+            "5f4034c2-0000-4000-8000-00000000000",
+            "g0000000-0000-4000-8000-000000000000",
+            "5f4034c2-0000-4000-8000-000000000000-",
+        ] {
+            assert!(!is_uuid(id), "{id}");
+        }
     }
 
     #[test]

@@ -150,6 +150,10 @@ pub struct Security {
     pub client_certificate: Option<String>,
     #[serde(default)]
     pub client_key: Option<String>,
+    /// The id of a Kong `certificates` entity whose certificate and key are the client certificate
+    /// (Kong's kafka-consume); the plugin reads the entity and hands its PEMs over ([`Handover`]).
+    #[serde(default)]
+    pub certificate_id: Option<String>,
 }
 
 impl fmt::Debug for Security {
@@ -161,6 +165,7 @@ impl fmt::Debug for Security {
             .field("ca_certificate", &self.ca_certificate.as_ref().map(|_| "<PEM>"))
             .field("client_certificate", &self.client_certificate.as_ref().map(|_| "<PEM>"))
             .field("client_key", &self.client_key.as_ref().map(|_| "[REDACTED]"))
+            .field("certificate_id", &self.certificate_id)
             .finish()
     }
 }
@@ -174,10 +179,38 @@ struct ConsumerGroup {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum GroupMode {
     Random,
     Manual,
+    /// The authenticated Kong consumer's name, which only the request knows: see [`Handover`].
+    KongConsumer,
+}
+
+/// What the plugin knows of a configuration beyond its `config` and hands over with it: the consumer
+/// group of the Kong consumer a request authenticated as (`consumer_group.mode = kong_consumer`), and
+/// the Kong certificate entity `security.certificate_id` names.
+#[derive(Debug, Default, Deserialize)]
+pub struct Handover {
+    /// The Kong consumer's `username`, else `custom_id`, else `id`; none: the `random` group.
+    #[serde(default)]
+    pub consumer_group: Option<String>,
+    #[serde(default)]
+    pub certificate: Option<Certificate>,
+}
+
+/// A Kong `certificates` entity's PEM certificate and private key.
+#[derive(Deserialize)]
+pub struct Certificate {
+    pub cert: String,
+    pub key: String,
+}
+
+impl fmt::Debug for Certificate {
+    // The private key never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate").field("cert", &"<PEM>").field("key", &"[REDACTED]").finish()
+    }
 }
 
 /// `config.authentication` as the schema allows it: every field optional.
@@ -268,31 +301,51 @@ impl Settings {
     ///
     /// # Errors
     /// As [`Settings::from_plugin_conf`].
-    pub fn from_conf(conf: &Value) -> Result<Settings, Error> {
-        Settings::from_plugin_conf(conf, Plugin::ConfluentConsume)
+    pub fn from_conf(conf: &Value, handover: Handover) -> Result<Settings, Error> {
+        Settings::from_plugin_conf(conf, Plugin::ConfluentConsume, handover)
     }
 
     /// The settings of the shared consumer of the configuration `conf` of `plugin` (`config` as Kong
-    /// hands it to the plugin, defaults filled in): a queue for `http-get`, a broadcast for
-    /// `server-sent-events`.
+    /// hands it to the plugin, defaults filled in) with what the plugin hands over beside it: a queue for
+    /// `http-get`, a broadcast for `server-sent-events`.
     ///
     /// # Errors
     /// [`Error::Config`] naming the first offending field: a value outside schema.lua's rules (a field
-    /// of the other plugin only is an unknown field), or a combination its entity checks refuse.
-    pub fn from_plugin_conf(conf: &Value, plugin: Plugin) -> Result<Settings, Error> {
+    /// of the other plugin only is an unknown field), or a combination its entity checks refuse; or
+    /// `security.certificate_id` without its certificate.
+    pub fn from_plugin_conf(conf: &Value, plugin: Plugin, handover: Handover) -> Result<Settings, Error> {
         schema::check(conf, plugin)?;
-        let conf = Conf::deserialize(conf).map_err(|e| Error::Config(e.to_string()))?;
-        let group_id = match (conf.consumer_group.mode, conf.consumer_group.consumer_group_id) {
-            (GroupMode::Manual, Some(id)) => id,
-            (GroupMode::Manual, None) => return bad("consumer_group.consumer_group_id", "required field missing"),
-            (GroupMode::Random, _) => match conf.plugin_id {
+        let mut conf = Conf::deserialize(conf).map_err(|e| Error::Config(e.to_string()))?;
+        let group = conf.consumer_group;
+        let group_id = match (group.mode, group.consumer_group_id, handover.consumer_group) {
+            (GroupMode::Manual, Some(id), _) => id,
+            (GroupMode::Manual, None, _) => return bad("consumer_group.consumer_group_id", "required field missing"),
+            (GroupMode::KongConsumer, _, Some(name)) => name,
+            // without an authenticated consumer, Kong's kong_consumer mode falls back to random
+            (GroupMode::Random | GroupMode::KongConsumer, _, _) => match conf.plugin_id {
                 Some(Value::String(id)) if !id.is_empty() => format!("kong-confluent-consume-{id}"),
                 _ => return bad("__plugin_id", "a string is required for a random consumer group"),
             },
         };
+        if group_id.is_empty() {
+            return bad("consumer_group", "the Kong consumer's group must not be empty");
+        }
         let authentication = authentication(conf.authentication, conf.cluster_api_key, conf.cluster_api_secret)?;
-        if conf.security.client_certificate.is_some() != conf.security.client_key.is_some() {
+        let security = &mut conf.security;
+        if security.client_certificate.is_some() != security.client_key.is_some() {
             return bad("security.client_key", "client_certificate and client_key go together");
+        }
+        match (&security.certificate_id, handover.certificate) {
+            (Some(_), _) if security.client_certificate.is_some() => {
+                let why = "set either certificate_id or client_certificate/client_key, not both";
+                return bad("security.certificate_id", why);
+            }
+            (Some(_), Some(certificate)) => {
+                security.client_certificate = Some(certificate.cert);
+                security.client_key = Some(certificate.key);
+            }
+            (Some(_), None) => return bad("security.certificate_id", "the certificate was not handed over"),
+            (None, _) => {}
         }
         Ok(Settings {
             bootstrap_servers: conf.bootstrap_servers,
@@ -487,6 +540,7 @@ mod tests {
                 ca_certificate: None,
                 client_certificate: None,
                 client_key: None,
+                certificate_id: None,
             },
             fetch_wait_max_ms: 10,
             buffer_max_bytes: 1 << 20,
@@ -617,6 +671,7 @@ mod tests {
             ca_certificate: Some("-----BEGIN CERTIFICATE-----\nCA\n".into()),
             client_certificate: Some("-----BEGIN CERTIFICATE-----\nC\n".into()),
             client_key: Some("-----BEGIN PRIVATE KEY-----\nK\n".into()),
+            certificate_id: None,
         };
         let config = s.client_config();
         assert_eq!(get(&config, "security.protocol"), Some("SSL"));
@@ -664,7 +719,7 @@ mod tests {
     }
 
     fn refusal(changes: serde_json::Value) -> String {
-        Settings::from_conf(&conf(changes)).unwrap_err().to_string()
+        Settings::from_conf(&conf(changes), Handover::default()).unwrap_err().to_string()
     }
 
     #[test]
@@ -672,17 +727,17 @@ mod tests {
         let s = Settings::from_conf(&conf(json!({
             "topics": [{ "name": "a" }, { "name": "b" }], "bootstrap_servers": [{ "host": "[::1]", "port": 9093 }],
             "cluster_name": null, "authentication": null, "protocols": ["http"], "route_id": "r"
-        })))
+        })), Handover::default())
         .unwrap();
         assert_eq!(s.topics, ["a", "b"]);
         assert_eq!(s.brokers(), "[::1]:9093");
         assert_eq!(s.group_id, "kong-confluent-consume-p");
         assert_eq!((s.delivery, s.start.clone(), s.authentication.clone()), (Delivery::Queue, None, None));
         assert_eq!((s.fetch_wait_max_ms, s.buffer_max_bytes), (10, 8 << 20));
-        let sse = Settings::from_conf(&conf(json!({ "mode": "server-sent-events" }))).unwrap();
+        let sse = Settings::from_conf(&conf(json!({ "mode": "server-sent-events" })), Handover::default()).unwrap();
         assert_eq!(sse.delivery, Delivery::Broadcast);
         let manual = json!({ "consumer_group": { "mode": "manual", "consumer_group_id": "billing" } });
-        assert_eq!(Settings::from_conf(&conf(manual)).unwrap().group_id, "billing");
+        assert_eq!(Settings::from_conf(&conf(manual), Handover::default()).unwrap().group_id, "billing");
         let replay = s.replay(Start::Offsets { offsets: vec![3] }).unwrap();
         assert_eq!((replay.delivery, replay.start), (Delivery::Replay, Some(Start::Offsets { offsets: vec![3] })));
         assert!(s.replay(Start::Offsets { offsets: vec![-1] }).unwrap_err().to_string().contains("start.offsets:"));
@@ -690,7 +745,7 @@ mod tests {
 
     #[test]
     fn the_identity_covers_what_shapes_the_consumer_and_nothing_else() {
-        let identity = |changes| Settings::from_conf(&conf(changes)).unwrap().identity();
+        let identity = |changes| Settings::from_conf(&conf(changes), Handover::default()).unwrap().identity();
         let base = identity(json!({}));
         assert_eq!(base.len(), 32);
         assert_eq!(base, identity(json!({})));
@@ -729,10 +784,52 @@ mod tests {
     }
 
     #[test]
+    fn kong_consumer_groups_come_from_the_request_else_the_plugin() {
+        let mode = json!({ "consumer_group": { "mode": "kong_consumer" } });
+        let handover = |group: &str| Handover { consumer_group: Some(group.into()), certificate: None };
+        let alice = Settings::from_conf(&conf(mode.clone()), handover("alice")).unwrap();
+        assert_eq!(alice.group_id, "alice");
+        let bob = Settings::from_conf(&conf(mode.clone()), handover("bob")).unwrap();
+        assert_ne!(alice.identity(), bob.identity(), "each Kong consumer reads a consumer of its own");
+        let nobody = Settings::from_conf(&conf(mode.clone()), Handover::default()).unwrap();
+        assert_eq!(nobody.group_id, "kong-confluent-consume-p", "no consumer: the random group");
+        let random = Settings::from_conf(&conf(json!({})), handover("alice")).unwrap();
+        assert_eq!(random.group_id, "kong-confluent-consume-p", "other modes ignore the request's consumer");
+        let empty = Settings::from_conf(&conf(mode), handover("")).unwrap_err().to_string();
+        assert!(empty.starts_with("invalid configuration: consumer_group:"), "{empty}");
+    }
+
+    #[test]
+    fn certificate_id_is_the_client_certificate_handed_over() {
+        let uuid = "5f4034c2-0000-4000-8000-000000000000";
+        let id = json!({ "security": { "ssl_verify": true, "certificate_id": uuid } });
+        let certificate = Certificate {
+            cert: "-----BEGIN CERTIFICATE-----\nC\n".into(),
+            key: "-----BEGIN PRIVATE KEY-----\nK-7d1e\n".into(),
+        };
+        assert!(!format!("{certificate:?}").contains("K-7d1e"));
+        let mut s =
+            Settings::from_conf(&conf(id.clone()), Handover { consumer_group: None, certificate: Some(certificate) })
+                .unwrap();
+        s.security.ssl = Some(true);
+        let config = s.client_config();
+        assert_eq!(get(&config, "ssl.certificate.pem"), Some("-----BEGIN CERTIFICATE-----\nC\n"));
+        assert_eq!(get(&config, "ssl.key.pem"), Some("-----BEGIN PRIVATE KEY-----\nK-7d1e\n"));
+        assert_eq!(s.secrets(), ["-----BEGIN PRIVATE KEY-----\nK-7d1e\n"]);
+        assert!(!format!("{s:?}").contains("K-7d1e"));
+        let missing = refusal(id);
+        assert!(missing.starts_with("invalid configuration: security.certificate_id:"), "{missing}");
+        let both = refusal(json!({ "security": { "ssl_verify": true,
+            "certificate_id": uuid,
+            "client_certificate": "-----BEGIN CERTIFICATE-----", "client_key": "-----BEGIN PRIVATE KEY-----" } }));
+        assert!(both.starts_with("invalid configuration: security.certificate_id: set either"), "{both}");
+    }
+
+    #[test]
     fn cluster_api_key_is_sasl_plain_and_as_secret_as_the_password() {
         let s = Settings::from_conf(&conf(json!({
             "cluster_api_key": "KEY-4b1d9a", "cluster_api_secret": "SECRET-77c0e2"
-        })))
+        })), Handover::default())
         .unwrap();
         let auth = s.authentication.clone().unwrap();
         assert_eq!(
@@ -748,7 +845,7 @@ mod tests {
         // a SASL user given as `authentication.user` is not a secret
         let plain = Settings::from_conf(&conf(json!({ "authentication": {
             "strategy": "sasl", "mechanism": "PLAIN", "user": "alice", "password": "pw-31f0"
-        } })))
+        } })), Handover::default())
         .unwrap();
         assert_eq!(plain.secrets(), ["pw-31f0"]);
         assert!(format!("{plain:?}").contains("alice"));

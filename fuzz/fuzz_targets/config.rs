@@ -13,7 +13,7 @@ const OTHER_NAMES: [&str; 2] = ["config", "__plugin_id"];
 
 fuzz_target!(|data: &[u8]| {
     let Ok(conf) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    match Settings::from_conf(&conf) {
+    match Settings::from_conf(&conf, Default::default()) {
         Ok(settings) => {
             // `{:?}` is the same whatever the secrets are
             let mut other = settings.clone();
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
                 key.push('x');
             }
             assert_eq!(format!("{settings:?}"), format!("{other:?}"), "a secret shows in {{:?}}");
-            assert_eq!(settings.identity(), Settings::from_conf(&conf).unwrap().identity());
+            assert_eq!(settings.identity(), Settings::from_conf(&conf, Default::default()).unwrap().identity());
             // librdkafka's own checks of every property (no network): an error is fine, a panic is not
             let _ = settings.client_config().create_native_config();
         }

@@ -138,7 +138,9 @@ Host.__index = Host
 -- served read-only under /demo/ on the proxy port), check_client_abort (true: nginx tells a request at
 -- once that its client left, as kong.conf's `nginx_proxy_lua_check_client_abort = on` does; default off,
 -- Kong's default), fault_injection (true: the native module built with the `fault-injection` feature),
--- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's),
+-- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's and
+-- Kong's bundled ones), consumers (Kong's declarative `consumers`, with nested `keyauth_credentials`),
+-- certificates (Kong's `certificates`),
 -- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
 -- Development host only: cpath (the native module's directory), plugin_paths (directories holding
 -- kong/plugins/<name>/; default the project's kong-plugin), plugins (the names to load; default every
@@ -151,9 +153,8 @@ function _M.start_host(opts, attempt)
   local prefix = _M.RUN_DIR .. "/host-" .. proxy_port
   assert(_M.sh("rm -rf " .. prefix .. " && mkdir -p " .. prefix))
   local config_file = prefix .. "/kong.json"
-  local file = assert(io.open(config_file, "w"))
-  file:write(assert(cjson.encode({ _format_version = "3.0", routes = opts.routes or {} })))
-  file:close()
+  local entities = { consumers = opts.consumers, certificates = opts.certificates }
+  _M.write_declarative(config_file, opts.routes, entities)
   local env_args = ""
   for _, name in ipairs(opts.env or {}) do
     env_args = env_args .. " --env " .. name
@@ -161,7 +162,7 @@ function _M.start_host(opts, attempt)
   local plugin_paths, plugins = opts.plugin_paths, opts.plugins
   if opts.fixture_plugins then
     plugin_paths = { _M.ROOT .. "/kong-plugin", _M.ROOT .. "/spec/fixtures/plugins" }
-    plugins = { "confluent-consume", "kafka-consume", unpack(opts.fixture_plugins) }
+    plugins = { "bundled", "confluent-consume", "kafka-consume", unpack(opts.fixture_plugins) }
   end
   if plugins then
     env_args = env_args .. " --plugins " .. table.concat(plugins, ",")
@@ -186,7 +187,21 @@ function _M.start_host(opts, attempt)
   end
   assert(ok, "cannot start the host: " .. output)
   return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
-                        pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT }, Host)
+                        pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT,
+                        entities = entities }, Host)
+end
+
+
+-- Writes a declarative config (Kong's format) of `routes` and `entities` ({consumers =, certificates =},
+-- each as Kong's kong.yml lists them: consumers with nested keyauth_credentials) to `path`.
+function _M.write_declarative(path, routes, entities)
+  local doc = { _format_version = "3.0", routes = routes or {} }
+  for name, list in pairs(entities or {}) do
+    doc[name] = list
+  end
+  local file = assert(io.open(path, "w"))
+  file:write(assert(cjson.encode(doc)))
+  file:close()
 end
 
 
@@ -194,9 +209,7 @@ end
 -- start with the config, old ones finish their requests and exit.
 function Host:reload(routes)
   if routes then
-    local file = assert(io.open(self.prefix .. "/kong.json", "w"))
-    file:write(assert(cjson.encode({ _format_version = "3.0", routes = routes })))
-    file:close()
+    _M.write_declarative(self.prefix .. "/kong.json", routes, self.entities)
   end
   local ok, output = _M.sh(self.root .. "/host/bin/kong-host reload --prefix " .. self.prefix)
   assert(ok, "cannot reload the host: " .. output)
@@ -300,6 +313,28 @@ function Host:worker_pid_of(headers)
 end
 
 
+-- The doorbell socket paths of the native consumers of the worker `pid`, sorted: each consumer has one,
+-- named after its worker's pid, which the kernel lists in /proc/net/unix for as long as the consumer lives.
+function _M.doorbells(pid)
+  local paths = {}
+  local file = assert(io.open("/proc/net/unix"))
+  local pattern = "(%S*/confluent%-consume%-" .. pid .. "%-%d+%.sock)$"
+  for line in file:lines() do
+    local path = line:match(pattern)
+    if path then
+      paths[path] = true
+    end
+  end
+  file:close()
+  local list = {}
+  for path in pairs(paths) do
+    list[#list + 1] = path
+  end
+  table.sort(list)
+  return list
+end
+
+
 -- The pids of the host's nginx workers.
 function Host:worker_pids()
   local file = assert(io.open(self.pid_file))
@@ -356,7 +391,7 @@ end
 
 
 -- Starts a gateway with the entities inserted through the blueprints. `env` holds kong.conf properties;
--- those the host follows: plugins ("bundled,a,b": the host has no bundled plugins, so a and b),
+-- those the host follows: plugins ("bundled,a,b": the host bundles key-auth),
 -- nginx_worker_processes, nginx_proxy_lua_check_client_abort ("on"), and lua_package_path (directories
 -- "DIR/?.lua" holding kong/plugins/<name>/, as for Kong's fixture plugins).
 function _M.start_kong(env)
@@ -376,10 +411,8 @@ function _M.start_kong(env)
     plugin_paths[#plugin_paths + 1] = dir
   end
   for name in (env.plugins or ""):gmatch("[^,%s]+") do
-    if name ~= "bundled" then
-      plugins = plugins or {}
-      plugins[#plugins + 1] = name
-    end
+    plugins = plugins or {}
+    plugins[#plugins + 1] = name
   end
   kong_host = _M.start_host({ workers = tonumber(env.nginx_worker_processes) or 1, routes = routes,
                               check_client_abort = env.nginx_proxy_lua_check_client_abort == "on",

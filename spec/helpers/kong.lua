@@ -21,6 +21,25 @@ local db, bp           -- Kong's database and blueprints, from the first gateway
 local running = 0      -- gateways started and not stopped: the first one starts from empty tables
 
 
+-- Consumers (with their nested keyauth_credentials) and certificates, as the declarative config lists them.
+local function insert_entities(opts)
+  for _, certificate in ipairs(opts.certificates or {}) do
+    bp.certificates:insert(certificate)
+  end
+  for _, consumer in ipairs(opts.consumers or {}) do
+    local credentials = consumer.keyauth_credentials
+    local fields = {}
+    for k, v in pairs(consumer) do
+      if k ~= "keyauth_credentials" then fields[k] = v end
+    end
+    local inserted = bp.consumers:insert(fields)
+    for _, credential in ipairs(credentials or {}) do
+      bp.keyauth_credentials:insert({ key = credential.key, consumer = { id = inserted.id } })
+    end
+  end
+end
+
+
 local function insert_routes(routes)
   for _, route in ipairs(routes or {}) do
     local inserted = bp.routes:insert({ name = route.name, hosts = route.hosts, paths = route.paths,
@@ -69,8 +88,10 @@ function _M.install(helpers, Host)
       plugins[#plugins + 1] = name
     end
     if running == 0 or not bp then
-      bp, db = kong_helpers.get_db_utils(nil, { "routes", "services", "plugins" }, plugins)
+      bp, db = kong_helpers.get_db_utils(nil, { "routes", "services", "plugins", "consumers",
+                                                "keyauth_credentials", "certificates" }, plugins)
     end
+    insert_entities(opts)
     insert_routes(opts.routes)
 
     local proxy_port, admin_port = helpers.next_ports()

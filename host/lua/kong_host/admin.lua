@@ -5,10 +5,14 @@
 --   GET /status                store status
 --   GET|POST /routes
 --   GET|PATCH|DELETE /routes/{name or id}
---   GET|POST /routes/{name or id}/plugins
---   GET|PATCH|DELETE /routes/{name or id}/plugins/{id}
+--   GET|POST /routes/{name or id}/plugins, /consumers/{id or username}/plugins
+--   GET|PATCH|DELETE /routes/{name or id}/plugins/{id}, /consumers/{c}/plugins/{id}
 --   GET|POST /plugins
 --   GET|PATCH|DELETE /plugins/{id}
+--   GET|POST /consumers, /certificates
+--   GET|PATCH|PUT|DELETE /consumers/{id or username}, /certificates/{id}
+--   GET|POST /consumers/{id or username}/key-auth
+--   GET|PATCH|PUT|DELETE /consumers/{id or username}/key-auth/{id or key}
 --
 -- Changes go to the shared store; every worker picks them up on its next
 -- request or within a second.
@@ -22,6 +26,7 @@ local store = require "kong_host.store"
 local runner = require "kong_host.runner"
 local pdk = require "kong_host.pdk"
 local utils = require "kong_host.utils"
+local daos = require "kong_host.daos"
 
 
 local ngx = ngx
@@ -83,6 +88,11 @@ local function bad_request(message)
 end
 
 
+local function method_not_allowed()
+  return respond(405, { message = "Method not allowed" })
+end
+
+
 local function schema_violation(errors)
   return respond(400, schema.schema_violation(errors))
 end
@@ -137,7 +147,7 @@ local function answer_failed_update(result, uerr)
   if result.status == 404 then
     not_found()
   elseif result.foreign then
-    foreign_key_violation("route", result.foreign, "routes")
+    foreign_key_violation(result.foreign_field or "route", result.foreign, result.foreign_entity or "routes")
   elseif result.errors then
     schema_violation(result.errors)
   elseif result.unique then
@@ -392,18 +402,34 @@ end
 ---------------------------------------------------------------------------
 
 
-local function list_plugins(route_name_or_id)
+-- The route or consumer a nested path names (`/routes/{r}/plugins`, `/consumers/{c}/plugins`): scope is
+-- { field = "route" | "consumer", key = <name, username or id> }.
+local function find_scope(doc, scope)
+  if scope.field == "route" then
+    return find_route(doc, scope.key)
+  end
+  return daos.find(doc, "consumers", scope.key)
+end
+
+
+-- Whether `plugin` is scoped to `entity` (its route or consumer).
+local function in_scope(plugin, field, entity)
+  return type(plugin[field]) == "table" and plugin[field].id == entity.id
+end
+
+
+local function list_plugins(scope)
   local doc = read_doc()
   local items = doc.plugins
 
-  if route_name_or_id then
-    local route = find_route(doc, route_name_or_id)
-    if not route then
+  if scope then
+    local entity = find_scope(doc, scope)
+    if not entity then
       return not_found()
     end
     items = {}
     for _, p in ipairs(doc.plugins) do
-      if route_ref(p) == route.id then
+      if in_scope(p, scope.field, entity) then
         items[#items + 1] = p
       end
     end
@@ -413,12 +439,12 @@ local function list_plugins(route_name_or_id)
 end
 
 
-local function get_plugin(id, route_name_or_id)
+local function get_plugin(id, scope)
   local doc = read_doc()
   local plugin = find_plugin(doc, id)
-  if route_name_or_id then
-    local route = find_route(doc, route_name_or_id)
-    if not route or (plugin and route_ref(plugin) ~= route.id) then
+  if scope then
+    local entity = find_scope(doc, scope)
+    if not entity or (plugin and not in_scope(plugin, scope.field, entity)) then
       return not_found()
     end
   end
@@ -453,8 +479,8 @@ local function resolve_route_ref(doc, input)
 end
 
 
--- Creates (plugin_id == nil) or updates a plugin.
-local function save_plugin(plugin_id, route_name_or_id)
+-- Creates (plugin_id == nil) or updates a plugin, within `scope` for a nested path.
+local function save_plugin(plugin_id, scope)
   local body, coerce, err = read_body()
   if not body then
     return bad_request(err)
@@ -463,10 +489,10 @@ local function save_plugin(plugin_id, route_name_or_id)
   local now = ngx.time()
 
   local result, uerr = store.update(function(doc)
-    local scoped_route
-    if route_name_or_id then
-      scoped_route = find_route(doc, route_name_or_id)
-      if not scoped_route then
+    local scoped
+    if scope then
+      scoped = find_scope(doc, scope)
+      if not scoped then
         return { status = 404 }, false
       end
     end
@@ -475,9 +501,7 @@ local function save_plugin(plugin_id, route_name_or_id)
     if plugin_id then
       local existing
       existing, index = find_plugin(doc, plugin_id)
-      if not existing or
-         (scoped_route and route_ref(existing) ~= scoped_route.id)
-      then
+      if not existing or (scoped and not in_scope(existing, scope.field, scoped)) then
         return { status = 404 }, false
       end
       input = merge(existing, body)
@@ -491,13 +515,21 @@ local function save_plugin(plugin_id, route_name_or_id)
     end
     input.updated_at = now
 
-    if scoped_route then
-      input.route = { id = scoped_route.id }
-    else
-      local ok, ref = resolve_route_ref(doc, input)
-      if not ok then
-        return { foreign = ref }, false
+    if scoped then
+      input[scope.field] = { id = scoped.id }
+    end
+    local ok, ref = resolve_route_ref(doc, input)
+    if not ok then
+      return { foreign = ref }, false
+    end
+    -- a plugin scoped to a consumer names it by id (or, as Kong's Admin API allows, by username)
+    local consumer_ref = input.consumer
+    if type(consumer_ref) == "table" then
+      local consumer = daos.find(doc, "consumers", consumer_ref.id or consumer_ref.username)
+      if not consumer then
+        return { foreign = consumer_ref, foreign_field = "consumer", foreign_entity = "consumers" }, false
       end
+      input.consumer = { id = consumer.id }
     end
 
     local plugin, errors = schema.validate_plugin(input, {
@@ -529,15 +561,15 @@ local function save_plugin(plugin_id, route_name_or_id)
 end
 
 
-local function delete_plugin(id, route_name_or_id)
+local function delete_plugin(id, scope)
   local _, err = store.update(function(doc)
     local plugin, index = find_plugin(doc, id)
     if not plugin then
       return true, false
     end
-    if route_name_or_id then
-      local route = find_route(doc, route_name_or_id)
-      if not route or route_ref(plugin) ~= route.id then
+    if scope then
+      local entity = find_scope(doc, scope)
+      if not entity or not in_scope(plugin, scope.field, entity) then
         return true, false
       end
     end
@@ -550,6 +582,147 @@ local function delete_plugin(id, route_name_or_id)
     error(err)
   end
   return respond(204)
+end
+
+
+---------------------------------------------------------------------------
+-- Consumers, certificates, key-auth credentials
+---------------------------------------------------------------------------
+
+
+-- The parent a nested path names (`/consumers/{c}/key-auth`): { field = "consumer", id = }, or nil when
+-- the consumer does not exist.
+local function parent_of(doc, consumer_key)
+  local consumer = daos.find(doc, "consumers", consumer_key)
+  return consumer and { field = "consumer", id = consumer.id }
+end
+
+
+-- The entity `name` that `id_or_key` names under `parent`, and its index.
+local function find_entity(doc, name, id_or_key, parent)
+  local entity, index = daos.find(doc, name, id_or_key)
+  if entity and parent and not (type(entity[parent.field]) == "table" and entity[parent.field].id == parent.id)
+  then
+    return nil
+  end
+  return entity, index
+end
+
+
+local function list_entities(name, consumer_key)
+  local doc = read_doc()
+  local parent_id
+  if consumer_key then
+    local parent = parent_of(doc, consumer_key)
+    if not parent then
+      return not_found()
+    end
+    parent_id = parent.id
+  end
+  return respond(200, entities.collection(daos.list(doc, name, parent_id), function(entity)
+    return daos.render(name, entity)
+  end))
+end
+
+
+local function get_entity(name, id_or_key, consumer_key)
+  local doc = read_doc()
+  local parent = consumer_key and parent_of(doc, consumer_key)
+  local entity = (parent or not consumer_key) and find_entity(doc, name, id_or_key, parent)
+  if not entity then
+    return not_found()
+  end
+  return respond(200, daos.render(name, entity))
+end
+
+
+-- POST (id_or_key nil), PATCH (merged into the entity) or PUT (the entity replaced, or created with
+-- the id or endpoint key of the path) of entity `name`, under the consumer `consumer_key` for nested paths.
+local function save_entity(method, name, id_or_key, consumer_key)
+  local body, coerce, err = read_body()
+  if not body then
+    return bad_request(err)
+  end
+  local result, uerr = store.update(function(doc)
+    local parent
+    if consumer_key then
+      parent = parent_of(doc, consumer_key)
+      if not parent then
+        return { status = 404 }, false
+      end
+    end
+    local input, index = body, nil
+    if id_or_key then
+      local existing
+      existing, index = find_entity(doc, name, id_or_key, parent)
+      if method == "PATCH" then
+        if not existing then
+          return { status = 404 }, false
+        end
+        input = merge(existing, body)
+      elseif existing then
+        input.created_at = existing.created_at
+      end
+      local endpoint_key = daos.DAOS[name].endpoint_key
+      local by_key = endpoint_key and not utils.is_uuid(id_or_key)
+      if by_key then
+        input[endpoint_key] = id_or_key
+      end
+      if existing then
+        input.id = existing.id
+      elseif not by_key then
+        input.id = id_or_key
+      end
+    end
+    if parent then
+      input[parent.field] = { id = parent.id }
+    end
+    local entity, failure = daos.save(doc, name, input, index, { coerce = coerce, now = ngx.time() })
+    if not entity then
+      failure.foreign_field, failure.foreign_entity = "consumer", "consumers"
+      return failure, false
+    end
+    return { entity = entity }, true
+  end)
+  if answer_failed_update(result, uerr) then
+    return
+  end
+  return respond(method == "POST" and 201 or 200, daos.render(name, result.entity))
+end
+
+
+-- Kong answers 204 whether or not the entity existed (404 when a nested path's consumer does not).
+local function delete_entity(name, id_or_key, consumer_key)
+  local result, err = store.update(function(doc)
+    local parent = consumer_key and parent_of(doc, consumer_key)
+    if consumer_key and not parent then
+      return { status = 404 }, false
+    end
+    local entity, index = find_entity(doc, name, id_or_key, parent)
+    if not entity then
+      return {}, false
+    end
+    daos.delete(doc, name, index)
+    return {}, true
+  end)
+  if answer_failed_update(result, err) then
+    return
+  end
+  return respond(204)
+end
+
+
+-- /<name>, /<name>/{x}: the collection and one entity, for the methods Kong's Admin API has.
+local function entity_endpoint(method, name, id_or_key, consumer_key)
+  if not id_or_key then
+    if method == "GET" then return list_entities(name, consumer_key) end
+    if method == "POST" then return save_entity(method, name, nil, consumer_key) end
+    return method_not_allowed()
+  end
+  if method == "GET" then return get_entity(name, id_or_key, consumer_key) end
+  if method == "PATCH" or method == "PUT" then return save_entity(method, name, id_or_key, consumer_key) end
+  if method == "DELETE" then return delete_entity(name, id_or_key, consumer_key) end
+  return method_not_allowed()
 end
 
 
@@ -615,14 +788,30 @@ end
 ---------------------------------------------------------------------------
 
 
-local function method_not_allowed()
-  return respond(405, { message = "Method not allowed" })
-end
-
-
 local function dispatch(method, segments)
   local n = #segments
   local s1, s2, s3, s4 = segments[1], segments[2], segments[3], segments[4]
+
+  if s1 == "consumers" and n <= 2 or s1 == "certificates" and n <= 2 then
+    return entity_endpoint(method, s1, s2)
+  end
+
+  if s1 == "consumers" and s3 == "key-auth" and n <= 4 then
+    return entity_endpoint(method, "keyauth_credentials", s4, s2)
+  end
+
+  if (s1 == "routes" or s1 == "consumers") and s3 == "plugins" and n <= 4 then
+    local scope = { field = s1 == "routes" and "route" or "consumer", key = s2 }
+    if n == 3 then
+      if method == "GET" then return list_plugins(scope) end
+      if method == "POST" then return save_plugin(nil, scope) end
+      return method_not_allowed()
+    end
+    if method == "GET" then return get_plugin(s4, scope) end
+    if method == "PATCH" then return save_plugin(s4, scope) end
+    if method == "DELETE" then return delete_plugin(s4, scope) end
+    return method_not_allowed()
+  end
 
   if n == 0 then
     if method == "GET" then return root() end
@@ -648,18 +837,6 @@ local function dispatch(method, segments)
       return method_not_allowed()
     end
 
-    if s3 == "plugins" and n == 3 then
-      if method == "GET" then return list_plugins(s2) end
-      if method == "POST" then return save_plugin(nil, s2) end
-      return method_not_allowed()
-    end
-
-    if s3 == "plugins" and n == 4 then
-      if method == "GET" then return get_plugin(s4, s2) end
-      if method == "PATCH" then return save_plugin(s4, s2) end
-      if method == "DELETE" then return delete_plugin(s4, s2) end
-      return method_not_allowed()
-    end
   end
 
   if s1 == "plugins" then

@@ -2,19 +2,23 @@
 --
 -- Supported: `_format_version`, `routes` (with nested `plugins`),
 -- `services` (which only carry `routes` and `plugins`; kong-host does not
--- proxy upstream) and top-level `plugins` scoped by `route`, `service` or
--- global. Every entity is validated; the first invalid one stops loading
+-- proxy upstream), `consumers` (with nested `keyauth_credentials` and
+-- `plugins`), `certificates`, `keyauth_credentials` (naming their
+-- `consumer`) and top-level `plugins` scoped by `route`, `service`,
+-- `consumer` or global. Every entity is validated; the first invalid one stops loading
 -- with a message naming the entity and the field.
 
 local lyaml = require "lyaml"
 local cjson = require "cjson.safe"
 local schema = require "kong_host.schema"
 local entities = require "kong_host.entities"
+local daos = require "kong_host.daos"
 local store = require "kong_host.store"
 local utils = require "kong_host.utils"
 
 
 local type = type
+local next = next
 local pairs = pairs
 local ipairs = ipairs
 local pcall = pcall
@@ -39,6 +43,9 @@ local TOP_LEVEL_KEYS = {
   routes = true,
   services = true,
   plugins = true,
+  consumers = true,
+  certificates = true,
+  keyauth_credentials = true,
 }
 
 
@@ -154,6 +161,11 @@ function Loader:add_plugin(input, index, scope)
     where = where .. " on " .. describe("service", scope.service, 0)
     scope_key = "service:" .. scope.service.id
   end
+  if scope.consumer then
+    plugin.consumer = { id = scope.consumer.id }
+    where = where .. " for consumer " .. scope.consumer.id
+    scope_key = scope_key .. ":consumer:" .. scope.consumer.id
+  end
 
   plugin.id = plugin.id or
               utils.uuid_from_string("plugin:" .. tostring(plugin.name) ..
@@ -212,9 +224,82 @@ function Loader:resolve_scope(plugin, index)
     end
   end
 
+  if plugin.consumer ~= nil and plugin.consumer ~= null then
+    local ref = plugin.consumer
+    local key = type(ref) == "table" and (ref.id or ref.username) or ref
+    scope.consumer = daos.find(self.doc, "consumers", key)
+    if not scope.consumer then
+      return nil, where .. ": consumer " .. cjson.encode(plugin.consumer) .. " not found"
+    end
+  end
+
   plugin.route = nil
   plugin.service = nil
+  plugin.consumer = nil
   return scope
+end
+
+
+-- Stores entity `name` (a consumer, certificate or credential) with an id derived from `seed` unless it
+-- has one, so that it keeps its id across reloads.
+function Loader:add_entity(name, input, seed, where)
+  input.id = input.id or utils.uuid_from_string(name .. ":" .. seed)
+  local entity, failure = daos.save(self.doc, name, input, nil, { now = self.now, getenv = self.getenv })
+  if entity then
+    return entity
+  end
+  if failure.errors then
+    return nil, where .. ": " .. schema.errors_message(failure.errors)
+  elseif failure.unique then
+    local field, value = next(failure.unique)
+    return nil, string_format("%s: UNIQUE violation detected on '{%s=\"%s\"}'", where, field, tostring(value))
+  end
+  return nil, where .. ": consumer " .. cjson.encode(failure.foreign) .. " not found"
+end
+
+
+-- A consumer with its nested keyauth_credentials and plugins.
+function Loader:add_consumer(input, index)
+  local where = string_format("consumer '%s'", tostring(type(input) == "table" and
+                                                        (input.username or input.custom_id) or index))
+  if type(input) ~= "table" then
+    return nil, where .. ": expected a record"
+  end
+  local consumer = utils.deep_copy(input)
+  local credentials, err = list_of(consumer.keyauth_credentials, where .. ": keyauth_credentials")
+  if not credentials then
+    return nil, err
+  end
+  local plugins
+  plugins, err = list_of(consumer.plugins, where .. ": plugins")
+  if not plugins then
+    return nil, err
+  end
+  consumer.keyauth_credentials, consumer.plugins = nil, nil
+  local stored
+  stored, err = self:add_entity("consumers", consumer, tostring(consumer.username or consumer.custom_id), where)
+  if not stored then
+    return nil, err
+  end
+  for i, c in ipairs(credentials) do
+    if type(c) ~= "table" then
+      return nil, where .. ": keyauth_credentials #" .. i .. ": expected a record"
+    end
+    c = utils.deep_copy(c)
+    c.consumer = { id = stored.id }
+    local ok, cerr = self:add_entity("keyauth_credentials", c, tostring(c.key or i) .. ":" .. stored.id,
+                                     where .. ": keyauth_credentials #" .. i)
+    if not ok then
+      return nil, cerr
+    end
+  end
+  for i, p in ipairs(plugins) do
+    local ok, perr = self:add_plugin(p, i, { consumer = stored })
+    if not ok then
+      return nil, perr
+    end
+  end
+  return true
 end
 
 
@@ -245,7 +330,8 @@ function _M.load(input, opts)
   for k in pairs(input) do
     if not TOP_LEVEL_KEYS[k] then
       return nil, string_format("%s: not supported by kong-host " ..
-                                "(supported: routes, services, plugins)",
+                                "(supported: routes, services, plugins, consumers, certificates, " ..
+                                "keyauth_credentials)",
                                 tostring(k))
     end
   end
@@ -302,6 +388,56 @@ function _M.load(input, opts)
       return nil, err
     end
     service_plugins[#service_plugins + 1] = { service = service, list = plugins }
+  end
+
+  local certificates
+  certificates, err = list_of(input.certificates, "certificates")
+  if not certificates then
+    return nil, err
+  end
+  for i, c in ipairs(certificates) do
+    if type(c) ~= "table" then
+      return nil, "certificate #" .. i .. ": expected a record"
+    end
+    local ok, cerr = self:add_entity("certificates", utils.deep_copy(c), tostring(c.cert), "certificate #" .. i)
+    if not ok then
+      return nil, cerr
+    end
+  end
+
+  local consumers
+  consumers, err = list_of(input.consumers, "consumers")
+  if not consumers then
+    return nil, err
+  end
+  for i, c in ipairs(consumers) do
+    local ok, cerr = self:add_consumer(c, i)
+    if not ok then
+      return nil, cerr
+    end
+  end
+
+  local credentials
+  credentials, err = list_of(input.keyauth_credentials, "keyauth_credentials")
+  if not credentials then
+    return nil, err
+  end
+  for i, c in ipairs(credentials) do
+    local where = "keyauth_credentials #" .. i
+    if type(c) ~= "table" then
+      return nil, where .. ": expected a record"
+    end
+    c = utils.deep_copy(c)
+    local ref = c.consumer
+    local consumer = daos.find(self.doc, "consumers", type(ref) == "table" and (ref.id or ref.username) or ref)
+    if not consumer then
+      return nil, where .. ": consumer " .. cjson.encode(ref) .. " not found"
+    end
+    c.consumer = { id = consumer.id }
+    local ok, cerr = self:add_entity("keyauth_credentials", c, tostring(c.key or i) .. ":" .. consumer.id, where)
+    if not ok then
+      return nil, cerr
+    end
   end
 
   local routes

@@ -3,18 +3,24 @@
 --
 -- Semantics follow Kong 3.x: kong.log.* namespaced by the running plugin,
 -- kong.request.*, kong.response.exit/error/set_header, kong.ctx.plugin and
--- kong.ctx.shared, kong.client.get_ip, kong.node.get_id,
--- kong.configuration, kong.version.
+-- kong.ctx.shared, kong.client.get_ip / authenticate / get_consumer /
+-- get_credential / load_consumer, kong.service.request.set_header /
+-- clear_header / set_query (there is no upstream: they change the request
+-- the later plugins see, as they do in Kong), kong.db.<entity>:select and
+-- select_by_<unique field> for consumers, certificates and
+-- keyauth_credentials, kong.node.get_id, kong.configuration, kong.version.
 
 local cjson = require "cjson.safe"
 local errlog = require "ngx.errlog"
 local store = require "kong_host.store"
 local utils = require "kong_host.utils"
+local daos = require "kong_host.daos"
 
 
 local ngx = ngx
 local type = type
 local pairs = pairs
+local ipairs = ipairs
 local error = error
 local pcall = pcall
 local select = select
@@ -483,8 +489,83 @@ local function new_ctx()
 end
 
 
-local function new_client()
+-- The worker's indexes of the stored entities (daos.index), replaced by the runner on every rebuild.
+local entity_indexes = {}
+
+
+function _M.set_entities(indexes)
+  entity_indexes = indexes
+end
+
+
+-- kong.db: the entities a plugin may read, from the worker's indexes (Kong's DAO reads the database or
+-- LMDB; `nil` without an error when there is no such entity).
+local function new_db()
+  local db = {}
+  for _, name in ipairs(daos.NAMES) do
+    local function lookup(field, value)
+      local index = entity_indexes[name]
+      return index and index[field][tostring(value)]
+    end
+    local dao = {
+      select = function(_, primary_key)
+        if type(primary_key) ~= "table" then
+          error("primary_key must be a table", 2)
+        end
+        return lookup("id", primary_key.id)
+      end,
+    }
+    for _, field in ipairs(daos.DAOS[name].unique) do
+      dao["select_by_" .. field] = function(_, value)
+        return lookup(field, value)
+      end
+    end
+    db[name] = dao
+  end
+  return db
+end
+
+
+local AUTHENTICATE_PHASES = { rewrite = true, access = true }
+
+
+local function new_client(db)
   return {
+    -- Kong's kong.client.authenticate: later plugins see the consumer and credential.
+    authenticate = function(consumer, credential)
+      if not AUTHENTICATE_PHASES[ngx.get_phase()] then
+        error("kong.client.authenticate is not allowed in the " .. ngx.get_phase() .. " phase", 2)
+      end
+      if consumer ~= nil and type(consumer) ~= "table" then
+        error("consumer must be a table or nil", 2)
+      end
+      if credential ~= nil and type(credential) ~= "table" then
+        error("credential must be a table or nil", 2)
+      end
+      if consumer == nil and credential == nil then
+        error("either credential or consumer must be provided", 2)
+      end
+      local ctx = ngx.ctx
+      ctx.authenticated_consumer = consumer
+      ctx.authenticated_credential = credential
+    end,
+    get_consumer = function()
+      return ngx.ctx.authenticated_consumer
+    end,
+    get_credential = function()
+      return ngx.ctx.authenticated_credential
+    end,
+    -- A consumer by id, or by username when `search_by_username` is set and no id matches.
+    load_consumer = function(consumer_id, search_by_username)
+      if type(consumer_id) ~= "string" then
+        error("consumer_id must be a string", 2)
+      end
+      local consumer = utils.is_uuid(consumer_id) and db.consumers:select({ id = consumer_id })
+      if not consumer and search_by_username then
+        consumer = db.consumers:select_by_username(consumer_id)
+      end
+      return consumer or nil
+    end,
     get_ip = function()
       return ngx.var.realip_remote_addr or ngx.var.remote_addr
     end,
@@ -520,6 +601,24 @@ local function new_node()
 end
 
 
+-- kong.service.request: with no upstream, what it changes is the request the later plugins read.
+local function new_service()
+  return {
+    request = {
+      set_header = function(name, value)
+        ngx.req.set_header(name, tostring(value))
+      end,
+      clear_header = function(name)
+        ngx.req.clear_header(name)
+      end,
+      set_query = function(args)
+        ngx.req.set_uri_args(args)
+      end,
+    },
+  }
+end
+
+
 local function readonly(t)
   return setmetatable({}, {
     __index = t,
@@ -538,6 +637,7 @@ function _M.new(configuration)
   -- honoured by LuaJIT without 5.2 compatibility.
   _M.raw_configuration = configuration or {}
 
+  local db = new_db()
   local kong = {
     version = VERSION .. " (kong-host)",
     version_num = VERSION_NUM,
@@ -546,7 +646,9 @@ function _M.new(configuration)
     request = new_request(),
     response = new_response("kong/" .. VERSION .. " (kong-host)"),
     ctx = new_ctx(),
-    client = new_client(),
+    client = new_client(db),
+    service = new_service(),
+    db = db,
     node = new_node(),
   }
   return kong

@@ -9,7 +9,10 @@
 --     of confs, or nil when there is none);
 --   * access / header_filter / log of the plugins attached to the matched
 --     route (route, then service, then global scope; one instance per
---     plugin name), by PRIORITY descending.
+--     plugin name), by PRIORITY descending. As in Kong, a plugin scoped to a
+--     consumer runs instead, when an earlier plugin authenticated that
+--     consumer (consumer + route, consumer + service, then consumer alone,
+--     all before route).
 --
 -- Each conf has its defaults filled in, references resolved, and carries
 -- `__plugin_id` and `__key__` (unique per plugin id and revision).
@@ -18,6 +21,7 @@ local schema = require "kong_host.schema"
 local store = require "kong_host.store"
 local router = require "kong_host.router"
 local pdk = require "kong_host.pdk"
+local daos = require "kong_host.daos"
 
 
 local ngx = ngx
@@ -54,7 +58,7 @@ local loaded_list = {}
 local state = {
   version = -1,
   router = router.new({}),
-  route_plugins = {},   -- route id -> { { plugin, conf | broken } } sorted
+  route_plugins = {},   -- route id -> { { plugin, conf | broken, by_consumer } } sorted
   keys = {},            -- plugin name -> concatenated __key__ list
 }
 
@@ -215,33 +219,49 @@ local function rebuild(doc, version)
     end
   end
 
-  -- Scope precedence as in Kong: route, then service, then global.
+  -- Scope precedence as in Kong: consumer + route, consumer + service, consumer, route, service, global;
+  -- the consumer-scoped ones apply once a consumer is authenticated, so they are kept by consumer id.
   local route_plugins = {}
   for _, route in ipairs(doc.routes) do
-    local chosen = {}
-    local rank = {}
+    local chosen, rank = {}, {}
     for _, entity in ipairs(doc.plugins) do
       local conf = confs[entity.id]
       if conf then
         local r
         local route_id, service_id = id_of(entity.route), id_of(entity.service)
+        local consumer_id = id_of(entity.consumer)
         if route_id ~= "" then
           r = route_id == route.id and 3
         elseif service_id ~= "" then
           r = service_id == id_of(route.service) and 2
-        elseif id_of(entity.consumer) == "" then
+        else
           r = 1
         end
-        if r and (rank[entity.name] or 0) < r then
-          rank[entity.name] = r
-          chosen[entity.name] = { plugin = loaded[entity.name], conf = conf }
+        if r and consumer_id ~= "" then
+          r = r == 1 and 4 or r + 3
+        end
+        local name = entity.name
+        local item = chosen[name] or { plugin = loaded[name] }
+        chosen[name] = item
+        rank[name] = rank[name] or {}
+        local slot = consumer_id ~= "" and consumer_id or ""
+        if r and (rank[name][slot] or 0) < r then
+          rank[name][slot] = r
+          if slot == "" then
+            item.conf = conf
+          else
+            item.by_consumer = item.by_consumer or {}
+            item.by_consumer[slot] = conf
+          end
         end
       end
     end
 
     local list = {}
     for _, item in pairs(chosen) do
-      list[#list + 1] = item
+      if item.conf or item.by_consumer then
+        list[#list + 1] = item
+      end
     end
     table_sort(list, function(a, b)
       if a.plugin.priority ~= b.plugin.priority then
@@ -269,6 +289,7 @@ local function rebuild(doc, version)
     route_plugins = route_plugins,
     keys = keys,
   }
+  pdk.set_entities(daos.index(doc))
 
   for _, plugin in ipairs(loaded_list) do
     if type(plugin.handler.configure) == "function"
@@ -311,26 +332,35 @@ end
 -- remaining plugins and is sent once the loop is over. ngx.sleep, cosockets and ngx.flush inside the
 -- coroutine suspend the request as they would outside it; ngx.exit ends the request from inside it.
 local function run_access(ctx, plugins)
+  local ran = {}  -- the plugins and confs of this request, for its later phases
+  ctx.kong_host_plugins = ran
   ctx.delay_response = true
   for _, item in ipairs(plugins) do
     if ctx.delayed_response then
       break
     end
     local plugin = item.plugin
+    local consumer = ctx.authenticated_consumer
+    local conf = consumer and item.by_consumer and item.by_consumer[consumer.id] or item.conf
     local access = plugin.handler.access
-    if item.conf.broken then
-      ngx_log(ERR, "[", plugin.name, "] cannot run: ", tostring(item.conf.broken))
+    if not conf then  -- luacheck: ignore 542
+      -- scoped to consumers other than this request's
+    elseif conf.broken then
+      ngx_log(ERR, "[", plugin.name, "] cannot run: ", tostring(conf.broken))
       ctx.delayed_response = { status_code = 500, content = { message = UNEXPECTED_MESSAGE } }
-    elseif type(access) == "function" then
-      ctx.kong_host_plugin = plugin.name
-      -- A local keeps the coroutine alive while it is suspended (ngx.sleep, a cosocket): nginx-lua
-      -- holds only a pointer to it, and a collected coroutine crashes the worker when resumed.
-      local co = coroutine_create(access)
-      local ok, err = coroutine_resume(co, plugin.handler, item.conf)
-      ctx.kong_host_plugin = nil
-      if not ok then
-        ngx_log(ERR, "[", plugin.name, "] access failed: ", tostring(err))
-        ctx.delayed_response = { status_code = 500, content = { message = UNEXPECTED_MESSAGE } }
+    else
+      ran[#ran + 1] = { plugin = plugin, conf = conf }
+      if type(access) == "function" then
+        ctx.kong_host_plugin = plugin.name
+        -- A local keeps the coroutine alive while it is suspended (ngx.sleep, a cosocket): nginx-lua
+        -- holds only a pointer to it, and a collected coroutine crashes the worker when resumed.
+        local co = coroutine_create(access)
+        local ok, err = coroutine_resume(co, plugin.handler, conf)
+        ctx.kong_host_plugin = nil
+        if not ok then
+          ngx_log(ERR, "[", plugin.name, "] access failed: ", tostring(err))
+          ctx.delayed_response = { status_code = 500, content = { message = UNEXPECTED_MESSAGE } }
+        end
       end
     end
   end
@@ -353,7 +383,6 @@ function _M.access()
   -- it runs (streaming responses can last long).
   local plugins = state.route_plugins[route.id] or {}
   ctx.kong_host_route = route
-  ctx.kong_host_plugins = plugins
 
   run_access(ctx, plugins)
   local delayed = ctx.delayed_response

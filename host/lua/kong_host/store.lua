@@ -8,6 +8,7 @@
 --
 -- Document shape:
 --   { routes = { route, ... }, plugins = { plugin, ... },
+--     consumers = { ... }, certificates = { ... }, keyauth_credentials = { ... },
 --     revisions = { [plugin_id] = n }, counter = n }
 
 local cjson = require "cjson.safe"
@@ -15,6 +16,7 @@ local cjson = require "cjson.safe"
 
 local ngx = ngx
 local pcall = pcall
+local pairs = pairs
 local ngx_sleep = ngx.sleep
 local ngx_now = ngx.now
 local ngx_get_phase = ngx.get_phase
@@ -42,7 +44,8 @@ end
 
 
 function _M.empty_document()
-  return { routes = {}, plugins = {}, revisions = {}, counter = 0 }
+  return { routes = {}, plugins = {}, consumers = {}, certificates = {}, keyauth_credentials = {},
+           revisions = {}, counter = 0 }
 end
 
 
@@ -65,10 +68,9 @@ function _M.read()
     return nil, "stored configuration is not valid JSON: " .. err
   end
 
-  doc.routes = doc.routes or {}
-  doc.plugins = doc.plugins or {}
-  doc.revisions = doc.revisions or {}
-  doc.counter = doc.counter or 0
+  for name, empty in pairs(_M.empty_document()) do
+    doc[name] = doc[name] or empty
+  end
   return doc, version
 end
 

@@ -4,6 +4,8 @@
 -- request and plugin whose consumer settings are identical, and closed when no configuration uses it any
 -- more (Kong's `configure` phase) or when the worker exits. Each handle has a doorbell: a timer holding a
 -- cosocket on the handle's Unix socket, woken by the consumer thread, which wakes the waiting requests.
+-- With consumer_group.mode kong_consumer (http-get), each Kong consumer's group has a handle of its own,
+-- at most max_consumer_groups per configuration and worker.
 local native = require "confluent_consume_native"
 local semaphore = require "ngx.semaphore"
 
@@ -13,45 +15,102 @@ local ngx = ngx
 local timer_at = ngx.timer.at
 local worker_exiting = ngx.worker.exiting
 local tostring = tostring
+local type = type
 local pairs = pairs
 local ipairs = ipairs
 
 
 local DOORBELL_READ_TIMEOUT = 1000 -- ms; how often an idle doorbell checks for close / worker exit
+-- The fields of a Kong consumer that name its group (consumer_group.mode kong_consumer), first set first.
+local GROUP_FIELDS = { "username", "custom_id", "id" }
 
 
 local _M = {}
 
 
 local handles = {}  -- consumer identity -> entry
--- conf.__key__ -> { settings =, identity =, group_id =, plugin_name = }: each configuration revision is
--- handed to the native side once
-local known = {}
+-- conf table -> the configuration revision as the native side read it, once per worker:
+--   { settings =, identity =, group_id =, plugin_name =, handover =, per_consumer =,
+--     groups = { [group] = known }, group_count = <entries of groups> }
+-- Kong hands a plugin the same conf table for as long as its configuration lasts and a new one when it
+-- changes (its `__key__` names the plugin's place, not its revision, and stays), so a revision goes when
+-- its table does. `groups` (consumer_group.mode kong_consumer, http-get) holds the settings of each Kong
+-- consumer's group, { settings =, identity =, group_id =, used = <ngx.now()> }, at most
+-- max_consumer_groups of them.
+local known = setmetatable({}, { __mode = "k" })
 -- plugin name -> { identity -> true }: the consumers each plugin's configurations use (its last
 -- `configure`); Kong configures confluent-consume and kafka-consume separately
 local live_by_plugin = {}
+local warned = {}  -- plugin id -> true once a request without a Kong consumer was logged
 local open_entries = setmetatable({}, { __mode = "k" })  -- every entry not closed yet, shared or replay
 local exit_watch         -- whether the exit watch timer is pending
 
 
+-- What the plugin hands to the native side beside `conf`: the PEMs of the Kong certificate
+-- `security.certificate_id` names, read through the PDK as any Kong plugin reads an entity. Read once per
+-- configuration revision and worker, never per request; an unknown id is not remembered, so creating the
+-- certificate makes the next request work.
+local function handover_of(conf)
+  local certificate_id = conf.security.certificate_id
+  if not certificate_id then
+    return {}
+  end
+  local certificate, err = kong.db.certificates:select({ id = certificate_id })
+  if err then
+    return nil, "security.certificate_id: cannot read certificate " .. certificate_id .. ": " .. tostring(err)
+  elseif not certificate then
+    return nil, "security.certificate_id: no certificate with id " .. certificate_id
+  end
+  return { certificate = { cert = certificate.cert, key = certificate.key } }
+end
+
+
 -- The native settings of `conf`, a configuration of `plugin_name`, the identity of its consumer (the
 -- configurations whose consumers come out identical share one, whichever plugin they belong to) and its
--- consumer group.
-local function settings_of(conf, plugin_name)
-  local conf_key = conf.__key__
-  local cached = conf_key and known[conf_key]
-  if cached then
-    return cached
+-- consumer group, with the group a request without a Kong consumer reads.
+local function revision_of(conf, plugin_name)
+  local revision = known[conf]
+  if revision then
+    return revision
   end
-  local settings, identity, group_id = native.settings(conf, plugin_name)
+  local handover, err = handover_of(conf)
+  if not handover then
+    return nil, err
+  end
+  local settings, identity, group_id = native.settings(conf, plugin_name, handover)
   if not settings then
     return nil, identity
   end
-  cached = { settings = settings, identity = identity, group_id = group_id, plugin_name = plugin_name }
-  if conf_key then
-    known[conf_key] = cached
+  revision = {
+    settings = settings,
+    identity = identity,
+    group_id = group_id,
+    plugin_name = plugin_name,
+    handover = handover,
+    -- server-sent-events never reads or commits a group's offsets (the event id is the position), so
+    -- its streams share the route's one consumer whoever they authenticated as
+    per_consumer = conf.mode == "http-get" and conf.consumer_group.mode == "kong_consumer",
+    groups = {},
+    group_count = 0,
+  }
+  known[conf] = revision
+  return revision
+end
+
+
+-- The consumer group of the Kong consumer the request authenticated as: Kong's username, else
+-- custom_id, else id; nil without one.
+local function kong_consumer_group()
+  local consumer = kong.client.get_consumer()
+  if not consumer then
+    return nil
   end
-  return cached
+  for _, field in ipairs(GROUP_FIELDS) do
+    local value = consumer[field]
+    if type(value) == "string" and value ~= "" then
+      return value
+    end
+  end
 end
 
 
@@ -174,11 +233,82 @@ local function create(key, known_conf, start)
 end
 
 
--- Returns this worker's shared handle entry for `conf` of `plugin_name`, creating it on first use.
+-- Makes room for one more Kong consumer's group in the full `revision`: forgets the least recently used
+-- group no request waits on, and closes its handle. False when every one has waiting requests.
+local function evict_group(revision)
+  local oldest_group, oldest
+  for group, known_conf in pairs(revision.groups) do
+    local entry = handles[known_conf.identity]
+    local waiting = entry and not entry.closed and entry.sema:count() < 0
+    if not waiting and (not oldest or known_conf.used < oldest.used) then
+      oldest_group, oldest = group, known_conf
+    end
+  end
+  if not oldest then
+    return false
+  end
+  revision.groups[oldest_group] = nil
+  revision.group_count = revision.group_count - 1
+  local entry = handles[oldest.identity]
+  if entry then
+    close(entry)
+  end
+  return true
+end
+
+
+-- The settings of the consumer that serves this request of a kong_consumer configuration: its Kong
+-- consumer's group, else (logged once per worker and plugin) the configuration's random group. Returns
+-- nil, message, true when the configuration already reads max_consumer_groups groups that all have
+-- waiting requests.
+local function consumer_settings(conf, revision)
+  local group = kong_consumer_group()
+  if not group then
+    local plugin = conf.__plugin_id or conf.__key__ or ""
+    if not warned[plugin] then
+      warned[plugin] = true
+      kong.log.warn("consumer_group.mode is kong_consumer, but a request came without an authenticated ",
+                    "Kong consumer: it reads the random group ", revision.group_id, " (put an authentication ",
+                    "plugin on the route; logged once per worker and plugin)")
+    end
+    return revision
+  end
+  local known_conf = revision.groups[group]
+  if not known_conf then
+    if revision.group_count >= conf.max_consumer_groups and not evict_group(revision) then
+      return nil, "too many Kong consumers read through this plugin on this worker at once " ..
+                  "(max_consumer_groups); retry", true
+    end
+    local settings, identity, group_id = native.settings(conf, revision.plugin_name, {
+      consumer_group = group,
+      certificate = revision.handover.certificate,
+    })
+    if not settings then
+      return nil, identity
+    end
+    known_conf = { settings = settings, identity = identity, group_id = group_id }
+    revision.groups[group] = known_conf
+    revision.group_count = revision.group_count + 1
+  end
+  known_conf.used = ngx.now()
+  return known_conf
+end
+
+
+-- Returns this worker's shared handle entry for `conf` of `plugin_name` (and, in kong_consumer mode, the
+-- request's Kong consumer), creating it on first use; or nil, message, and true when the reason is
+-- max_consumer_groups.
 function _M.get(conf, plugin_name)
-  local known_conf, err = settings_of(conf, plugin_name)
+  local known_conf, err = revision_of(conf, plugin_name)
   if not known_conf then
     return nil, err
+  end
+  if known_conf.per_consumer then
+    local busy
+    known_conf, err, busy = consumer_settings(conf, known_conf)
+    if not known_conf then
+      return nil, err, busy
+    end
   end
   local key = known_conf.identity
   local entry = handles[key]
@@ -192,11 +322,11 @@ end
 -- A private handle for one stream that catches up from `start` ({kind = "earliest" | "latest"},
 -- {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}); close it with `_M.close`.
 function _M.replay(conf, plugin_name, start)
-  local known_conf, err = settings_of(conf, plugin_name)
-  if not known_conf then
+  local revision, err = revision_of(conf, plugin_name)
+  if not revision then
     return nil, err
   end
-  return create(nil, known_conf, start)
+  return create(nil, revision, start)
 end
 
 
@@ -258,22 +388,14 @@ end
 -- configurations of every plugin and closes the others.
 function _M.retain(configs, plugin_name)
   local live = {}
-  local previous = known
-  known = {}
-  for conf_key, cached in pairs(previous) do
-    if cached.plugin_name ~= plugin_name then
-      known[conf_key] = cached
-    end
-  end
   for _, conf in ipairs(configs or {}) do
-    local conf_key = conf.__key__
-    if conf_key and previous[conf_key] then
-      known[conf_key] = previous[conf_key]
-    end
     -- a configuration the native side refuses has no handle to keep; its requests report why
-    local known_conf = settings_of(conf, plugin_name)
-    if known_conf then
-      live[known_conf.identity] = true
+    local revision = revision_of(conf, plugin_name)
+    if revision then
+      live[revision.identity] = true
+      for _, known_conf in pairs(revision.groups) do
+        live[known_conf.identity] = true
+      end
     end
   end
   live_by_plugin[plugin_name] = live

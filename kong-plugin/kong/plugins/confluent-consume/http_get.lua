@@ -137,9 +137,12 @@ function _M.serve(conf, plugin_name)
   end
   local request = {}
   watch_abort(request)
-  local entry
-  entry, err = consumers.get(conf, plugin_name)
-  if not entry then
+  local entry, busy
+  entry, err, busy = consumers.get(conf, plugin_name)
+  if busy then
+    kong.response.set_header("Retry-After", 1)
+    return respond.error(503, err)
+  elseif not entry then
     return respond.consumer_failed(conf, err)
   end
   request.entry = entry

@@ -164,17 +164,20 @@ return {
               len_max = 255,
           } },
           { consumer_group = {
-              description = "The Kafka consumer group whose offsets are read and committed.",
+              description = "The Kafka consumer group whose offsets are read and committed (http-get; " ..
+                            "server-sent-events never reads or commits them).",
               type = "record",
               required = true,
               fields = {
                 { mode = {
                     description = "`random`: a group derived from the plugin's id " ..
-                                  "(`kong-confluent-consume-<plugin id>`); `manual`: `consumer_group_id`.",
+                                  "(`kong-confluent-consume-<plugin id>`); `manual`: `consumer_group_id`; " ..
+                                  "`kong_consumer`: the authenticated Kong consumer's username, else " ..
+                                  "custom_id, else id (`random` for a request without one).",
                     type = "string",
                     required = true,
                     default = "random",
-                    one_of = { "random", "manual" },
+                    one_of = { "random", "manual", "kong_consumer" },
                 } },
                 { consumer_group_id = {
                     description = "The group id when `mode` is `manual`.",
@@ -293,6 +296,15 @@ return {
                     encrypted = true,
                     referenceable = true,
                 } },
+                -- not typedefs.uuid: Kong's is `auto`, which would invent an id for an unset field
+                { certificate_id = {
+                    description = "The id of a Kong `certificates` entity whose `cert` and `key` are the " ..
+                                  "client certificate for mutual TLS (instead of client_certificate and " ..
+                                  "client_key).",
+                    type = "string",
+                    required = false,
+                    uuid = true,
+                } },
               },
           } },
           { error_handling = {
@@ -388,6 +400,15 @@ return {
                 custom_validator = message_functions.validate,
               },
           } },
+          { max_consumer_groups = {
+              description = "http-get with consumer_group.mode `kong_consumer`: most Kong consumers one " ..
+                            "worker keeps a Kafka consumer open for, per plugin; a new one closes the " ..
+                            "least recently used that no request waits on, else gets a 503.",
+              type = "integer",
+              required = true,
+              default = 16,
+              between = { 1, 1000 },
+          } },
         },
     } },
   },
@@ -401,5 +422,6 @@ return {
         fn = check_authentication,
     } },
     { mutually_required = { "config.security.client_certificate", "config.security.client_key" } },
+    { mutually_exclusive = { "config.security.certificate_id", "config.security.client_certificate" } },
   },
 }

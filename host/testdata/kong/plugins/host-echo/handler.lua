@@ -47,6 +47,10 @@ function HostEcho:access(conf)
     conf = conf,
     query = kong.request.get_query(),
     header = kong.request.get_header("X-Echo"),
+    -- what an authentication plugin before this one left (key-auth, spec/03)
+    consumer = kong.client.get_consumer(),
+    credential = kong.client.get_credential(),
+    headers = kong.request.get_headers(),
     method = kong.request.get_method(),
     path = kong.request.get_path(),
     node_id = kong.node.get_id(),

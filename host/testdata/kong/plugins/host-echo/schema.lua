@@ -5,7 +5,6 @@ local typedefs = require "kong.db.schema.typedefs"
 return {
   name = "host-echo",
   fields = {
-    { consumer = typedefs.no_consumer },
     { protocols = typedefs.protocols_http },
     { config = {
         type = "record",

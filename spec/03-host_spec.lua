@@ -624,7 +624,7 @@ describe("kong-host integration", function()
                  body.message)
   end)
 
-  it("applies a PATCH in every worker (configure called, __key__ changed)", function()
+  it("applies a PATCH in every worker (configure called; a new conf, __seq__ changed, __key__ kept as in Kong)", function()
     local before = answers_per_worker("echo.test", "/echo", 2)
 
     local _, list = http("GET", ADMIN .. "/routes/echo/plugins")
@@ -647,12 +647,13 @@ describe("kong-host integration", function()
       assert.truthy(new, "worker " .. pid .. " did not answer")
       assert.equal("patched", new.conf.message)
       assert.equal(plugin_id, new.conf.__plugin_id)
-      assert.not_equal(old.conf.__key__, new.conf.__key__)
+      assert.equal(old.conf.__key__, new.conf.__key__)
+      assert.not_equal(old.conf.__seq__, new.conf.__seq__)
       assert.is_true(new.worker.configure_calls > old.worker.configure_calls)
 
       local found = false
-      for _, key in ipairs(new.worker.configured_keys) do
-        found = found or key == new.conf.__key__
+      for _, key in ipairs(new.worker.configured_seqs) do
+        found = found or key == new.conf.__seq__
       end
       assert.is_true(found, "configure did not receive the new conf")
     end

@@ -591,6 +591,7 @@ mod tests {
             local h, err = native.new_consumer(s, { kind = "offsets", offsets = { -1 } })
             assert(h == nil and err:match("start.offsets"), err)
             -- a Kong consumer's group is handed over with the conf, in kong_consumer mode
+            conf.keepalive, conf.keepalive_enabled = 60000, false
             conf.consumer_group.mode = "kong_consumer"
             assert(select(3, native.settings(conf)) == "kong-confluent-consume-p")
             assert(select(3, native.settings(conf, nil, { consumer_group = "alice" })) == "alice")

@@ -571,7 +571,7 @@ mod tests {
 
     #[test]
     fn keepalive_closes_idle_connections_only_when_enabled() {
-        let keepalive = |changes| Settings::from_conf(&conf(changes)).unwrap().client_config();
+        let keepalive = |changes| Settings::from_conf(&conf(changes), Handover::default()).unwrap().client_config();
         let enabled = keepalive(json!({ "keepalive_enabled": true, "keepalive": 5000 }));
         assert_eq!(get(&enabled, "connections.max.idle.ms"), Some("5000"));
         let disabled = keepalive(json!({ "keepalive_enabled": false, "keepalive": 5000 }));
@@ -580,7 +580,7 @@ mod tests {
 
     #[test]
     fn latest_behaves_like_earliest_unless_enforced() {
-        let reset = |changes| Settings::from_conf(&conf(changes)).unwrap().auto_offset_reset;
+        let reset = |changes| Settings::from_conf(&conf(changes), Handover::default()).unwrap().auto_offset_reset;
         assert_eq!(reset(json!({ "auto_offset_reset": "latest" })), OffsetReset::Earliest);
         let enforced = json!({ "auto_offset_reset": "latest", "enforce_latest_offset_reset": true });
         assert_eq!(reset(enforced), OffsetReset::Latest);
@@ -592,15 +592,15 @@ mod tests {
     #[test]
     fn a_kafka_consume_conf_has_no_confluent_fields() {
         let kafka = crate::schema::tests::kafka_conf();
-        let s = Settings::from_plugin_conf(&kafka, Plugin::KafkaConsume).unwrap();
+        let s = Settings::from_plugin_conf(&kafka, Plugin::KafkaConsume, Handover::default()).unwrap();
         assert_eq!((s.authentication, s.keepalive_idle_ms), (None, None));
         let mut with_key = kafka.clone();
         with_key["cluster_api_key"] = json!("k");
-        let err = Settings::from_plugin_conf(&with_key, Plugin::KafkaConsume).unwrap_err().to_string();
+        let err = Settings::from_plugin_conf(&with_key, Plugin::KafkaConsume, Handover::default()).unwrap_err().to_string();
         assert_eq!(err, "invalid configuration: cluster_api_key: unknown field");
         // the same consumer whichever plugin configures it
-        let confluent = Settings::from_conf(&conf(json!({}))).unwrap();
-        assert_eq!(confluent.identity(), Settings::from_plugin_conf(&kafka, Plugin::KafkaConsume).unwrap().identity());
+        let confluent = Settings::from_conf(&conf(json!({})), Handover::default()).unwrap();
+        assert_eq!(confluent.identity(), Settings::from_plugin_conf(&kafka, Plugin::KafkaConsume, Handover::default()).unwrap().identity());
     }
 
     #[test]

@@ -307,8 +307,8 @@ end
 --
 -- opts.enabled: set of plugin names that may be configured
 -- opts.previous: the document currently stored, to keep plugin revisions
---                of unchanged plugins (so `__key__` only changes when the
---                plugin's configuration does)
+--                of unchanged plugins (so a plugin's `configure` runs again
+--                only when one of its configurations changed)
 -- opts.getenv: function(name) resolving `{vault://env/...}` references
 -- opts.now: timestamp for created_at / updated_at
 function _M.load(input, opts)

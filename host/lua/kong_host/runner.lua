@@ -15,7 +15,9 @@
 --     all before route).
 --
 -- Each conf has its defaults filled in, references resolved, and carries
--- `__plugin_id` and `__key__` (unique per plugin id and revision).
+-- `__plugin_id`, `__key__` and `__seq__` as in Kong: `__key__` is the plugin's
+-- cache key (name, route, service, consumer), which a configuration change
+-- keeps; a changed configuration is a new conf table with a new `__seq__`.
 
 local schema = require "kong_host.schema"
 local store = require "kong_host.store"
@@ -59,7 +61,7 @@ local state = {
   version = -1,
   router = router.new({}),
   route_plugins = {},   -- route id -> { { plugin, conf | broken, by_consumer } } sorted
-  keys = {},            -- plugin name -> concatenated __key__ list
+  keys = {},            -- plugin name -> its plugins' ids and revisions, concatenated
 }
 
 
@@ -178,7 +180,10 @@ local function id_of(ref)
 end
 
 
-local function build_conf(plugin, entity, revision)
+local next_seq = 0
+
+
+local function build_conf(plugin, entity)
   local conf, err = schema.resolve_references(plugin.schema,
                                               entity.config or {})
   if not conf then
@@ -188,8 +193,10 @@ local function build_conf(plugin, entity, revision)
   conf.__plugin_id = entity.id
   conf.__key__ = table_concat({
     "plugins", entity.name, id_of(entity.route), id_of(entity.service),
-    id_of(entity.consumer), "", entity.id, tostring(revision or 0),
+    id_of(entity.consumer), "", "",
   }, ":")
+  next_seq = next_seq + 1
+  conf.__seq__ = next_seq
   return conf
 end
 
@@ -204,8 +211,7 @@ local function rebuild(doc, version)
   local by_name = {}      -- plugin name -> { conf, ... }
   for _, entity in ipairs(doc.plugins) do
     if entity.enabled ~= false and loaded[entity.name] then
-      local conf, err = build_conf(loaded[entity.name], entity,
-                                   doc.revisions[entity.id])
+      local conf, err = build_conf(loaded[entity.name], entity)
       if conf then
         confs[entity.id] = conf
         local list = by_name[entity.name] or {}
@@ -272,12 +278,13 @@ local function rebuild(doc, version)
     route_plugins[route.id] = list
   end
 
+  -- configure runs again for a plugin when one of its configurations changed
   local previous_keys = state.keys
   local keys = {}
   for name, list in pairs(by_name) do
     local k = {}
     for i, conf in ipairs(list) do
-      k[i] = conf.__key__
+      k[i] = conf.__plugin_id .. "@" .. tostring(doc.revisions[conf.__plugin_id] or 0)
     end
     table_sort(k)
     keys[name] = table_concat(k, ",")

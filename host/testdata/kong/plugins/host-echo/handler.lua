@@ -15,7 +15,7 @@ local HostEcho = {
 local worker_state = {
   init_worker_calls = 0,
   configure_calls = 0,
-  configured_keys = {},
+  configured_seqs = {},
 }
 
 
@@ -26,12 +26,12 @@ end
 
 function HostEcho:configure(configs)
   worker_state.configure_calls = worker_state.configure_calls + 1
-  local keys = {}
+  local seqs = {}
   for i, conf in ipairs(configs or {}) do
-    keys[i] = conf.__key__
+    seqs[i] = conf.__seq__
   end
-  worker_state.configured_keys = keys
-  kong.log.notice("configured with ", #keys, " config(s)")
+  worker_state.configured_seqs = seqs
+  kong.log.notice("configured with ", #seqs, " config(s)")
 end
 
 

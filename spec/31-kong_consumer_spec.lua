@@ -166,7 +166,7 @@ describe("consumer_group.mode = kong_consumer", function()
     local status, body, headers = host:get("/", B)
     assert.equal(503, status)
     assert.equal("1", headers["retry-after"])
-    -- body text needs error_handling.return_error_message = true after merge
+    -- not a Kafka failure: precise whatever error_handling says
     assert.same({ message = "too many Kong consumers read through this plugin on this worker at once " ..
                             "(max_consumer_groups); retry" }, cjson.decode(body))
     local poll_status = conn:read_head()

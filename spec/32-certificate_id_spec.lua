@@ -27,6 +27,8 @@ describe("security.certificate_id", function()
       auto_offset_reset = "earliest",
       timeout = TIMEOUT,
       security = { ssl = true, ca_certificate = pki.ca_pem, certificate_id = certificate_id },
+      -- the specs read the reasons in the bodies
+      error_handling = { return_error_message = true },
     })
     config.bootstrap_servers[1].port = MTLS_PORT
     for k, v in pairs(overrides or {}) do
@@ -104,7 +106,6 @@ describe("security.certificate_id", function()
   it("fails with 503 when the broker refuses the certificate", function()
     local status, body = host:get("/", { Host = "untrusted.test" })
     assert.equal(503, status, body)
-    -- body text needs error_handling.return_error_message = true after merge
     local message = cjson.decode(body).message
     assert.matches("^Kafka is unavailable: TLS with the broker", message)
     assert.truthy(message:find("the certificate security.certificate_id names", 1, true), message)
@@ -113,7 +114,6 @@ describe("security.certificate_id", function()
   it("answers 500 naming the field for an id no certificate has, and works once the certificate exists", function()
     local status, body = host:get("/", { Host = "missing.test" })
     assert.equal(500, status, body)
-    -- body text needs error_handling.return_error_message = true after merge
     assert.same({ message = "cannot create the Kafka consumer: security.certificate_id: no certificate with id " ..
                             IDS.missing }, cjson.decode(body))
     local created

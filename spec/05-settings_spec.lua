@@ -16,7 +16,7 @@ local null = cjson.null
 -- The keys of a field definition that constrain its values, and those that do not.
 local CONSTRAINTS = { "between", "one_of", "not_one_of", "len_min", "len_max", "match", "custom_validator" }
 local NOT_CONSTRAINTS = { type = true, required = true, description = true, default = true, encrypted = true,
-                          referenceable = true, fields = true, elements = true }
+                          referenceable = true, fields = true, elements = true, keys = true, values = true }
 local CUSTOM_VALIDATORS = { [typedefs.host.custom_validator] = "host" }
 
 
@@ -29,40 +29,54 @@ local function config_def()
 end
 
 
--- schema.lua's fields in the shape of native.config_fields(): path -> { type, required, constraints... }.
--- Unknown constraint keys are collected in `unknown`.
+-- schema.lua's fields in the shape of native.config_fields(): path -> { type, required, constraints... }
+-- (`a[]` for the elements of an array of scalars). Unknown constraint keys are collected in `unknown`,
+-- and so is anything but a type on a map's keys or values (the native side checks those in its entity
+-- checks, as schema.lua does).
 local function schema_fields()
   local out, unknown = {}, {}
-  local function walk(fields, prefix)
+  local walk
+  local function describe(path, def)
+    local described = { type = def.type, required = def.required == true }
+    for key in pairs(def) do
+      if not NOT_CONSTRAINTS[key] then
+        local known = false
+        for _, c in ipairs(CONSTRAINTS) do
+          known = known or c == key
+        end
+        if not known then
+          unknown[#unknown + 1] = path .. "." .. key
+        end
+      end
+    end
+    for _, key in ipairs(CONSTRAINTS) do
+      local value = def[key]
+      if key == "custom_validator" and value then
+        value = CUSTOM_VALIDATORS[value] or "unknown custom validator"
+      end
+      described[key] = value
+    end
+    out[path] = described
+    if def.fields then
+      walk(def.fields, path .. ".")
+    end
+    if def.elements and def.elements.fields then
+      walk(def.elements.fields, path .. "[].")
+    elseif def.elements then
+      describe(path .. "[]", def.elements)
+    end
+    for _, part in ipairs({ "keys", "values" }) do
+      for key in pairs(def[part] or {}) do
+        if key ~= "type" then
+          unknown[#unknown + 1] = path .. "." .. part .. "." .. key
+        end
+      end
+    end
+  end
+  walk = function(fields, prefix)
     for _, entry in ipairs(fields) do
       local name, def = next(entry)
-      local path = prefix .. name
-      local described = { type = def.type, required = def.required == true }
-      for key in pairs(def) do
-        if not NOT_CONSTRAINTS[key] then
-          local known = false
-          for _, c in ipairs(CONSTRAINTS) do
-            known = known or c == key
-          end
-          if not known then
-            unknown[#unknown + 1] = path .. "." .. key
-          end
-        end
-      end
-      for _, key in ipairs(CONSTRAINTS) do
-        local value = def[key]
-        if key == "custom_validator" and value then
-          value = CUSTOM_VALIDATORS[value] or "unknown custom validator"
-        end
-        described[key] = value
-      end
-      out[path] = described
-      if def.fields then
-        walk(def.fields, path .. ".")
-      end
-      if def.elements and def.elements.fields then
-        walk(def.elements.fields, path .. "[].")
-      end
+      describe(prefix .. name, def)
     end
   end
   walk(config_def().fields, "")
@@ -73,7 +87,8 @@ end
 local copy = require("kong_host.utils").deep_copy
 
 
--- Sets `value` at `path` (`a[].b` meaning the first element's b) in `t`, creating records on the way.
+-- Sets `value` at `path` (`a[].b` meaning the first element's b, a final `a[]` the first element) in `t`,
+-- creating records on the way.
 local function set(t, path, value)
   local parts = {}
   for part in path:gmatch("[^%.]+") do
@@ -89,7 +104,13 @@ local function set(t, path, value)
       t = t[1]
     end
   end
-  t[parts[#parts]] = value
+  local last = parts[#parts]
+  local name = last:gsub("%[%]$", "")
+  if name ~= last then
+    t[name] = { value }
+  else
+    t[last] = value
+  end
 end
 
 
@@ -100,7 +121,12 @@ local function base_for(path)
     bootstrap_servers = { { host = "127.0.0.1", port = 9092 } },
     topics = { { name = "orders" } },
   }
-  if path:find("^authentication%.") then
+  local oauthbearer = { token_endpoint_url = "https://idp.example/token", client_id = "c", client_secret = "s" }
+  if path:find("^authentication%.oauthbearer%.") then
+    config.authentication = { strategy = "sasl", mechanism = "OAUTHBEARER", oauthbearer = oauthbearer }
+  elseif path:find("^oauthbearer%.") then
+    config.oauthbearer = oauthbearer
+  elseif path:find("^authentication%.") then
     config.authentication = { strategy = "sasl", mechanism = "PLAIN", user = "u", password = "p" }
   elseif path:find("^cluster_api_") then
     config.cluster_api_key, config.cluster_api_secret = "k", "s"
@@ -149,7 +175,9 @@ local function probes(def)
   if def.len_max then add(("a"):rep(def.len_max)); add(("a"):rep(def.len_max + 1)) end
   if def.match then
     for _, v in ipairs({ "orders", "a.b_c-D9", "bad topic", "t!", "-----BEGIN CERTIFICATE-----\nx",
-                         "x -----BEGIN KEY", "-----BEGIN", "no pem", "" }) do
+                         "x -----BEGIN KEY", "-----BEGIN", "no pem", "", "https://idp.example/t?a=1",
+                         "HTTP://127.0.0.1:8080/token", "https://", "https://a b", "ftp://x", "read:orders",
+                         "caf\195\169" }) do
       add(v)
     end
   end
@@ -217,6 +245,54 @@ describe("the native module's copy of schema.lua's rules", function()
     local settings, err = native.settings(conf)
     assert.is_nil(settings)
     assert.equal("invalid configuration: topics: length must be at least 1", err)
+  end)
+
+  it("agrees with schema.lua's entity checks on SASL/OAUTHBEARER and tokenauth", function()
+    local function oauthbearer(changes)
+      local record = { token_endpoint_url = "https://idp.example/token", client_id = "c", client_secret = "s",
+                       token_endpoint_tls_verify = true }
+      for k, v in pairs(changes or {}) do
+        record[k] = v
+      end
+      return record
+    end
+    local scram = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p" }
+    local cases = {
+      { true, { oauthbearer = oauthbearer() } },
+      { false, { oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } },
+      { true, { oauthbearer = oauthbearer({ token_endpoint_url = "http://127.0.0.1:1/t",
+                                            token_endpoint_tls_verify = false }) } },
+      { false, { oauthbearer = { client_id = "c", token_endpoint_tls_verify = true } } },
+      { true, { oauthbearer = { token_endpoint_tls_verify = true } } },
+      { true, { oauthbearer = oauthbearer(), cluster_api_key = "k", cluster_api_secret = "s" } },
+      { false, { oauthbearer = oauthbearer(), authentication = scram } },
+      { true, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER", oauthbearer = oauthbearer() } } },
+      { false, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER" } } },
+      { false, { authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p",
+                                    tokenauth = true } } },
+      { true, { authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p",
+                                   tokenauth = false } } },
+      { true, { oauthbearer = oauthbearer({ scopes = { "kafka", "read:orders" },
+                                            extensions = { logicalCluster = "lkc-1", identityPoolId = "pool-X" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { auth = "x" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { k1 = "x" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { k = "a,b" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { k = "caf\195\169" } }) } },
+    }
+    local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = base_for("") },
+                                                      { schema = plugin_schema }))
+    for i, case in ipairs(cases) do
+      local expected, overrides = case[1], case[2]
+      local config = base_for("")
+      local conf = copy(entity.config)
+      conf.__plugin_id = "p"
+      for k, v in pairs(overrides) do
+        config[k], conf[k] = copy(v), copy(v)
+      end
+      assert.equal(expected, kong_accepts(config), "case " .. i .. " in Kong")
+      local settings, err = native.settings(conf)
+      assert.equal(expected, settings ~= nil, "case " .. i .. " natively: " .. tostring(err))
+    end
   end)
 end)
 

@@ -10,7 +10,7 @@
 
 use rdkafka::error::RDKafkaErrorCode as Code;
 
-use crate::settings::Settings;
+use crate::settings::{Authentication, Settings};
 
 /// What went wrong, as far as the operator needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum Cause {
     Tls,
     /// SASL failed: credentials, or a mechanism the broker does not offer.
     Authentication,
+    /// SASL/OAUTHBEARER: librdkafka could not get a token from the token endpoint.
+    TokenEndpoint,
     /// A configured topic does not exist.
     TopicNotFound,
     /// The broker's ACLs deny the topic.
@@ -64,6 +66,8 @@ pub fn classify(code: Code, reason: &str) -> Cause {
             Cause::Tls
         }
         Code::BrokerTransportFailure | Code::AllBrokersDown => Cause::Connect,
+        // "Failed to acquire SASL OAUTHBEARER token: <the endpoint's answer or curl's reason>"
+        Code::Authentication if reason.contains("Failed to acquire SASL OAUTHBEARER token") => Cause::TokenEndpoint,
         Code::Authentication
         | Code::SaslAuthenticationFailed
         | Code::UnsupportedSASLMechanism
@@ -134,10 +138,26 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
              certificate{}",
             implicit_tls_note(settings)
         ),
-        Cause::Authentication => "SASL authentication failed: check authentication.user, \
-             authentication.password and authentication.mechanism (for Confluent Cloud: cluster_api_key and \
-             cluster_api_secret)"
-            .to_owned(),
+        Cause::Authentication => match &settings.authentication {
+            Some(Authentication::OAuthBearer(oauth)) => format!(
+                "SASL OAUTHBEARER authentication failed: check that the broker offers the OAUTHBEARER \
+                 mechanism and accepts the token of {url}, and {field}.scopes and {field}.extensions",
+                url = oauth.token_endpoint_url,
+                field = oauth.field
+            ),
+            _ => "SASL authentication failed: check authentication.user, authentication.password and \
+                  authentication.mechanism (for Confluent Cloud: cluster_api_key and cluster_api_secret)"
+                .to_owned(),
+        },
+        Cause::TokenEndpoint => match &settings.authentication {
+            Some(Authentication::OAuthBearer(oauth)) => format!(
+                "could not get an OAuth token from the token endpoint {url}: check {field}.token_endpoint_url, \
+                 {field}.client_id and {field}.client_secret",
+                url = oauth.token_endpoint_url,
+                field = oauth.field
+            ),
+            _ => "could not get an OAuth token from the token endpoint".to_owned(),
+        },
         Cause::TopicNotFound => format!(
             "topic '{}' does not exist: check {} (the plugin does not create topics)",
             topic.unwrap_or("?"),
@@ -207,7 +227,9 @@ fn topic_field(settings: &Settings, topic: Option<&str>) -> String {
 
 /// Who the broker sees, in the plugin's terms.
 fn principal(settings: &Settings) -> &'static str {
-    if settings.authentication.is_some() {
+    if let Some(Authentication::OAuthBearer(_)) = settings.authentication {
+        "the token's principal"
+    } else if settings.authentication.is_some() {
         "authentication.user (or cluster_api_key)"
     } else {
         "this client (no authentication is configured, so the broker sees an anonymous user)"
@@ -285,6 +307,30 @@ mod tests {
             assert_eq!(classify(code, reason), cause, "{code:?}: {reason}");
             assert_eq!(is_unavailable(cause), cause != Cause::Other);
         }
+    }
+
+    #[test]
+    fn oauthbearer_failures_name_the_token_endpoint_and_the_fields() {
+        let mut conf = crate::schema::tests::conf();
+        conf["authentication"] = json!({ "strategy": "sasl", "mechanism": "OAUTHBEARER", "oauthbearer": {
+            "token_endpoint_url": "https://idp.example/token", "client_id": "c", "client_secret": "s",
+            "token_endpoint_tls_verify": true
+        } });
+        let s = Settings::from_conf(&conf).unwrap();
+        let reason = "Failed to acquire SASL OAUTHBEARER token: {\"error\":\"invalid_client\"}";
+        assert_eq!(classify(Code::Authentication, reason), Cause::TokenEndpoint);
+        assert_eq!(
+            explain(Cause::TokenEndpoint, &s, None, reason),
+            format!(
+                "could not get an OAuth token from the token endpoint https://idp.example/token: check \
+                 authentication.oauthbearer.token_endpoint_url, authentication.oauthbearer.client_id and \
+                 authentication.oauthbearer.client_secret (librdkafka: {reason})"
+            )
+        );
+        let refused = "Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-256,SCRAM-SHA-512";
+        let m = explain(classify(Code::Authentication, refused), &s, None, refused);
+        assert!(m.starts_with("SASL OAUTHBEARER authentication failed: check that the broker offers"), "{m}");
+        assert!(m.contains("authentication.oauthbearer.scopes"), "{m}");
     }
 
     /// The authorization errors cannot be produced live (tansu 0.6.0 has no ACLs), so their mapping from

@@ -17,6 +17,8 @@ pub enum Kind {
     Boolean,
     Array,
     Record,
+    /// Kong's `map`: string keys to values of one type.
+    Map,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Boolean => "boolean",
             Kind::Array => "array",
             Kind::Record => "record",
+            Kind::Map => "map",
         }
     }
 
@@ -38,7 +41,7 @@ impl Kind {
             Kind::Boolean => value.is_boolean(),
             // Lua has one table type: an empty table comes over as an empty object.
             Kind::Array => value.is_array() || value.as_object().is_some_and(|o| o.is_empty()),
-            Kind::Record => value.is_object(),
+            Kind::Record | Kind::Map => value.is_object(),
         }
     }
 }
@@ -62,7 +65,8 @@ pub enum Rule {
     Host,
 }
 
-/// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element.
+/// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element, `a[]`
+/// for each element of an array of scalars.
 #[derive(Debug)]
 pub struct Field {
     pub path: &'static str,
@@ -75,13 +79,15 @@ const fn field(path: &'static str, kind: Kind, required: bool, rules: &'static [
     Field { path, kind, required, rules }
 }
 
-use Kind::{Array, Boolean, Integer, Record, String as Str};
+use Kind::{Array, Boolean, Integer, Map, Record, String as Str};
 use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf};
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
 const MODES: &[&str] = &["http-get", "server-sent-events"];
-const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+const TOKEN_ENDPOINT_URL: Rule = Match("^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$", is_http_url);
+const SCOPE: Rule = Match("^[%w%p]+$", is_scope);
 
 /// Every field of schema.lua's `config`, in its order.
 pub const FIELDS: &[Field] = &[
@@ -109,8 +115,26 @@ pub const FIELDS: &[Field] = &[
     field("authentication.mechanism", Str, false, &[OneOf(SASL_MECHANISMS)]),
     field("authentication.user", Str, false, &[LenMin(1)]),
     field("authentication.password", Str, false, &[LenMin(1)]),
+    field("authentication.tokenauth", Boolean, false, &[]),
+    // schema.lua builds both `oauthbearer` records with one function; keep these two blocks alike
+    field("authentication.oauthbearer", Record, false, &[]),
+    field("authentication.oauthbearer.token_endpoint_url", Str, false, &[TOKEN_ENDPOINT_URL]),
+    field("authentication.oauthbearer.client_id", Str, false, &[LenMin(1)]),
+    field("authentication.oauthbearer.client_secret", Str, false, &[LenMin(1)]),
+    field("authentication.oauthbearer.scopes", Array, false, &[]),
+    field("authentication.oauthbearer.scopes[]", Str, false, &[SCOPE]),
+    field("authentication.oauthbearer.extensions", Map, false, &[]),
+    field("authentication.oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
     field("cluster_api_key", Str, false, &[LenMin(1)]),
     field("cluster_api_secret", Str, false, &[LenMin(1)]),
+    field("oauthbearer", Record, false, &[]),
+    field("oauthbearer.token_endpoint_url", Str, false, &[TOKEN_ENDPOINT_URL]),
+    field("oauthbearer.client_id", Str, false, &[LenMin(1)]),
+    field("oauthbearer.client_secret", Str, false, &[LenMin(1)]),
+    field("oauthbearer.scopes", Array, false, &[]),
+    field("oauthbearer.scopes[]", Str, false, &[SCOPE]),
+    field("oauthbearer.extensions", Map, false, &[]),
+    field("oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
     field("security", Record, true, &[]),
     field("security.ssl", Boolean, false, &[]),
     field("security.ssl_verify", Boolean, true, &[]),
@@ -157,7 +181,21 @@ fn check_at(parent: &Value, path: &str, shown: &str, field: &Field) -> Result<()
         None | Some(Value::Null) => return Ok(()),
         Some(value) => value,
     };
-    let Some(rest) = rest else { return check_value(value, &shown, field) };
+    let Some(rest) = rest else {
+        if !each {
+            return check_value(value, &shown, field);
+        }
+        // each element of an array of scalars (the array's own entry checks that it is one)
+        for (i, item) in value.as_array().into_iter().flatten().enumerate() {
+            match item {
+                // as Kong judges a null element: missing, which only a required one may not be
+                Value::Null if !field.required => {}
+                Value::Null => return bad(&format!("{shown}[{}]", i + 1), "required field missing"),
+                item => check_value(item, &format!("{shown}[{}]", i + 1), field)?,
+            }
+        }
+        return Ok(());
+    };
     if !each {
         return if value.is_object() { check_at(value, rest, &shown, field) } else { Ok(()) };
     }
@@ -224,6 +262,23 @@ fn is_topic_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// `^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$`: the schemes librdkafka's token fetch allows.
+fn is_http_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = match (lower.strip_prefix("http://"), lower.strip_prefix("https://")) {
+        (_, Some(_)) => &url[8..],
+        (Some(_), None) => &url[7..],
+        (None, None) => return false,
+    };
+    // Lua's %s: space, \t, \n, \v, \f, \r
+    !rest.is_empty() && !rest.bytes().any(|b| b.is_ascii_whitespace() || b == 0x0b)
+}
+
+/// `^[%w%p]+$`: printable ASCII without spaces (RFC 6749's scope-token).
+fn is_scope(scope: &str) -> bool {
+    !scope.is_empty() && scope.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// `%-%-%-%-%-BEGIN ` (unanchored)
 fn is_pem(text: &str) -> bool {
     text.contains("-----BEGIN ")
@@ -271,9 +326,12 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A conf as Kong hands it over: every default filled in.
+    /// A conf as Kong hands it over: every default filled in (Kong fills the `oauthbearer` records'
+    /// defaults even when they are not configured).
     pub(crate) fn conf() -> Value {
         json!({
+            "oauthbearer": { "token_endpoint_tls_verify": true, "extensions": {} },
+            "authentication": { "oauthbearer": { "token_endpoint_tls_verify": true, "extensions": {} } },
             "bootstrap_servers": [{ "host": "127.0.0.1", "port": 9092 }],
             "topics": [{ "name": "orders" }],
             "mode": "http-get", "message_deserializer": "noop", "auto_offset_reset": "latest",
@@ -297,7 +355,7 @@ pub(crate) mod tests {
                 None => (*part, false),
             };
             if i + 1 == parts.len() {
-                at[name] = value;
+                at[name] = if each { json!([value]) } else { value };
                 break;
             }
             if at.get(name).is_none_or(Value::is_null) {

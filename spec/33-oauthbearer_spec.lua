@@ -3,13 +3,22 @@
 -- real HTTP on 127.0.0.1, recording every request) and a real broker. tansu offers SCRAM only, so with a
 -- valid token the broker refuses the mechanism: the spec checks what reaches the token endpoint, that both
 -- failures (a refused secret, a refused mechanism) are a 503 naming the cause within `timeout`, that what
--- librdkafka cannot do is refused at configuration time, and that the client secret shows nowhere.
+-- librdkafka cannot do is refused at configuration time, and that the client secret shows nowhere. An
+-- https token endpoint is the same server behind a socat TLS terminator: its certificate is verified
+-- against the system's CA store, which the workers' SSL_CERT_FILE points at the spec's test CA.
 --   BASE     = MEMORY_BROKER_PORT + 20   a broker with SASL on (--authentication; SCRAM only)
 --   BASE + 1 → BASE                       socat -v in front of it, logging the bytes of the SASL exchange
 local helpers = require "spec.helpers.host"
 local proc = require "spec.helpers.proc"
 local tls = require "spec.helpers.tls"
 local cjson = require "cjson"
+local ffi = require "ffi"
+
+
+ffi.cdef [[
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+]]
 
 
 local SASL_PORT = helpers.MEMORY_BROKER_PORT + 20
@@ -23,7 +32,8 @@ local EXTENSIONS = { logicalCluster = "lkc-test1", identityPoolId = "pool-Ab1" }
 
 
 describe("SASL/OAUTHBEARER", function()
-  local host, run, endpoint, tap, token_url, requests_file
+  local host, run, endpoint, tap, token_url, requests_file, https_url, untrusted_url
+  local terminators = {}
   local bodies = {}        -- every proxy and Admin API response body of the spec, for the leak check
 
   local function oauthbearer(secret)
@@ -82,27 +92,43 @@ describe("SASL/OAUTHBEARER", function()
                                         CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID, requests_file),
                           run .. "/token-endpoint.log")
     tls.wait_port(token_port)
+    -- https: one terminator with a certificate of the CA the workers trust, one of a CA they do not know
+    local trusted_pki, unknown_pki = tls.make_pki(run .. "/pki"), tls.make_pki(run .. "/pki-unknown")
+    local trusted_port, unknown_port = helpers.next_ports()
+    terminators[1] = tls.start_terminator(trusted_port, token_port, trusted_pki.dir)
+    terminators[2] = tls.start_terminator(unknown_port, token_port, unknown_pki.dir)
+    https_url = string.format("https://127.0.0.1:%d/oauth2/token", trusted_port)
+    untrusted_url = string.format("https://localhost:%d/oauth2/token", unknown_port)
     helpers.broker(run .. "/broker", "start", string.format("--port %d --storage sqlite -- --authentication",
                                                             SASL_PORT))
     -- the client authenticates on its bootstrap connection, so the tap sees the SASL exchange
     tap = proc.spawn(string.format("exec socat -v tcp-listen:%d,bind=127.0.0.1,fork,reuseaddr tcp:127.0.0.1:%d",
                                    TAP_PORT, SASL_PORT), run .. "/tap.log")
     tls.wait_port(TAP_PORT)
-    host = helpers.start_host({ workers = 1, routes = {
+    -- OpenSSL's default verify paths honour SSL_CERT_FILE; nginx passes it to the workers (`env`)
+    ffi.C.setenv("SSL_CERT_FILE", trusted_pki.ca, 1)
+    host = helpers.start_host({ workers = 1, env = { "SSL_CERT_FILE" }, routes = {
       -- Kong's confluent-consume spelling: a top-level record (here beside an API key, which it overrides)
       route("oauth-refused-token", TAP_PORT, { oauthbearer = oauthbearer(CLIENT_SECRET),
                                          cluster_api_key = "unused-key", cluster_api_secret = "unused-secret" }),
       -- Kong's kafka-consume spelling: authentication.mechanism OAUTHBEARER
       route("oauth-wrong-secret", SASL_PORT, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER",
                                                         oauthbearer = oauthbearer(WRONG_SECRET) } }),
+      route("oauth-https", SASL_PORT, { oauthbearer = { token_endpoint_url = https_url, client_id = CLIENT_ID,
+                                                         client_secret = CLIENT_SECRET } }),
+      route("oauth-https-untrusted", SASL_PORT, { oauthbearer = { token_endpoint_url = untrusted_url,
+                                                                   client_id = CLIENT_ID,
+                                                                   client_secret = CLIENT_SECRET } }),
       { name = "admin", hosts = { "admin.test" } },
     } })
+    ffi.C.unsetenv("SSL_CERT_FILE")
   end)
 
   lazy_teardown(function()
     if host then host:stop() end
     if endpoint then proc.kill(endpoint) end
     if tap then proc.kill(tap) end
+    for _, t in ipairs(terminators) do t.stop() end
     if run then helpers.sh(helpers.ROOT .. "/scripts/broker.sh stop --dir " .. run .. "/broker") end
   end)
 
@@ -145,6 +171,25 @@ describe("SASL/OAUTHBEARER", function()
       end
     end
     assert.is_true(refused >= 1, "the token endpoint refused the wrong secret")
+  end)
+
+  it("verifies an https token endpoint's certificate: a trusted one gives a token, an unknown CA a 503", function()
+    local function granted_over_tls()
+      local n = 0
+      for _, r in ipairs(token_requests()) do
+        n = n + ((r.basic_password_ok and r.status == 200) and 1 or 0)
+      end
+      return n
+    end
+    local before = granted_over_tls()
+    -- the token came over TLS: the failure is the broker's, not the endpoint's
+    expect_failure("oauth-https", 503, { "SASL OAUTHBEARER authentication failed", https_url })
+    assert.is_true(granted_over_tls() > before, "the token endpoint granted a token through the terminator")
+    before = granted_over_tls()
+    expect_failure("oauth-https-untrusted", 503, { "could not get an OAuth token from the token endpoint " ..
+                                                   untrusted_url, "its TLS certificate must verify against " ..
+                                                   "the system's CA store", "SSL certificate problem" })
+    assert.equal(before, granted_over_tls(), "no request passed the failed TLS handshake")
   end)
 
   it("refuses at configuration time what librdkafka cannot do, with 400 naming the reason", function()

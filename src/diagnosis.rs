@@ -149,15 +149,24 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
                   authentication.mechanism (for Confluent Cloud: cluster_api_key and cluster_api_secret)"
                 .to_owned(),
         },
-        Cause::TokenEndpoint => match &settings.authentication {
-            Some(Authentication::OAuthBearer(oauth)) => format!(
-                "could not get an OAuth token from the token endpoint {url}: check {field}.token_endpoint_url, \
-                 {field}.client_id and {field}.client_secret",
-                url = oauth.token_endpoint_url,
-                field = oauth.field
-            ),
-            _ => "could not get an OAuth token from the token endpoint".to_owned(),
-        },
+        Cause::TokenEndpoint => {
+            // curl's "SSL certificate problem: ...": the certificate, not the credentials
+            let tls = if reason.contains("SSL certificate problem") {
+                "; its TLS certificate must verify against the system's CA store (or the CAs that SSL_CERT_FILE \
+                 / SSL_CERT_DIR name in the workers' environment)"
+            } else {
+                ""
+            };
+            match &settings.authentication {
+                Some(Authentication::OAuthBearer(oauth)) => format!(
+                    "could not get an OAuth token from the token endpoint {url}: check {field}.token_endpoint_url, \
+                     {field}.client_id and {field}.client_secret{tls}",
+                    url = oauth.token_endpoint_url,
+                    field = oauth.field
+                ),
+                _ => format!("could not get an OAuth token from the token endpoint{tls}"),
+            }
+        }
         Cause::TopicNotFound => format!(
             "topic '{}' does not exist: check {} (the plugin does not create topics)",
             topic.unwrap_or("?"),
@@ -327,6 +336,10 @@ mod tests {
                  authentication.oauthbearer.client_secret (librdkafka: {reason})"
             )
         );
+        let untrusted = "Failed to acquire SASL OAUTHBEARER token: SSL certificate problem: unable to get local \
+                         issuer certificate";
+        let m = explain(classify(Code::Authentication, untrusted), &s, None, untrusted);
+        assert!(m.contains("client_secret; its TLS certificate must verify against the system's CA store"), "{m}");
         let refused = "Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-256,SCRAM-SHA-512";
         let m = explain(classify(Code::Authentication, refused), &s, None, refused);
         assert!(m.starts_with("SASL OAUTHBEARER authentication failed: check that the broker offers"), "{m}");

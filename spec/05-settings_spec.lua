@@ -30,9 +30,9 @@ end
 
 
 -- schema.lua's fields in the shape of native.config_fields(): path -> { type, required, constraints... }
--- (`a[]` for the elements of an array of scalars). Unknown constraint keys are collected in `unknown`,
--- and so is anything but a type on a map's keys or values (the native side checks those in its entity
--- checks, as schema.lua does).
+-- (`a[]` for the elements of an array of scalars, `a{}` for the values of a map). Unknown constraint keys
+-- are collected in `unknown`, and so is anything but a string type on a map's keys (JSON's keys are
+-- strings, so the native side has nothing to check there).
 local function schema_fields()
   local out, unknown = {}, {}
   local walk
@@ -65,11 +65,12 @@ local function schema_fields()
     elseif def.elements then
       describe(path .. "[]", def.elements)
     end
-    for _, part in ipairs({ "keys", "values" }) do
-      for key in pairs(def[part] or {}) do
-        if key ~= "type" then
-          unknown[#unknown + 1] = path .. "." .. part .. "." .. key
-        end
+    if def.values then
+      describe(path .. "{}", def.values)
+    end
+    for key, value in pairs(def.keys or {}) do
+      if key ~= "type" or value ~= "string" then
+        unknown[#unknown + 1] = path .. ".keys." .. key
       end
     end
   end
@@ -87,8 +88,8 @@ end
 local copy = require("kong_host.utils").deep_copy
 
 
--- Sets `value` at `path` (`a[].b` meaning the first element's b, a final `a[]` the first element) in `t`,
--- creating records on the way.
+-- Sets `value` at `path` (`a[].b` meaning the first element's b, a final `a[]` the first element, a final
+-- `a{}` the value of key `k`) in `t`, creating records on the way.
 local function set(t, path, value)
   local parts = {}
   for part in path:gmatch("[^%.]+") do
@@ -105,9 +106,10 @@ local function set(t, path, value)
     end
   end
   local last = parts[#parts]
-  local name = last:gsub("%[%]$", "")
-  if name ~= last then
-    t[name] = { value }
+  if last:find("%[%]$") then
+    t[last:sub(1, -3)] = { value }
+  elseif last:find("{}$") then
+    t[last:sub(1, -3)] = { k = value }
   else
     t[last] = value
   end
@@ -226,7 +228,8 @@ describe("the native module's copy of schema.lua's rules", function()
             path, tostring(value), expected and "accepts" or "refuses", accepted and "accepts" or "refuses",
             tostring(err)))
           if not accepted then
-            assert.matches(path:gsub("%[%]", "[1]"):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
+            -- an element is named by its index, a map's value by the map
+            assert.matches(path:gsub("%[%]", "[1]"):gsub("{}", ""):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
           end
           compared = compared + 1
         end

@@ -66,7 +66,8 @@ pub enum Rule {
 }
 
 /// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element, `a[]`
-/// for each element of an array of scalars.
+/// for each element of an array of scalars, `a{}` for each value of a map (its keys are strings, as JSON's
+/// are).
 #[derive(Debug)]
 pub struct Field {
     pub path: &'static str,
@@ -124,6 +125,7 @@ pub const FIELDS: &[Field] = &[
     field("authentication.oauthbearer.scopes", Array, false, &[]),
     field("authentication.oauthbearer.scopes[]", Str, false, &[SCOPE]),
     field("authentication.oauthbearer.extensions", Map, false, &[]),
+    field("authentication.oauthbearer.extensions{}", Str, false, &[]),
     field("authentication.oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
     field("cluster_api_key", Str, false, &[LenMin(1)]),
     field("cluster_api_secret", Str, false, &[LenMin(1)]),
@@ -134,6 +136,7 @@ pub const FIELDS: &[Field] = &[
     field("oauthbearer.scopes", Array, false, &[]),
     field("oauthbearer.scopes[]", Str, false, &[SCOPE]),
     field("oauthbearer.extensions", Map, false, &[]),
+    field("oauthbearer.extensions{}", Str, false, &[]),
     field("oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
     field("security", Record, true, &[]),
     field("security.ssl", Boolean, false, &[]),
@@ -169,9 +172,10 @@ fn check_at(parent: &Value, path: &str, shown: &str, field: &Field) -> Result<()
         Some((head, rest)) => (head, Some(rest)),
         None => (path, None),
     };
-    let (name, each) = match head.strip_suffix("[]") {
-        Some(name) => (name, true),
-        None => (head, false),
+    let (name, each, values) = match (head.strip_suffix("[]"), head.strip_suffix("{}")) {
+        (Some(name), _) => (name, true, false),
+        (_, Some(name)) => (name, false, true),
+        (None, None) => (head, false, false),
     };
     let shown = if shown.is_empty() { name.to_string() } else { format!("{shown}.{name}") };
     let value = match parent.get(name) {
@@ -182,6 +186,17 @@ fn check_at(parent: &Value, path: &str, shown: &str, field: &Field) -> Result<()
         Some(value) => value,
     };
     let Some(rest) = rest else {
+        if values {
+            // each value of a map, named by the map: keys are the user's text, not a field
+            for item in value.as_object().into_iter().flat_map(|o| o.values()) {
+                match item {
+                    Value::Null if !field.required => {}
+                    Value::Null => return bad(&shown, "required field missing"),
+                    item => check_value(item, &shown, field)?,
+                }
+            }
+            return Ok(());
+        }
         if !each {
             return check_value(value, &shown, field);
         }
@@ -344,7 +359,7 @@ pub(crate) mod tests {
         })
     }
 
-    /// `conf()` with the value at `path` (`[]` meaning the first element) replaced.
+    /// `conf()` with the value at `path` (`[]` meaning the first element, `{}` the value of key `k`) replaced.
     fn with(path: &str, value: Value) -> Value {
         let mut conf = conf();
         let mut at = &mut conf;
@@ -355,7 +370,11 @@ pub(crate) mod tests {
                 None => (*part, false),
             };
             if i + 1 == parts.len() {
-                at[name] = if each { json!([value]) } else { value };
+                match (each, name.strip_suffix("{}")) {
+                    (true, _) => at[name] = json!([value]),
+                    (false, Some(map)) => at[map] = json!({ "k": value }),
+                    (false, None) => at[name] = value,
+                }
                 break;
             }
             if at.get(name).is_none_or(Value::is_null) {
@@ -367,7 +386,7 @@ pub(crate) mod tests {
     }
 
     fn shown(path: &str) -> String {
-        path.replace("[]", "[1]")
+        path.replace("[]", "[1]").replace("{}", "")
     }
 
     fn refused(path: &str, value: Value) -> String {

@@ -225,7 +225,7 @@ struct AuthenticationConf {
 }
 
 /// `authentication.mechanism`: OAUTHBEARER, or one of the password mechanisms.
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Deserialize)]
 enum MechanismConf {
     #[serde(rename = "OAUTHBEARER")]
     OAuthBearer,
@@ -587,7 +587,8 @@ fn oauth_bearer(conf: OAuthBearerConf, field: &'static str) -> Result<OAuthBeare
             return bad(&format!("{field}.extensions"), "a key must be letters only and not 'auth'");
         }
         if !value.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b',') {
-            return bad(&format!("{field}.extensions.{key}"), "printable ASCII without a comma expected");
+            let why = format!("the value of '{key}' must be printable ASCII without a comma");
+            return bad(&format!("{field}.extensions"), &why);
         }
     }
     Ok(OAuthBearer { field, token_endpoint_url, client_id, client_secret, scopes, extensions })
@@ -983,7 +984,7 @@ mod tests {
             (json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k1": "x" } })) }), "oauthbearer.extensions:"),
             (
                 json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k": "a,b" } })) }),
-                "oauthbearer.extensions.k: printable ASCII without a comma",
+                "oauthbearer.extensions: the value of 'k' must be printable ASCII without a comma",
             ),
             (json!({ "oauthbearer": oauthbearer(json!({ "scopes": ["a b"] })) }), "oauthbearer.scopes[1]: invalid"),
             (json!({ "oauthbearer": oauthbearer(json!({ "token_endpoint_url": "ftp://x" })) }), "oauthbearer.token_"),

@@ -104,7 +104,8 @@ local function check_oauthbearer(oauthbearer, prefix)
         return nil, prefix .. ".extensions: a key must be letters only and not 'auth'"
       end
       if not value:find("^[%w%p ]*$") or value:find(",", 1, true) then
-        return nil, prefix .. ".extensions." .. key .. ": printable ASCII without a comma expected"
+        return nil, prefix .. ".extensions: the value of '" .. key .. "' must be printable ASCII " ..
+                    "without a comma"
       end
     end
   end

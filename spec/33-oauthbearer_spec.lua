@@ -27,12 +27,13 @@ local TIMEOUT = 5000
 local CLIENT_ID = "kong-gateway-7d1"
 local CLIENT_SECRET = "oauth-secret-3b9e5c"
 local WRONG_SECRET = "oauth-wrong-4f02aa"
+local BUSY_CLIENT_ID = "busy-client"  -- the token endpoint answers 503 to this one
 local SCOPES = { "kafka", "read:orders" }
 local EXTENSIONS = { logicalCluster = "lkc-test1", identityPoolId = "pool-Ab1" }
 
 
 describe("SASL/OAUTHBEARER", function()
-  local host, run, endpoint, tap, token_url, requests_file, https_url, untrusted_url
+  local host, run, endpoint, tap, token_url, requests_file, https_url, untrusted_url, closed_url
   local terminators = {}
   local bodies = {}        -- every proxy and Admin API response body of the spec, for the leak check
 
@@ -88,8 +89,9 @@ describe("SASL/OAUTHBEARER", function()
     requests_file = run .. "/token-requests.jsonl"
     -- the secret reaches the endpoint through its environment, never a command line
     endpoint = proc.spawn(string.format("TOKEN_ENDPOINT_SECRET=%s exec python3 %s/spec/helpers/token_endpoint.py " ..
-                                        "--port %d --client-id %s --secret-env TOKEN_ENDPOINT_SECRET --requests %s",
-                                        CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID, requests_file),
+                                        "--port %d --client-id %s --busy-client-id %s --secret-env TOKEN_ENDPOINT_SECRET " ..
+                                        "--requests %s", CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID,
+                                        BUSY_CLIENT_ID, requests_file),
                           run .. "/token-endpoint.log")
     tls.wait_port(token_port)
     -- https: one terminator with a certificate of the CA the workers trust, one of a CA they do not know
@@ -99,6 +101,7 @@ describe("SASL/OAUTHBEARER", function()
     terminators[2] = tls.start_terminator(unknown_port, token_port, unknown_pki.dir)
     https_url = string.format("https://127.0.0.1:%d/oauth2/token", trusted_port)
     untrusted_url = string.format("https://localhost:%d/oauth2/token", unknown_port)
+    closed_url = string.format("http://127.0.0.1:%d/oauth2/token", (helpers.next_ports()))  -- nothing listens
     helpers.broker(run .. "/broker", "start", string.format("--port %d --storage sqlite -- --authentication",
                                                             SASL_PORT))
     -- the client authenticates on its bootstrap connection, so the tap sees the SASL exchange
@@ -119,6 +122,12 @@ describe("SASL/OAUTHBEARER", function()
       route("oauth-https-untrusted", SASL_PORT, { oauthbearer = { token_endpoint_url = untrusted_url,
                                                                    client_id = CLIENT_ID,
                                                                    client_secret = CLIENT_SECRET } }),
+      route("oauth-endpoint-down", SASL_PORT, { oauthbearer = { token_endpoint_url = closed_url,
+                                                                 client_id = CLIENT_ID,
+                                                                 client_secret = CLIENT_SECRET } }),
+      route("oauth-endpoint-busy", SASL_PORT, { oauthbearer = { token_endpoint_url = token_url,
+                                                                 client_id = BUSY_CLIENT_ID,
+                                                                 client_secret = CLIENT_SECRET } }),
       { name = "admin", hosts = { "admin.test" } },
     } })
     ffi.C.unsetenv("SSL_CERT_FILE")
@@ -171,6 +180,23 @@ describe("SASL/OAUTHBEARER", function()
       end
     end
     assert.is_true(refused >= 1, "the token endpoint refused the wrong secret")
+  end)
+
+  it("a token endpoint that cannot be reached is a 503 naming it", function()
+    expect_failure("oauth-endpoint-down", 503, { "could not get an OAuth token from the token endpoint " ..
+                                                 closed_url, "oauthbearer.token_endpoint_url",
+                                                 "Failed to connect" })
+  end)
+
+  it("a token endpoint answering 503 (which librdkafka retries for about 50 s) is a 503 that names it too",
+     function()
+    expect_failure("oauth-endpoint-busy", 503, { "with SASL/OAUTHBEARER also that the token endpoint " ..
+                                                 token_url .. " answers" })
+    local busy = 0
+    for _, r in ipairs(token_requests()) do
+      busy = busy + ((r.basic_user == BUSY_CLIENT_ID and r.status == 503) and 1 or 0)
+    end
+    assert.is_true(busy >= 1, "the token endpoint answered 503")
   end)
 
   it("verifies an https token endpoint's certificate: a trusted one gives a token, an unknown CA a 503", function()

@@ -110,7 +110,8 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
         Cause::Resolve => format!("a broker's host name does not resolve: check {}", resolve_field(settings, reason)),
         Cause::Connect => format!(
             "cannot connect to Kafka at {brokers}: check bootstrap_servers (host and port) and that the broker \
-             is running and reachable"
+             is running and reachable{}",
+            token_wait_note(settings)
         ),
         Cause::TlsToPlaintext => {
             let advice = tls_off_advice(settings);
@@ -203,6 +204,20 @@ fn tls_off_advice(settings: &Settings) -> &'static str {
          security.ssl = false for a broker without TLS"
     } else {
         "set security.ssl = false for a broker without TLS, or check bootstrap_servers' port"
+    }
+}
+
+/// With OAUTHBEARER, librdkafka cannot authenticate a connection before it has a token, and it reports a
+/// token endpoint that answers 408, 425, 429 or 5xx only after retrying it for about 50 s (4 retries, 5 to
+/// 20 s apart): until then that looks like a broker that cannot be reached.
+fn token_wait_note(settings: &Settings) -> String {
+    match &settings.authentication {
+        Some(Authentication::OAuthBearer(oauth)) => format!(
+            "; with SASL/OAUTHBEARER also that the token endpoint {} answers (librdkafka retries it for about \
+             50 s after an answer such as 503 before it reports it)",
+            oauth.token_endpoint_url
+        ),
+        _ => String::new(),
     }
 }
 
@@ -336,6 +351,11 @@ mod tests {
                  authentication.oauthbearer.client_secret (librdkafka: {reason})"
             )
         );
+        let waiting = "metadata request to Kafka at 127.0.0.1:9092: Meta data fetch error: BrokerTransportFailure";
+        let m = explain(classify(Code::BrokerTransportFailure, waiting), &s, None, waiting);
+        assert!(m.contains("reachable; with SASL/OAUTHBEARER also that the token endpoint https://idp.example/token \
+                            answers"), "{m}");
+        assert!(!explain(Cause::Connect, &settings(true, None), None, waiting).contains("OAUTHBEARER"));
         let untrusted = "Failed to acquire SASL OAUTHBEARER token: SSL certificate problem: unable to get local \
                          issuer certificate";
         let m = explain(classify(Code::Authentication, untrusted), &s, None, untrusted);

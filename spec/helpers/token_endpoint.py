@@ -3,8 +3,9 @@
 
 A POST whose HTTP Basic credentials are --client-id and the secret in the environment variable named by
 --secret-env (so the secret is on no command line) gets 200 and a JSON token response: an unsigned JWT
-whose payload has the `sub` and `exp` claims librdkafka requires. Any other POST gets 401
-{"error": "invalid_client"}, as an identity provider answers a wrong secret.
+whose payload has the `sub` and `exp` claims librdkafka requires. A POST as --busy-client-id gets 503
+(an identity provider that is down). Any other POST gets 401 {"error": "invalid_client"}, as an
+identity provider answers a wrong secret.
 
 Every request is appended to --requests as one JSON line: method, path, content type, accept, the form
 fields of the body, the Basic user, whether the Basic password was the right secret, and the status
@@ -36,6 +37,7 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--secret-env", required=True)
+    parser.add_argument("--busy-client-id")
     parser.add_argument("--requests", required=True)
     args = parser.parse_args()
     secret = os.environ[args.secret_env]
@@ -51,9 +53,13 @@ def main():
                 user, _, password = base64.b64decode(credentials).decode("latin-1").partition(":")
                 password_ok = password == secret
             granted = user == args.client_id and password_ok
-            status = 200 if granted else 401
-            answer = ({"access_token": unsigned_jwt(user, 3600), "token_type": "Bearer", "expires_in": 3600}
-                      if granted else {"error": "invalid_client"})
+            if granted:
+                status = 200
+                answer = {"access_token": unsigned_jwt(user, 3600), "token_type": "Bearer", "expires_in": 3600}
+            elif args.busy_client_id is not None and user == args.busy_client_id:
+                status, answer = 503, {"error": "temporarily_unavailable"}
+            else:
+                status, answer = 401, {"error": "invalid_client"}
             record = {
                 "method": "POST", "path": self.path,
                 "content_type": self.headers.get("Content-Type"), "accept": self.headers.get("Accept"),

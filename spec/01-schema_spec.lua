@@ -114,7 +114,8 @@ describe("confluent-consume schema", function()
     assert(validate(minimal({ authentication = { strategy = "sasl", mechanism = "OAUTHBEARER",
                                                  oauthbearer = oauthbearer } })))
     local _, _, message = validate(minimal({ authentication = { strategy = "sasl", mechanism = "OAUTHBEARER" } }))
-    assert.equal("schema violation (authentication.oauthbearer is required when authentication.mechanism is OAUTHBEARER)", message)
+    assert.equal("schema violation (authentication.oauthbearer is required when authentication.mechanism " ..
+                 "is OAUTHBEARER)", message)
     _, _, message = validate(minimal({ oauthbearer = { client_id = "c" } }))
     assert.equal("schema violation (oauthbearer needs token_endpoint_url, client_id and client_secret)", message)
     _, _, message = validate(minimal({ oauthbearer = { token_endpoint_url = "https://idp.example/token",

@@ -1,9 +1,10 @@
 -- SASL/OAUTHBEARER: the plugin gets its token from an OAuth 2.0 token endpoint with the client credentials
 -- grant (librdkafka's OIDC login), against a token endpoint the spec runs (spec/helpers/token_endpoint.py,
--- real HTTP on 127.0.0.1, recording every request) and a real broker. tansu offers SCRAM only, so with a
--- valid token the broker refuses the mechanism: the spec checks what reaches the token endpoint, that both
--- failures (a refused secret, a refused mechanism) are a 503 naming the cause within `timeout`, that what
--- librdkafka cannot do is refused at configuration time, and that the client secret shows nowhere. An
+-- real HTTP on 127.0.0.1, recording every request) and a real broker. tansu authenticates SCRAM only: it
+-- takes the OAUTHBEARER handshake and refuses every token. So the spec checks what reaches the token
+-- endpoint and the broker, that every failure (a refused secret, an endpoint down, busy or with an unknown
+-- certificate, a refused token) is a 503 naming the cause within `timeout`, that what librdkafka cannot
+-- do is refused at configuration time, and that the client secret shows nowhere. An
 -- https token endpoint is the same server behind a socat TLS terminator: its certificate is verified
 -- against the system's CA store, which the workers' SSL_CERT_FILE points at the spec's test CA.
 --   BASE     = MEMORY_BROKER_PORT + 20   a broker with SASL on (--authentication; SCRAM only)
@@ -37,9 +38,10 @@ describe("SASL/OAUTHBEARER", function()
   local terminators = {}
   local bodies = {}        -- every proxy and Admin API response body of the spec, for the leak check
 
-  local function oauthbearer(secret)
-    return { token_endpoint_url = token_url, client_id = CLIENT_ID, client_secret = secret,
-             scopes = SCOPES, extensions = EXTENSIONS }
+  -- An oauthbearer record for the token endpoint at `url` (default: the plain HTTP one).
+  local function oauthbearer(url, client_id, secret)
+    return { token_endpoint_url = url or token_url, client_id = client_id or CLIENT_ID,
+             client_secret = secret or CLIENT_SECRET, scopes = SCOPES, extensions = EXTENSIONS }
   end
 
   local function route(name, port, overrides)
@@ -87,11 +89,11 @@ describe("SASL/OAUTHBEARER", function()
     local token_port = helpers.next_ports()
     token_url = string.format("http://127.0.0.1:%d/oauth2/token", token_port)
     requests_file = run .. "/token-requests.jsonl"
-    -- the secret reaches the endpoint through its environment, never a command line
+    -- the secret reaches the endpoint through its environment, not its arguments
     endpoint = proc.spawn(string.format("TOKEN_ENDPOINT_SECRET=%s exec python3 %s/spec/helpers/token_endpoint.py " ..
-                                        "--port %d --client-id %s --busy-client-id %s --secret-env TOKEN_ENDPOINT_SECRET " ..
-                                        "--requests %s", CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID,
-                                        BUSY_CLIENT_ID, requests_file),
+                                        "--port %d --client-id %s --busy-client-id %s " ..
+                                        "--secret-env TOKEN_ENDPOINT_SECRET --requests %s", CLIENT_SECRET,
+                                        helpers.ROOT, token_port, CLIENT_ID, BUSY_CLIENT_ID, requests_file),
                           run .. "/token-endpoint.log")
     tls.wait_port(token_port)
     -- https: one terminator with a certificate of the CA the workers trust, one of a CA they do not know
@@ -105,29 +107,22 @@ describe("SASL/OAUTHBEARER", function()
     helpers.broker(run .. "/broker", "start", string.format("--port %d --storage sqlite -- --authentication",
                                                             SASL_PORT))
     -- the client authenticates on its bootstrap connection, so the tap sees the SASL exchange
-    tap = proc.spawn(string.format("exec socat -v tcp-listen:%d,bind=127.0.0.1,fork,reuseaddr tcp:127.0.0.1:%d",
-                                   TAP_PORT, SASL_PORT), run .. "/tap.log")
+    tap = proc.spawn(string.format("exec socat -v tcp-listen:%d,bind=127.0.0.1,fork,reuseaddr " ..
+                                   "tcp:127.0.0.1:%d", TAP_PORT, SASL_PORT), run .. "/tap.log")
     tls.wait_port(TAP_PORT)
     -- OpenSSL's default verify paths honour SSL_CERT_FILE; nginx passes it to the workers (`env`)
     ffi.C.setenv("SSL_CERT_FILE", trusted_pki.ca, 1)
     host = helpers.start_host({ workers = 1, env = { "SSL_CERT_FILE" }, routes = {
       -- Kong's confluent-consume spelling: a top-level record (here beside an API key, which it overrides)
-      route("oauth-refused-token", TAP_PORT, { oauthbearer = oauthbearer(CLIENT_SECRET),
-                                         cluster_api_key = "unused-key", cluster_api_secret = "unused-secret" }),
+      route("oauth-refused-token", TAP_PORT, { oauthbearer = oauthbearer(),
+                                               cluster_api_key = "unused-key", cluster_api_secret = "unused-secret" }),
       -- Kong's kafka-consume spelling: authentication.mechanism OAUTHBEARER
-      route("oauth-wrong-secret", SASL_PORT, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER",
-                                                        oauthbearer = oauthbearer(WRONG_SECRET) } }),
-      route("oauth-https", SASL_PORT, { oauthbearer = { token_endpoint_url = https_url, client_id = CLIENT_ID,
-                                                         client_secret = CLIENT_SECRET } }),
-      route("oauth-https-untrusted", SASL_PORT, { oauthbearer = { token_endpoint_url = untrusted_url,
-                                                                   client_id = CLIENT_ID,
-                                                                   client_secret = CLIENT_SECRET } }),
-      route("oauth-endpoint-down", SASL_PORT, { oauthbearer = { token_endpoint_url = closed_url,
-                                                                 client_id = CLIENT_ID,
-                                                                 client_secret = CLIENT_SECRET } }),
-      route("oauth-endpoint-busy", SASL_PORT, { oauthbearer = { token_endpoint_url = token_url,
-                                                                 client_id = BUSY_CLIENT_ID,
-                                                                 client_secret = CLIENT_SECRET } }),
+      route("oauth-wrong-secret", SASL_PORT, { authentication = {
+        strategy = "sasl", mechanism = "OAUTHBEARER", oauthbearer = oauthbearer(nil, nil, WRONG_SECRET) } }),
+      route("oauth-https", SASL_PORT, { oauthbearer = oauthbearer(https_url) }),
+      route("oauth-https-untrusted", SASL_PORT, { oauthbearer = oauthbearer(untrusted_url) }),
+      route("oauth-endpoint-down", SASL_PORT, { oauthbearer = oauthbearer(closed_url) }),
+      route("oauth-endpoint-busy", SASL_PORT, { oauthbearer = oauthbearer(nil, BUSY_CLIENT_ID) }),
       { name = "admin", hosts = { "admin.test" } },
     } })
     ffi.C.unsetenv("SSL_CERT_FILE")
@@ -144,8 +139,8 @@ describe("SASL/OAUTHBEARER", function()
   it("fetches a token with the client credentials grant and sends it with the extensions; a broker that " ..
      "refuses it is a 503 naming OAUTHBEARER", function()
     expect_failure("oauth-refused-token", 503, { "SASL OAUTHBEARER authentication failed",
-                                                     "offers the OAUTHBEARER mechanism", token_url,
-                                                     "oauthbearer.scopes", "oauthbearer.extensions" })
+                                                 "offers the OAUTHBEARER mechanism", token_url,
+                                                 "oauthbearer.scopes", "oauthbearer.extensions" })
     local granted
     for _, r in ipairs(token_requests()) do
       if r.basic_user == CLIENT_ID and r.basic_password_ok then
@@ -154,7 +149,8 @@ describe("SASL/OAUTHBEARER", function()
     end
     assert.is_table(granted, "the token endpoint saw the client id with its secret")
     assert.same({ method = "POST", path = "/oauth2/token", content_type = "application/x-www-form-urlencoded",
-                  accept = "application/json", form = { grant_type = "client_credentials", scope = "kafka read:orders" },
+                  accept = "application/json",
+                  form = { grant_type = "client_credentials", scope = "kafka read:orders" },
                   basic_user = CLIENT_ID, basic_password_ok = true, status = 200 }, granted)
     -- RFC 7628's client first message: the token as `auth=Bearer <JWT>`, then each extension
     local exchange = helpers.read_file(run .. "/tap.log") or ""

@@ -88,7 +88,6 @@ const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
 const MODES: &[&str] = &["http-get", "server-sent-events"];
 const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 const TOKEN_ENDPOINT_URL: Rule = Match("^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$", is_http_url);
-const SCOPE: Rule = Match("^[%w%p]+$", is_scope);
 
 /// Every field of schema.lua's `config`, in its order.
 pub const FIELDS: &[Field] = &[
@@ -123,7 +122,7 @@ pub const FIELDS: &[Field] = &[
     field("authentication.oauthbearer.client_id", Str, false, &[LenMin(1)]),
     field("authentication.oauthbearer.client_secret", Str, false, &[LenMin(1)]),
     field("authentication.oauthbearer.scopes", Array, false, &[]),
-    field("authentication.oauthbearer.scopes[]", Str, false, &[SCOPE]),
+    field("authentication.oauthbearer.scopes[]", Str, false, &[LenMin(1)]),
     field("authentication.oauthbearer.extensions", Map, false, &[]),
     field("authentication.oauthbearer.extensions{}", Str, false, &[]),
     field("authentication.oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
@@ -134,7 +133,7 @@ pub const FIELDS: &[Field] = &[
     field("oauthbearer.client_id", Str, false, &[LenMin(1)]),
     field("oauthbearer.client_secret", Str, false, &[LenMin(1)]),
     field("oauthbearer.scopes", Array, false, &[]),
-    field("oauthbearer.scopes[]", Str, false, &[SCOPE]),
+    field("oauthbearer.scopes[]", Str, false, &[LenMin(1)]),
     field("oauthbearer.extensions", Map, false, &[]),
     field("oauthbearer.extensions{}", Str, false, &[]),
     field("oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
@@ -287,11 +286,6 @@ fn is_http_url(url: &str) -> bool {
     };
     // Lua's %s: space, \t, \n, \v, \f, \r
     !rest.is_empty() && !rest.bytes().any(|b| b.is_ascii_whitespace() || b == 0x0b)
-}
-
-/// `^[%w%p]+$`: printable ASCII without spaces (RFC 6749's scope-token).
-fn is_scope(scope: &str) -> bool {
-    !scope.is_empty() && scope.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `%-%-%-%-%-BEGIN ` (unanchored)

@@ -986,7 +986,7 @@ mod tests {
                 json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k": "a,b" } })) }),
                 "oauthbearer.extensions: the value of 'k' must be printable ASCII without a comma",
             ),
-            (json!({ "oauthbearer": oauthbearer(json!({ "scopes": ["a b"] })) }), "oauthbearer.scopes[1]: invalid"),
+            (json!({ "oauthbearer": oauthbearer(json!({ "scopes": ["a", ""] })) }), "oauthbearer.scopes[2]: length"),
             (json!({ "oauthbearer": oauthbearer(json!({ "token_endpoint_url": "ftp://x" })) }), "oauthbearer.token_"),
         ] {
             let err = refusal(changes.clone());

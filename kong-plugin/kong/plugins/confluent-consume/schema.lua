@@ -49,10 +49,10 @@ local function oauthbearer_record(description)
           referenceable = true,
       } },
       { scopes = {
-          description = "Scopes to request from the token endpoint.",
+          description = "Scopes to request from the token endpoint (sent joined by spaces).",
           type = "array",
           required = false,
-          elements = { type = "string", match = "^[%w%p]+$" }, -- RFC 6749 scope-token: no spaces
+          elements = { type = "string", len_min = 1 },
       } },
       { extensions = {
           description = "SASL extensions sent to the broker with the token (Confluent Cloud: " ..

@@ -106,9 +106,50 @@ describe("confluent-consume schema", function()
     assert.matches("authentication.strategy is required", message, 1, true)
     local _, errors = validate(minimal({ authentication = { strategy = "sasl", mechanism = "GSSAPI",
                                                            user = "u", password = "p" } }))
-    assert.equal("expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", errors.config.authentication.mechanism)
+    assert.equal("expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER",
+                 errors.config.authentication.mechanism)
     assert(validate(minimal({ authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-512",
                                                  user = "u", password = "p" } })))
+  end)
+
+  it("checks the oauthbearer records and refuses what librdkafka cannot do, naming the reason", function()
+    local oauthbearer = { token_endpoint_url = "https://idp.example/token", client_id = "c", client_secret = "s" }
+    local c = assert(validate(minimal({ oauthbearer = oauthbearer }))).config
+    assert.is_true(c.oauthbearer.token_endpoint_tls_verify)
+    assert(validate(minimal({ authentication = { strategy = "sasl", mechanism = "OAUTHBEARER",
+                                                 oauthbearer = oauthbearer } })))
+    local _, _, message = validate(minimal({ authentication = { strategy = "sasl", mechanism = "OAUTHBEARER" } }))
+    assert.equal("schema violation (authentication.oauthbearer is required when authentication.mechanism " ..
+                 "is OAUTHBEARER)", message)
+    _, _, message = validate(minimal({ oauthbearer = { client_id = "c" } }))
+    assert.equal("schema violation (oauthbearer needs token_endpoint_url, client_id and client_secret)", message)
+    _, _, message = validate(minimal({ oauthbearer = { token_endpoint_url = "https://idp.example/token",
+                                                       client_id = "c", client_secret = "s",
+                                                       token_endpoint_tls_verify = false } }))
+    assert.equal("schema violation (oauthbearer.token_endpoint_tls_verify = false is not supported: the " ..
+                 "token endpoint's certificate is always verified (against the system's CA store))", message)
+    _, _, message = validate(minimal({ authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-512",
+                                                          user = "u", password = "p", tokenauth = true } }))
+    assert.equal("schema violation (authentication.tokenauth = true is not supported: librdkafka cannot " ..
+                 "send the SCRAM extension tokenauth=true that delegation tokens need)", message)
+    local _, errors = validate(minimal({ oauthbearer = { token_endpoint_url = "ldap://idp" } }))
+    assert.equal("invalid value: ldap://idp", errors.config.oauthbearer.token_endpoint_url)
+  end)
+
+  it("marks the OAuth client secret as an encrypted, referenceable secret", function()
+    local config_def = plugin_schema.fields[2].config
+    for _, f in ipairs(config_def.fields) do
+      if f.oauthbearer then
+        for _, g in ipairs(f.oauthbearer.fields) do
+          if g.client_secret then
+            assert.is_true(g.client_secret.encrypted)
+            assert.is_true(g.client_secret.referenceable)
+            return
+          end
+        end
+      end
+    end
+    error("no oauthbearer.client_secret")
   end)
 
   it("marks the password as an encrypted, referenceable secret", function()

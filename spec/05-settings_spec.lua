@@ -21,7 +21,7 @@ local null = cjson.null
 local CONSTRAINTS = { "between", "one_of", "not_one_of", "len_min", "len_max", "match", "custom_validator",
                       "uuid" }
 local NOT_CONSTRAINTS = { type = true, required = true, description = true, default = true, encrypted = true,
-                          referenceable = true, fields = true, elements = true }
+                          referenceable = true, fields = true, elements = true, keys = true, values = true }
 local CUSTOM_VALIDATORS = { [typedefs.host.custom_validator] = "host" }
 
 
@@ -34,40 +34,55 @@ local function config_def(schema)
 end
 
 
--- A plugin schema's config fields in the shape of native.config_fields(): path -> { type, required,
--- constraints... }. Unknown constraint keys are collected in `unknown`.
+-- A plugin schema's config fields in the shape of native.config_fields(): path -> { type, required, constraints... }
+-- (`a[]` for the elements of an array of scalars, `a{}` for the values of a map). Unknown constraint keys
+-- are collected in `unknown`, and so is anything but a string type on a map's keys (JSON's keys are
+-- strings, so the native side has nothing to check there).
 local function schema_fields(schema)
   local out, unknown = {}, {}
-  local function walk(fields, prefix)
+  local walk
+  local function describe(path, def)
+    local described = { type = def.type, required = def.required == true }
+    for key in pairs(def) do
+      if not NOT_CONSTRAINTS[key] then
+        local known = false
+        for _, c in ipairs(CONSTRAINTS) do
+          known = known or c == key
+        end
+        if not known then
+          unknown[#unknown + 1] = path .. "." .. key
+        end
+      end
+    end
+    for _, key in ipairs(CONSTRAINTS) do
+      local value = def[key]
+      if key == "custom_validator" and value then
+        value = CUSTOM_VALIDATORS[value] or "unknown custom validator"
+      end
+      described[key] = value
+    end
+    out[path] = described
+    if def.fields then
+      walk(def.fields, path .. ".")
+    end
+    if def.elements and def.elements.fields then
+      walk(def.elements.fields, path .. "[].")
+    elseif def.elements then
+      describe(path .. "[]", def.elements)
+    end
+    if def.values then
+      describe(path .. "{}", def.values)
+    end
+    for key, value in pairs(def.keys or {}) do
+      if key ~= "type" or value ~= "string" then
+        unknown[#unknown + 1] = path .. ".keys." .. key
+      end
+    end
+  end
+  walk = function(fields, prefix)
     for _, entry in ipairs(fields) do
       local name, def = next(entry)
-      local path = prefix .. name
-      local described = { type = def.type, required = def.required == true }
-      for key in pairs(def) do
-        if not NOT_CONSTRAINTS[key] then
-          local known = false
-          for _, c in ipairs(CONSTRAINTS) do
-            known = known or c == key
-          end
-          if not known then
-            unknown[#unknown + 1] = path .. "." .. key
-          end
-        end
-      end
-      for _, key in ipairs(CONSTRAINTS) do
-        local value = def[key]
-        if key == "custom_validator" and value then
-          value = CUSTOM_VALIDATORS[value] or "unknown custom validator"
-        end
-        described[key] = value
-      end
-      out[path] = described
-      if def.fields then
-        walk(def.fields, path .. ".")
-      end
-      if def.elements and def.elements.fields then
-        walk(def.elements.fields, path .. "[].")
-      end
+      describe(prefix .. name, def)
     end
   end
   walk(config_def(schema).fields, "")
@@ -78,7 +93,8 @@ end
 local copy = require("kong_host.utils").deep_copy
 
 
--- Sets `value` at `path` (`a[].b` meaning the first element's b) in `t`, creating records on the way.
+-- Sets `value` at `path` (`a[].b` meaning the first element's b, a final `a[]` the first element, a final
+-- `a{}` the value of key `k`) in `t`, creating records on the way.
 local function set(t, path, value)
   local parts = {}
   for part in path:gmatch("[^%.]+") do
@@ -94,7 +110,14 @@ local function set(t, path, value)
       t = t[1]
     end
   end
-  t[parts[#parts]] = value
+  local last = parts[#parts]
+  if last:find("%[%]$") then
+    t[last:sub(1, -3)] = { value }
+  elseif last:find("{}$") then
+    t[last:sub(1, -3)] = { k = value }
+  else
+    t[last] = value
+  end
 end
 
 
@@ -105,7 +128,12 @@ local function base_for(path)
     bootstrap_servers = { { host = "127.0.0.1", port = 9092 } },
     topics = { { name = "orders" } },
   }
-  if path:find("^authentication%.") then
+  local oauthbearer = { token_endpoint_url = "https://idp.example/token", client_id = "c", client_secret = "s" }
+  if path:find("^authentication%.oauthbearer%.") then
+    config.authentication = { strategy = "sasl", mechanism = "OAUTHBEARER", oauthbearer = oauthbearer }
+  elseif path:find("^oauthbearer%.") then
+    config.oauthbearer = oauthbearer
+  elseif path:find("^authentication%.") then
     config.authentication = { strategy = "sasl", mechanism = "PLAIN", user = "u", password = "p" }
   elseif path:find("^cluster_api_") then
     config.cluster_api_key, config.cluster_api_secret = "k", "s"
@@ -159,7 +187,9 @@ local function probes(def)
   if def.len_max then add(("a"):rep(def.len_max)); add(("a"):rep(def.len_max + 1)) end
   if def.match then
     for _, v in ipairs({ "orders", "a.b_c-D9", "bad topic", "t!", "-----BEGIN CERTIFICATE-----\nx",
-                         "x -----BEGIN KEY", "-----BEGIN", "no pem", "" }) do
+                         "x -----BEGIN KEY", "-----BEGIN", "no pem", "", "https://idp.example/t?a=1",
+                         "HTTP://127.0.0.1:8080/token", "https://", "https://a b", "ftp://x", "read:orders",
+                         "caf\195\169" }) do
       add(v)
     end
   end
@@ -216,7 +246,8 @@ for _, plugin in ipairs({ "confluent-consume", "kafka-consume" }) do
               path, tostring(value), expected and "accepts" or "refuses", accepted and "accepts" or "refuses",
               tostring(err)))
             if not accepted then
-              assert.matches(path:gsub("%[%]", "[1]"):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
+              -- an element is named by its index, a map's value by the map
+              assert.matches(path:gsub("%[%]", "[1]"):gsub("{}", ""):gsub("[%.%[%]%-]", "%%%0") .. ": ", err)
             end
             compared = compared + 1
           end
@@ -247,7 +278,8 @@ describe("kafka-consume's schema", function()
     local confluent, kafka = schema_fields(SCHEMAS["confluent-consume"]), schema_fields(SCHEMAS["kafka-consume"])
     local omitted = {}
     for path in pairs(confluent) do
-      if not kafka[path] then
+      -- a record kafka-consume lacks goes with its fields
+      if not kafka[path] and not path:find("[%.%[{]") then
         omitted[path] = true
       end
     end
@@ -255,7 +287,8 @@ describe("kafka-consume's schema", function()
     for path in pairs(omitted) do
       local config = base_for("")
       config[path] = path:find("keepalive_enabled", 1, true) and true or
-                     (path == "keepalive" and 1000 or "value")
+                     (path == "keepalive" and 1000) or
+                     (path == "oauthbearer" and { client_id = "c", token_endpoint_tls_verify = true }) or "value"
       local _, err = kong_schema.validate_plugin({ name = "kafka-consume", config = config },
                                                  { schema = SCHEMAS["kafka-consume"] })
       assert.same({ config = { [path] = "unknown field" } }, err, path)
@@ -279,6 +312,54 @@ describe("kafka-consume's schema", function()
     assert.is_false(defaults("confluent-consume").error_handling.return_error_message)
     assert.equal(60000, defaults("confluent-consume").keepalive)
     assert.is_nil(defaults("kafka-consume").keepalive)
+  end)
+
+  it("agrees with schema.lua's entity checks on SASL/OAUTHBEARER and tokenauth", function()
+    local function oauthbearer(changes)
+      local record = { token_endpoint_url = "https://idp.example/token", client_id = "c", client_secret = "s",
+                       token_endpoint_tls_verify = true }
+      for k, v in pairs(changes or {}) do
+        record[k] = v
+      end
+      return record
+    end
+    local scram = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p" }
+    local cases = {
+      { true, { oauthbearer = oauthbearer() } },
+      { false, { oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } },
+      { true, { oauthbearer = oauthbearer({ token_endpoint_url = "http://127.0.0.1:1/t",
+                                            token_endpoint_tls_verify = false }) } },
+      { false, { oauthbearer = { client_id = "c", token_endpoint_tls_verify = true } } },
+      { true, { oauthbearer = { token_endpoint_tls_verify = true } } },
+      { true, { oauthbearer = oauthbearer(), cluster_api_key = "k", cluster_api_secret = "s" } },
+      { false, { oauthbearer = oauthbearer(), authentication = scram } },
+      { true, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER", oauthbearer = oauthbearer() } } },
+      { false, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER" } } },
+      { false, { authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p",
+                                    tokenauth = true } } },
+      { true, { authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p",
+                                   tokenauth = false } } },
+      { true, { oauthbearer = oauthbearer({ scopes = { "kafka", "read:orders" },
+                                            extensions = { logicalCluster = "lkc-1", identityPoolId = "pool-X" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { auth = "x" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { k1 = "x" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { k = "a,b" } }) } },
+      { false, { oauthbearer = oauthbearer({ extensions = { k = "caf\195\169" } }) } },
+    }
+    local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = base_for("") },
+                                                      { schema = plugin_schema }))
+    for i, case in ipairs(cases) do
+      local expected, overrides = case[1], case[2]
+      local config = base_for("")
+      local conf = copy(entity.config)
+      conf.__plugin_id = "p"
+      for k, v in pairs(overrides) do
+        config[k], conf[k] = copy(v), copy(v)
+      end
+      assert.equal(expected, kong_accepts("confluent-consume", config), "case " .. i .. " in Kong")
+      local settings, err = native.settings(conf)
+      assert.equal(expected, settings ~= nil, "case " .. i .. " natively: " .. tostring(err))
+    end
   end)
 end)
 

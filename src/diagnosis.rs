@@ -10,7 +10,7 @@
 
 use rdkafka::error::RDKafkaErrorCode as Code;
 
-use crate::settings::Settings;
+use crate::settings::{Authentication, Settings};
 
 /// What went wrong, as far as the operator needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum Cause {
     Tls,
     /// SASL failed: credentials, or a mechanism the broker does not offer.
     Authentication,
+    /// SASL/OAUTHBEARER: librdkafka could not get a token from the token endpoint.
+    TokenEndpoint,
     /// A configured topic does not exist.
     TopicNotFound,
     /// The broker's ACLs deny the topic.
@@ -64,6 +66,8 @@ pub fn classify(code: Code, reason: &str) -> Cause {
             Cause::Tls
         }
         Code::BrokerTransportFailure | Code::AllBrokersDown => Cause::Connect,
+        // "Failed to acquire SASL OAUTHBEARER token: <the endpoint's answer or curl's reason>"
+        Code::Authentication if reason.contains("Failed to acquire SASL OAUTHBEARER token") => Cause::TokenEndpoint,
         Code::Authentication
         | Code::SaslAuthenticationFailed
         | Code::UnsupportedSASLMechanism
@@ -106,7 +110,8 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
         Cause::Resolve => format!("a broker's host name does not resolve: check {}", resolve_field(settings, reason)),
         Cause::Connect => format!(
             "cannot connect to Kafka at {brokers}: check bootstrap_servers (host and port) and that the broker \
-             is running and reachable"
+             is running and reachable{}",
+            token_wait_note(settings)
         ),
         Cause::TlsToPlaintext => {
             let advice = tls_off_advice(settings);
@@ -134,10 +139,35 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
             client_certificate_fields(settings),
             implicit_tls_note(settings)
         ),
-        Cause::Authentication => "SASL authentication failed: check authentication.user, \
-             authentication.password and authentication.mechanism (for Confluent Cloud: cluster_api_key and \
-             cluster_api_secret)"
-            .to_owned(),
+        Cause::Authentication => match &settings.authentication {
+            Some(Authentication::OAuthBearer(oauth)) => format!(
+                "SASL OAUTHBEARER authentication failed: check that the broker offers the OAUTHBEARER \
+                 mechanism and accepts the token of {url}, and {field}.scopes and {field}.extensions",
+                url = oauth.token_endpoint_url,
+                field = oauth.field
+            ),
+            _ => "SASL authentication failed: check authentication.user, authentication.password and \
+                  authentication.mechanism (for Confluent Cloud: cluster_api_key and cluster_api_secret)"
+                .to_owned(),
+        },
+        Cause::TokenEndpoint => {
+            // curl's "SSL certificate problem: ...": the certificate, not the credentials
+            let tls = if reason.contains("SSL certificate problem") {
+                "; its TLS certificate must verify against the system's CA store (or the CAs that SSL_CERT_FILE \
+                 / SSL_CERT_DIR name in the workers' environment)"
+            } else {
+                ""
+            };
+            match &settings.authentication {
+                Some(Authentication::OAuthBearer(oauth)) => format!(
+                    "could not get an OAuth token from the token endpoint {url}: check {field}.token_endpoint_url, \
+                     {field}.client_id and {field}.client_secret{tls}",
+                    url = oauth.token_endpoint_url,
+                    field = oauth.field
+                ),
+                _ => format!("could not get an OAuth token from the token endpoint{tls}"),
+            }
+        }
         Cause::TopicNotFound => format!(
             "topic '{}' does not exist: check {} (the plugin does not create topics)",
             topic.unwrap_or("?"),
@@ -186,6 +216,20 @@ fn tls_off_advice(settings: &Settings) -> &'static str {
     }
 }
 
+/// With OAUTHBEARER, librdkafka cannot authenticate a connection before it has a token, and it reports a
+/// token endpoint that answers 408, 425, 429 or 5xx only after retrying it for about 50 s (4 retries, 5 to
+/// 20 s apart): until then that looks like a broker that cannot be reached.
+fn token_wait_note(settings: &Settings) -> String {
+    match &settings.authentication {
+        Some(Authentication::OAuthBearer(oauth)) => format!(
+            "; with SASL/OAUTHBEARER also that the token endpoint {} answers (librdkafka retries it for about \
+             50 s after an answer such as 503 before it reports it)",
+            oauth.token_endpoint_url
+        ),
+        _ => String::new(),
+    }
+}
+
 fn implicit_tls_note(settings: &Settings) -> &'static str {
     if tls_is_implicit(settings) {
         "; TLS is on because SASL is configured and security.ssl is unset: set security.ssl = false if the \
@@ -216,7 +260,9 @@ fn topic_field(settings: &Settings, topic: Option<&str>) -> String {
 
 /// Who the broker sees, in the plugin's terms.
 fn principal(settings: &Settings) -> &'static str {
-    if settings.authentication.is_some() {
+    if let Some(Authentication::OAuthBearer(_)) = settings.authentication {
+        "the token's principal"
+    } else if settings.authentication.is_some() {
         "authentication.user (or cluster_api_key)"
     } else {
         "this client (no authentication is configured, so the broker sees an anonymous user)"
@@ -294,6 +340,39 @@ mod tests {
             assert_eq!(classify(code, reason), cause, "{code:?}: {reason}");
             assert_eq!(is_unavailable(cause), cause != Cause::Other);
         }
+    }
+
+    #[test]
+    fn oauthbearer_failures_name_the_token_endpoint_and_the_fields() {
+        let mut conf = crate::schema::tests::conf();
+        conf["authentication"] = json!({ "strategy": "sasl", "mechanism": "OAUTHBEARER", "oauthbearer": {
+            "token_endpoint_url": "https://idp.example/token", "client_id": "c", "client_secret": "s",
+            "token_endpoint_tls_verify": true
+        } });
+        let s = Settings::from_conf(&conf).unwrap();
+        let reason = "Failed to acquire SASL OAUTHBEARER token: {\"error\":\"invalid_client\"}";
+        assert_eq!(classify(Code::Authentication, reason), Cause::TokenEndpoint);
+        assert_eq!(
+            explain(Cause::TokenEndpoint, &s, None, reason),
+            format!(
+                "could not get an OAuth token from the token endpoint https://idp.example/token: check \
+                 authentication.oauthbearer.token_endpoint_url, authentication.oauthbearer.client_id and \
+                 authentication.oauthbearer.client_secret (librdkafka: {reason})"
+            )
+        );
+        let waiting = "metadata request to Kafka at 127.0.0.1:9092: Meta data fetch error: BrokerTransportFailure";
+        let m = explain(classify(Code::BrokerTransportFailure, waiting), &s, None, waiting);
+        assert!(m.contains("reachable; with SASL/OAUTHBEARER also that the token endpoint https://idp.example/token \
+                            answers"), "{m}");
+        assert!(!explain(Cause::Connect, &settings(true, None), None, waiting).contains("OAUTHBEARER"));
+        let untrusted = "Failed to acquire SASL OAUTHBEARER token: SSL certificate problem: unable to get local \
+                         issuer certificate";
+        let m = explain(classify(Code::Authentication, untrusted), &s, None, untrusted);
+        assert!(m.contains("client_secret; its TLS certificate must verify against the system's CA store"), "{m}");
+        let refused = "Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-256,SCRAM-SHA-512";
+        let m = explain(classify(Code::Authentication, refused), &s, None, refused);
+        assert!(m.starts_with("SASL OAUTHBEARER authentication failed: check that the broker offers"), "{m}");
+        assert!(m.contains("authentication.oauthbearer.scopes"), "{m}");
     }
 
     /// The authorization errors cannot be produced live (tansu 0.6.0 has no ACLs), so their mapping from

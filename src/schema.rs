@@ -17,6 +17,8 @@ pub enum Kind {
     Boolean,
     Array,
     Record,
+    /// Kong's `map`: string keys to values of one type.
+    Map,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::Boolean => "boolean",
             Kind::Array => "array",
             Kind::Record => "record",
+            Kind::Map => "map",
         }
     }
 
@@ -38,7 +41,7 @@ impl Kind {
             Kind::Boolean => value.is_boolean(),
             // Lua has one table type: an empty table comes over as an empty object.
             Kind::Array => value.is_array() || value.as_object().is_some_and(|o| o.is_empty()),
-            Kind::Record => value.is_object(),
+            Kind::Record | Kind::Map => value.is_object(),
         }
     }
 }
@@ -89,7 +92,9 @@ impl Plugin {
     }
 }
 
-/// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element.
+/// A field of the plugin's `config`: `a.b` for a record's field, `a[].b` for a field of each element, `a[]`
+/// for each element of an array of scalars, `a{}` for each value of a map (its keys are strings, as JSON's
+/// are).
 #[derive(Debug)]
 pub struct Field {
     pub path: &'static str,
@@ -108,13 +113,14 @@ const fn confluent_only(path: &'static str, kind: Kind, required: bool, rules: &
     Field { path, kind, required, rules, confluent_only: true }
 }
 
-use Kind::{Array, Boolean, Integer, Record, String as Str};
+use Kind::{Array, Boolean, Integer, Map, Record, String as Str};
 use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf, Uuid};
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
 const MODES: &[&str] = &["http-get", "server-sent-events"];
-const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+const TOKEN_ENDPOINT_URL: Rule = Match("^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$", is_http_url);
 
 /// Every field of schema.lua's `config`, in its order.
 pub const FIELDS: &[Field] = &[
@@ -145,10 +151,30 @@ pub const FIELDS: &[Field] = &[
     field("authentication.mechanism", Str, false, &[OneOf(SASL_MECHANISMS)]),
     field("authentication.user", Str, false, &[LenMin(1)]),
     field("authentication.password", Str, false, &[LenMin(1)]),
+    field("authentication.tokenauth", Boolean, false, &[]),
+    // schema.lua builds both `oauthbearer` records with one function; keep these two blocks alike
+    field("authentication.oauthbearer", Record, false, &[]),
+    field("authentication.oauthbearer.token_endpoint_url", Str, false, &[TOKEN_ENDPOINT_URL]),
+    field("authentication.oauthbearer.client_id", Str, false, &[LenMin(1)]),
+    field("authentication.oauthbearer.client_secret", Str, false, &[LenMin(1)]),
+    field("authentication.oauthbearer.scopes", Array, false, &[]),
+    field("authentication.oauthbearer.scopes[]", Str, false, &[LenMin(1)]),
+    field("authentication.oauthbearer.extensions", Map, false, &[]),
+    field("authentication.oauthbearer.extensions{}", Str, false, &[]),
+    field("authentication.oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
     confluent_only("cluster_api_key", Str, false, &[LenMin(1)]),
     confluent_only("cluster_api_secret", Str, false, &[LenMin(1)]),
     confluent_only("confluent_cloud_api_key", Str, false, &[LenMin(1)]),
     confluent_only("confluent_cloud_api_secret", Str, false, &[LenMin(1)]),
+    confluent_only("oauthbearer", Record, false, &[]),
+    confluent_only("oauthbearer.token_endpoint_url", Str, false, &[TOKEN_ENDPOINT_URL]),
+    confluent_only("oauthbearer.client_id", Str, false, &[LenMin(1)]),
+    confluent_only("oauthbearer.client_secret", Str, false, &[LenMin(1)]),
+    confluent_only("oauthbearer.scopes", Array, false, &[]),
+    confluent_only("oauthbearer.scopes[]", Str, false, &[LenMin(1)]),
+    confluent_only("oauthbearer.extensions", Map, false, &[]),
+    confluent_only("oauthbearer.extensions{}", Str, false, &[]),
+    confluent_only("oauthbearer.token_endpoint_tls_verify", Boolean, true, &[]),
     field("security", Record, true, &[]),
     field("security.ssl", Boolean, false, &[]),
     field("security.ssl_verify", Boolean, true, &[]),
@@ -195,9 +221,10 @@ fn check_at(parent: &Value, path: &str, shown: &str, field: &Field) -> Result<()
         Some((head, rest)) => (head, Some(rest)),
         None => (path, None),
     };
-    let (name, each) = match head.strip_suffix("[]") {
-        Some(name) => (name, true),
-        None => (head, false),
+    let (name, each, values) = match (head.strip_suffix("[]"), head.strip_suffix("{}")) {
+        (Some(name), _) => (name, true, false),
+        (_, Some(name)) => (name, false, true),
+        (None, None) => (head, false, false),
     };
     let shown = if shown.is_empty() { name.to_string() } else { format!("{shown}.{name}") };
     let value = match parent.get(name) {
@@ -207,7 +234,32 @@ fn check_at(parent: &Value, path: &str, shown: &str, field: &Field) -> Result<()
         None | Some(Value::Null) => return Ok(()),
         Some(value) => value,
     };
-    let Some(rest) = rest else { return check_value(value, &shown, field) };
+    let Some(rest) = rest else {
+        if values {
+            // each value of a map, named by the map: keys are the user's text, not a field
+            for item in value.as_object().into_iter().flat_map(|o| o.values()) {
+                match item {
+                    Value::Null if !field.required => {}
+                    Value::Null => return bad(&shown, "required field missing"),
+                    item => check_value(item, &shown, field)?,
+                }
+            }
+            return Ok(());
+        }
+        if !each {
+            return check_value(value, &shown, field);
+        }
+        // each element of an array of scalars (the array's own entry checks that it is one)
+        for (i, item) in value.as_array().into_iter().flatten().enumerate() {
+            match item {
+                // as Kong judges a null element: missing, which only a required one may not be
+                Value::Null if !field.required => {}
+                Value::Null => return bad(&format!("{shown}[{}]", i + 1), "required field missing"),
+                item => check_value(item, &format!("{shown}[{}]", i + 1), field)?,
+            }
+        }
+        return Ok(());
+    };
     if !each {
         return if value.is_object() { check_at(value, rest, &shown, field) } else { Ok(()) };
     }
@@ -276,6 +328,18 @@ fn is_topic_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// `^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$`: the schemes librdkafka's token fetch allows.
+fn is_http_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = match (lower.strip_prefix("http://"), lower.strip_prefix("https://")) {
+        (_, Some(_)) => &url[8..],
+        (Some(_), None) => &url[7..],
+        (None, None) => return false,
+    };
+    // Lua's %s: space, \t, \n, \v, \f, \r
+    !rest.is_empty() && !rest.bytes().any(|b| b.is_ascii_whitespace() || b == 0x0b)
+}
+
 /// `%-%-%-%-%-BEGIN ` (unanchored)
 fn is_pem(text: &str) -> bool {
     text.contains("-----BEGIN ")
@@ -330,9 +394,12 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    /// A conf as Kong hands it over: every default filled in.
+    /// A conf as Kong hands it over: every default filled in (Kong fills the `oauthbearer` records'
+    /// defaults even when they are not configured).
     pub(crate) fn conf() -> Value {
         json!({
+            "oauthbearer": { "token_endpoint_tls_verify": true, "extensions": {} },
+            "authentication": { "oauthbearer": { "token_endpoint_tls_verify": true, "extensions": {} } },
             "bootstrap_servers": [{ "host": "127.0.0.1", "port": 9092 }],
             "topics": [{ "name": "orders" }],
             "mode": "http-get", "message_deserializer": "noop", "auto_offset_reset": "latest",
@@ -346,7 +413,7 @@ pub(crate) mod tests {
         })
     }
 
-    /// `conf()` with the value at `path` (`[]` meaning the first element) replaced.
+    /// `conf()` with the value at `path` (`[]` meaning the first element, `{}` the value of key `k`) replaced.
     fn with(path: &str, value: Value) -> Value {
         let mut conf = conf();
         let mut at = &mut conf;
@@ -357,7 +424,11 @@ pub(crate) mod tests {
                 None => (*part, false),
             };
             if i + 1 == parts.len() {
-                at[name] = value;
+                match (each, name.strip_suffix("{}")) {
+                    (true, _) => at[name] = json!([value]),
+                    (false, Some(map)) => at[map] = json!({ "k": value }),
+                    (false, None) => at[name] = value,
+                }
                 break;
             }
             if at.get(name).is_none_or(Value::is_null) {
@@ -369,7 +440,7 @@ pub(crate) mod tests {
     }
 
     fn shown(path: &str) -> String {
-        path.replace("[]", "[1]")
+        path.replace("[]", "[1]").replace("{}", "")
     }
 
     fn refused(path: &str, value: Value) -> String {

@@ -3,6 +3,7 @@
 //! a consumer; and their one mapping onto a librdkafka [`ClientConfig`].
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::BuildHasher;
 
@@ -113,9 +114,19 @@ pub struct BootstrapServer {
     pub port: u16,
 }
 
-/// SASL credentials: `config.authentication`, or Confluent Cloud's `cluster_api_key` / `cluster_api_secret`.
+/// SASL authentication to the brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Authentication {
+    /// A user and a password: `config.authentication`, or Confluent Cloud's `cluster_api_key` /
+    /// `cluster_api_secret`.
+    Password(Password),
+    /// SASL/OAUTHBEARER with a token that librdkafka fetches from an OAuth 2.0 token endpoint.
+    OAuthBearer(OAuthBearer),
+}
+
+/// PLAIN or SCRAM credentials.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Authentication {
+pub struct Password {
     pub mechanism: Mechanism,
     pub user: String,
     pub password: String,
@@ -123,13 +134,40 @@ pub struct Authentication {
     pub user_is_secret: bool,
 }
 
-impl fmt::Debug for Authentication {
+impl fmt::Debug for Password {
     // The password (and an API key) never reaches a log line, not even through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authentication")
+        f.debug_struct("Password")
             .field("mechanism", &self.mechanism)
             .field("user", &if self.user_is_secret { "[REDACTED]" } else { self.user.as_str() })
             .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Kong's `oauthbearer` record once checked: the client credentials grant of librdkafka's OIDC login.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OAuthBearer {
+    /// Where the record was configured (`oauthbearer` or `authentication.oauthbearer`), for messages.
+    pub field: &'static str,
+    pub token_endpoint_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    /// Sorted, so equal maps give equal identities.
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for OAuthBearer {
+    // The client secret never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthBearer")
+            .field("field", &self.field)
+            .field("token_endpoint_url", &self.token_endpoint_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("scopes", &self.scopes)
+            .field("extensions", &self.extensions)
             .finish()
     }
 }
@@ -214,16 +252,54 @@ impl fmt::Debug for Certificate {
 }
 
 /// `config.authentication` as the schema allows it: every field optional.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct AuthenticationConf {
     #[serde(default)]
     strategy: Option<String>,
     #[serde(default)]
-    mechanism: Option<Mechanism>,
+    mechanism: Option<MechanismConf>,
     #[serde(default)]
     user: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    tokenauth: Option<bool>,
+    #[serde(default)]
+    oauthbearer: Option<OAuthBearerConf>,
+}
+
+/// `authentication.mechanism`: OAUTHBEARER, or one of the password mechanisms.
+#[derive(Deserialize)]
+enum MechanismConf {
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
+    #[serde(untagged)]
+    Password(Mechanism),
+}
+
+/// Kong's `oauthbearer` record as the schema allows it. Kong fills an unset record with its defaults
+/// (`token_endpoint_tls_verify`, `extensions`), so it counts as configured only once a credential is set.
+#[derive(Deserialize)]
+struct OAuthBearerConf {
+    #[serde(default)]
+    token_endpoint_url: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    /// An empty Lua table comes over as `{}`, so this is a list or an empty object.
+    #[serde(default)]
+    scopes: Option<Value>,
+    #[serde(default)]
+    extensions: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    token_endpoint_tls_verify: Option<bool>,
+}
+
+impl OAuthBearerConf {
+    fn configured(&self) -> bool {
+        self.token_endpoint_url.is_some() || self.client_id.is_some() || self.client_secret.is_some()
+    }
 }
 
 #[derive(Deserialize)]
@@ -256,6 +332,8 @@ struct Conf {
     cluster_api_key: Option<String>,
     #[serde(default)]
     cluster_api_secret: Option<String>,
+    #[serde(default)]
+    oauthbearer: Option<OAuthBearerConf>,
     security: Security,
     fetch_wait_max_ms: u32,
     buffer_max_bytes: usize,
@@ -330,7 +408,8 @@ impl Settings {
         if group_id.is_empty() {
             return bad("consumer_group", "the Kong consumer's group must not be empty");
         }
-        let authentication = authentication(conf.authentication, conf.cluster_api_key, conf.cluster_api_secret)?;
+        let authentication =
+            authentication(conf.authentication, conf.cluster_api_key, conf.cluster_api_secret, conf.oauthbearer)?;
         let security = &mut conf.security;
         if security.client_certificate.is_some() != security.client_key.is_some() {
             return bad("security.client_key", "client_certificate and client_key go together");
@@ -406,9 +485,12 @@ impl Settings {
 
     /// The secrets that must never appear in a log line or an error message.
     pub fn secrets(&self) -> Vec<String> {
-        let auth = self.authentication.iter().flat_map(|a| {
-            let user = a.user_is_secret.then(|| a.user.clone());
-            user.into_iter().chain([a.password.clone()])
+        let auth = self.authentication.iter().flat_map(|a| match a {
+            Authentication::Password(p) => {
+                let user = p.user_is_secret.then(|| p.user.clone());
+                user.into_iter().chain([p.password.clone()]).collect::<Vec<_>>()
+            }
+            Authentication::OAuthBearer(o) => vec![o.client_secret.clone()],
         });
         let key = self.security.client_key.iter().cloned();
         auth.chain(key).filter(|p| !p.is_empty()).collect()
@@ -460,11 +542,35 @@ impl Settings {
             (false, false) => "PLAINTEXT",
         };
         config.set("security.protocol", protocol);
-        if let Some(auth) = &self.authentication {
-            config
-                .set("sasl.mechanism", auth.mechanism.as_librdkafka())
-                .set("sasl.username", &auth.user)
-                .set("sasl.password", &auth.password);
+        match &self.authentication {
+            Some(Authentication::Password(auth)) => {
+                config
+                    .set("sasl.mechanism", auth.mechanism.as_librdkafka())
+                    .set("sasl.username", &auth.user)
+                    .set("sasl.password", &auth.password);
+            }
+            Some(Authentication::OAuthBearer(oauth)) => {
+                // librdkafka's own OIDC login: it POSTs grant_type=client_credentials (and the scope)
+                // with the client id and secret as HTTP Basic, on its background thread, and renews the
+                // token before it expires.
+                config
+                    .set("sasl.mechanism", "OAUTHBEARER")
+                    .set("sasl.oauthbearer.method", "oidc")
+                    .set("sasl.oauthbearer.token.endpoint.url", &oauth.token_endpoint_url)
+                    .set("sasl.oauthbearer.client.id", &oauth.client_id)
+                    .set("sasl.oauthbearer.client.secret", &oauth.client_secret);
+                if !oauth.scopes.is_empty() {
+                    // librdkafka (2.12.1) puts this into the form body as it is: encode it here.
+                    let scope = oauth.scopes.join(" ");
+                    let encoded: String = form_urlencoded::byte_serialize(scope.as_bytes()).collect();
+                    config.set("sasl.oauthbearer.scope", encoded);
+                }
+                if !oauth.extensions.is_empty() {
+                    let pairs: Vec<String> = oauth.extensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    config.set("sasl.oauthbearer.extensions", pairs.join(","));
+                }
+            }
+            None => {}
         }
         if tls {
             let security = &self.security;
@@ -484,35 +590,99 @@ impl Settings {
 
 
 /// The SASL credentials of a conf, checked as schema.lua's entity check does: `authentication` with a
-/// strategy and a mechanism needs a user and a password; `cluster_api_key` and `cluster_api_secret` go
-/// together, mean SASL PLAIN, and do not go with `authentication`.
+/// strategy and a mechanism needs a user and a password, or with OAUTHBEARER `authentication.oauthbearer`;
+/// `cluster_api_key` and `cluster_api_secret` go together, mean SASL PLAIN, and do not go with
+/// `authentication`; a configured top-level `oauthbearer` takes precedence over them (as in Kong) and
+/// does not go with an `authentication` mechanism.
 fn authentication(
     conf: Option<AuthenticationConf>,
     api_key: Option<String>,
     api_secret: Option<String>,
+    oauthbearer: Option<OAuthBearerConf>,
 ) -> Result<Option<Authentication>, Error> {
-    let conf = conf.unwrap_or(AuthenticationConf { strategy: None, mechanism: None, user: None, password: None });
-    match (conf.strategy, conf.mechanism, api_key, api_secret) {
-        (_, _, Some(_), None) | (_, _, None, Some(_)) => {
-            bad("cluster_api_secret", "cluster_api_key and cluster_api_secret go together")
+    let conf = conf.unwrap_or_default();
+    if api_key.is_some() != api_secret.is_some() {
+        return bad("cluster_api_secret", "cluster_api_key and cluster_api_secret go together");
+    }
+    if let Some(oauthbearer) = oauthbearer.filter(OAuthBearerConf::configured) {
+        if conf.mechanism.is_some() {
+            return bad("oauthbearer", "set either authentication or oauthbearer, not both");
         }
-        (_, Some(_), Some(_), Some(_)) => {
-            bad("cluster_api_key", "set either authentication or cluster_api_key/cluster_api_secret, not both")
+        return Ok(Some(Authentication::OAuthBearer(oauth_bearer(oauthbearer, "oauthbearer")?)));
+    }
+    let api_credentials = api_key.zip(api_secret);
+    let mechanism = match (conf.strategy, conf.mechanism, &api_credentials) {
+        (_, Some(_), Some(_)) => {
+            return bad("cluster_api_key", "set either authentication or cluster_api_key/cluster_api_secret, not both")
         }
-        (Some(_), None, _, _) => bad("authentication.mechanism", "required when authentication.strategy is set"),
-        (None, Some(_), _, _) => bad("authentication.strategy", "required when authentication.mechanism is set"),
-        (Some(_), Some(mechanism), None, None) => match (conf.user, conf.password) {
+        (Some(_), None, _) => return bad("authentication.mechanism", "required when authentication.strategy is set"),
+        (None, Some(_), _) => return bad("authentication.strategy", "required when authentication.mechanism is set"),
+        (_, mechanism, _) => mechanism,
+    };
+    if conf.tokenauth == Some(true) {
+        // Kong's DelegationToken authentication is SCRAM with the `tokenauth=true` extension (KIP-48)
+        return bad(
+            "authentication.tokenauth",
+            "true is not supported: librdkafka cannot send the SCRAM extension tokenauth=true that \
+             delegation tokens need",
+        );
+    }
+    match (mechanism, api_credentials) {
+        (Some(MechanismConf::OAuthBearer), _) => match conf.oauthbearer.filter(OAuthBearerConf::configured) {
+            Some(o) => Ok(Some(Authentication::OAuthBearer(oauth_bearer(o, "authentication.oauthbearer")?))),
+            None => bad("authentication.mechanism", "OAUTHBEARER requires authentication.oauthbearer"),
+        },
+        (Some(MechanismConf::Password(mechanism)), _) => match (conf.user, conf.password) {
             (Some(user), Some(password)) => {
-                Ok(Some(Authentication { mechanism, user, password, user_is_secret: false }))
+                Ok(Some(Authentication::Password(Password { mechanism, user, password, user_is_secret: false })))
             }
             (None, _) => bad("authentication.user", "required with a SASL mechanism"),
             (_, None) => bad("authentication.password", "required with a SASL mechanism"),
         },
-        (None, None, Some(user), Some(password)) => {
-            Ok(Some(Authentication { mechanism: Mechanism::Plain, user, password, user_is_secret: true }))
-        }
-        (None, None, None, None) => Ok(None),
+        (None, Some((user, password))) => Ok(Some(Authentication::Password(Password {
+            mechanism: Mechanism::Plain,
+            user,
+            password,
+            user_is_secret: true,
+        }))),
+        (None, None) => Ok(None),
     }
+}
+
+/// A configured `oauthbearer` record at `field`, checked as schema.lua's `check_oauthbearer` does.
+fn oauth_bearer(conf: OAuthBearerConf, field: &'static str) -> Result<OAuthBearer, Error> {
+    let (Some(token_endpoint_url), Some(client_id), Some(client_secret)) =
+        (conf.token_endpoint_url, conf.client_id, conf.client_secret)
+    else {
+        return bad(field, "needs token_endpoint_url, client_id and client_secret");
+    };
+    if conf.token_endpoint_tls_verify == Some(false) && token_endpoint_url.to_ascii_lowercase().starts_with("https://")
+    {
+        // librdkafka (2.12.1) has no setting to skip the verification of the token endpoint's certificate
+        return bad(
+            &format!("{field}.token_endpoint_tls_verify"),
+            "false is not supported: the token endpoint's certificate is always verified (against the \
+             system's CA store)",
+        );
+    }
+    let scopes = match conf.scopes {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(o)) if o.is_empty() => Vec::new(),
+        Some(list) => Vec::<String>::deserialize(list).map_err(|e| Error::Config(format!("{field}.scopes: {e}")))?,
+    };
+    let extensions = conf.extensions.unwrap_or_default();
+    for (key, value) in &extensions {
+        // RFC 7628: a key is letters only and `auth` is reserved; values are printable ASCII. librdkafka
+        // takes them as one `key=value,...` list, so a value cannot hold a comma either.
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic()) || key == "auth" {
+            return bad(&format!("{field}.extensions"), "a key must be letters only and not 'auth'");
+        }
+        if !value.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b',') {
+            let why = format!("the value of '{key}' must be printable ASCII without a comma");
+            return bad(&format!("{field}.extensions"), &why);
+        }
+    }
+    Ok(OAuthBearer { field, token_endpoint_url, client_id, client_secret, scopes, extensions })
 }
 
 #[cfg(test)]
@@ -628,12 +798,12 @@ mod tests {
             (Mechanism::ScramSha512, "SCRAM-SHA-512"),
         ] {
             let mut s = settings();
-            s.authentication = Some(Authentication {
+            s.authentication = Some(Authentication::Password(Password {
                 mechanism,
                 user: "alice".into(),
                 password: "s3cret".into(),
                 user_is_secret: false,
-            });
+            }));
             s.security.ssl = Some(false);
             let config = s.client_config();
             assert_eq!(get(&config, "security.protocol"), Some("SASL_PLAINTEXT"));
@@ -646,12 +816,12 @@ mod tests {
     #[test]
     fn confluent_cloud_is_sasl_plain_over_verified_tls_by_default() {
         let mut s = settings();
-        s.authentication = Some(Authentication {
+        s.authentication = Some(Authentication::Password(Password {
             mechanism: Mechanism::Plain,
             user: "API_KEY".into(),
             password: "API_SECRET".into(),
             user_is_secret: true,
-        });
+        }));
         let config = s.client_config();
         assert_eq!(get(&config, "security.protocol"), Some("SASL_SSL"));
         assert_eq!(get(&config, "sasl.mechanism"), Some("PLAIN"));
@@ -697,12 +867,12 @@ mod tests {
     #[test]
     fn debug_never_shows_the_password() {
         let mut s = settings();
-        s.authentication = Some(Authentication {
+        s.authentication = Some(Authentication::Password(Password {
             mechanism: Mechanism::Plain,
             user: "alice".into(),
             password: "hunter2-very-secret".into(),
             user_is_secret: false,
-        });
+        }));
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2-very-secret"), "{shown}");
         assert!(shown.contains("[REDACTED]"));
@@ -831,7 +1001,7 @@ mod tests {
             "cluster_api_key": "KEY-4b1d9a", "cluster_api_secret": "SECRET-77c0e2"
         })), Handover::default())
         .unwrap();
-        let auth = s.authentication.clone().unwrap();
+        let Some(Authentication::Password(auth)) = s.authentication.clone() else { panic!("{s:?}") };
         assert_eq!(
             (auth.mechanism, auth.user.as_str(), auth.password.as_str()),
             (Mechanism::Plain, "KEY-4b1d9a", "SECRET-77c0e2")
@@ -849,6 +1019,104 @@ mod tests {
         .unwrap();
         assert_eq!(plain.secrets(), ["pw-31f0"]);
         assert!(format!("{plain:?}").contains("alice"));
+    }
+
+    fn oauthbearer(changes: serde_json::Value) -> Value {
+        let mut record = json!({
+            "token_endpoint_url": "https://idp.example/oauth2/token", "client_id": "kong-gw",
+            "client_secret": "cs-5e1f0b77", "token_endpoint_tls_verify": true
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            record[k] = v.clone();
+        }
+        record
+    }
+
+    #[test]
+    fn oauthbearer_maps_to_librdkafkas_oidc_client_credentials_login() {
+        let s = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
+            "scopes": ["kafka", "read:orders"],
+            "extensions": { "logicalCluster": "lkc-12ab", "identityPoolId": "pool-Xy9" }
+        })) })))
+        .unwrap();
+        let config = s.client_config();
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("sasl.oauthbearer.method", "oidc"),
+            ("sasl.oauthbearer.token.endpoint.url", "https://idp.example/oauth2/token"),
+            ("sasl.oauthbearer.client.id", "kong-gw"),
+            ("sasl.oauthbearer.client.secret", "cs-5e1f0b77"),
+            // form-encoded, because librdkafka puts it into the request body as it is
+            ("sasl.oauthbearer.scope", "kafka+read%3Aorders"),
+            // sorted by key
+            ("sasl.oauthbearer.extensions", "identityPoolId=pool-Xy9,logicalCluster=lkc-12ab"),
+        ] {
+            assert_eq!(get(&config, key), Some(value), "{key}");
+        }
+        assert_eq!(get(&config, "sasl.username"), None);
+        // librdkafka takes them: it was built with libcurl (rdkafka's `curl` feature), or `oidc` is refused
+        config.create_native_config().unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("cs-5e1f0b77") && shown.contains("kong-gw"), "{shown}");
+        assert_eq!(s.secrets(), ["cs-5e1f0b77"]);
+        // no scopes, no extensions: neither property is set
+        let bare = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
+            "scopes": {}, "extensions": {}
+        })) })))
+        .unwrap()
+        .client_config();
+        assert_eq!((get(&bare, "sasl.oauthbearer.scope"), get(&bare, "sasl.oauthbearer.extensions")), (None, None));
+    }
+
+    #[test]
+    fn oauthbearer_is_read_from_either_place_kong_puts_it() {
+        let nested = Settings::from_conf(&conf(json!({ "authentication": {
+            "strategy": "sasl", "mechanism": "OAUTHBEARER", "oauthbearer": oauthbearer(json!({}))
+        } })))
+        .unwrap();
+        let top = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({})) }))).unwrap();
+        let (Some(Authentication::OAuthBearer(a)), Some(Authentication::OAuthBearer(b))) =
+            (&nested.authentication, &top.authentication)
+        else {
+            panic!("{nested:?} {top:?}")
+        };
+        assert_eq!((a.field, b.field), ("authentication.oauthbearer", "oauthbearer"));
+        assert_eq!(nested.client_config().config_map(), top.client_config().config_map());
+        // as in Kong, oauthbearer takes precedence over cluster_api_key / cluster_api_secret
+        let both = Settings::from_conf(&conf(json!({
+            "oauthbearer": oauthbearer(json!({})), "cluster_api_key": "k", "cluster_api_secret": "s"
+        })))
+        .unwrap();
+        assert_eq!(get(&both.client_config(), "sasl.mechanism"), Some("OAUTHBEARER"));
+        // Kong fills an unset record with its defaults: that is no OAUTHBEARER
+        let filled = json!({ "token_endpoint_tls_verify": true, "extensions": {} });
+        let unset = Settings::from_conf(&conf(json!({ "oauthbearer": filled.clone(), "cluster_api_key": "k",
+                                                      "cluster_api_secret": "s" })))
+        .unwrap();
+        assert_eq!(get(&unset.client_config(), "sasl.mechanism"), Some("PLAIN"));
+        let scram = Settings::from_conf(&conf(json!({ "authentication": {
+            "strategy": "sasl", "mechanism": "SCRAM-SHA-256", "user": "u", "password": "p",
+            "tokenauth": false, "oauthbearer": filled
+        } })))
+        .unwrap();
+        assert_eq!(get(&scram.client_config(), "sasl.mechanism"), Some("SCRAM-SHA-256"));
+    }
+
+    #[test]
+    fn the_identity_covers_the_oauthbearer_credentials() {
+        let identity =
+            |changes| Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(changes) }))).unwrap().identity();
+        let base = identity(json!({}));
+        for change in [
+            json!({ "client_secret": "another" }),
+            json!({ "client_id": "another" }),
+            json!({ "token_endpoint_url": "https://idp.example/other" }),
+            json!({ "scopes": ["kafka"] }),
+            json!({ "extensions": { "logicalCluster": "lkc-1" } }),
+        ] {
+            assert_ne!(base, identity(change.clone()), "{change}");
+        }
     }
 
     #[test]
@@ -877,6 +1145,34 @@ mod tests {
                 "security.client_key:",
             ),
             (json!({ "mode": null }), "mode: required field missing"),
+            (auth(json!({ "strategy": "sasl", "mechanism": "OAUTHBEARER" })), "authentication.mechanism: OAUTH"),
+            (
+                auth(json!({ "strategy": "sasl", "mechanism": "OAUTHBEARER",
+                             "oauthbearer": { "client_id": "c", "token_endpoint_tls_verify": true } })),
+                "authentication.oauthbearer: needs token_endpoint_url, client_id and client_secret",
+            ),
+            (
+                auth(json!({ "strategy": "sasl", "mechanism": "SCRAM-SHA-256", "user": "u", "password": "p",
+                             "tokenauth": true })),
+                "authentication.tokenauth: true is not supported",
+            ),
+            (
+                json!({ "oauthbearer": oauthbearer(json!({})),
+                        "authentication": { "strategy": "sasl", "mechanism": "PLAIN", "user": "u", "password": "p" } }),
+                "oauthbearer: set either authentication or oauthbearer",
+            ),
+            (
+                json!({ "oauthbearer": oauthbearer(json!({ "token_endpoint_tls_verify": false })) }),
+                "oauthbearer.token_endpoint_tls_verify: false is not supported",
+            ),
+            (json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "auth": "x" } })) }), "oauthbearer.extensions"),
+            (json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k1": "x" } })) }), "oauthbearer.extensions:"),
+            (
+                json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k": "a,b" } })) }),
+                "oauthbearer.extensions: the value of 'k' must be printable ASCII without a comma",
+            ),
+            (json!({ "oauthbearer": oauthbearer(json!({ "scopes": ["a", ""] })) }), "oauthbearer.scopes[2]: length"),
+            (json!({ "oauthbearer": oauthbearer(json!({ "token_endpoint_url": "ftp://x" })) }), "oauthbearer.token_"),
         ] {
             let err = refusal(changes.clone());
             assert!(err.starts_with(&format!("invalid configuration: {field}")), "{changes}: {err}");

@@ -5,7 +5,7 @@
 #![no_main]
 
 use confluent_consume_native::schema::FIELDS;
-use confluent_consume_native::settings::Settings;
+use confluent_consume_native::settings::{Authentication, Settings};
 use libfuzzer_sys::fuzz_target;
 
 /// What a refusal may name besides the fields of the table: the conf itself, and Kong's plugin id.
@@ -17,11 +17,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(settings) => {
             // `{:?}` is the same whatever the secrets are
             let mut other = settings.clone();
-            if let Some(auth) = other.authentication.as_mut() {
-                auth.password.push('x');
-                if auth.user_is_secret {
-                    auth.user.push('x');
+            match other.authentication.as_mut() {
+                Some(Authentication::Password(auth)) => {
+                    auth.password.push('x');
+                    if auth.user_is_secret {
+                        auth.user.push('x');
+                    }
                 }
+                Some(Authentication::OAuthBearer(oauth)) => oauth.client_secret.push('x'),
+                None => {}
             }
             if let Some(key) = other.security.client_key.as_mut() {
                 key.push('x');

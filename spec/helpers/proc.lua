@@ -1,5 +1,6 @@
 -- What the leak and bounds specs measure of an nginx worker, read from /proc: threads, open descriptors,
--- resident memory. And waiting for a condition with a deadline instead of sleeping a fixed time.
+-- resident memory. Waiting for a condition with a deadline instead of sleeping a fixed time. And starting
+-- and stopping the specs' own background processes (TLS terminators, brokers, a token endpoint).
 local helpers = require "spec.helpers.host"
 
 
@@ -27,6 +28,21 @@ end
 
 function _M.format(s)
   return string.format("threads %d, fds %d, RSS %.1f MB", s.threads, s.fds, s.rss_kb / 1024)
+end
+
+
+-- Starts `command` in the background (output to `log`); returns its pid.
+function _M.spawn(command, log)
+  local output = helpers.sh_ok(string.format("(%s) >%s 2>&1 </dev/null & echo $!", command, log))
+  return assert(tonumber(output:match("(%d+)%s*$")), output)
+end
+
+
+-- Stops a pid started by `spawn`, and the children it forked (socat forks one per connection); `sleep 0.1`
+-- is the poll interval of a 5 s wait for it to exit before it is killed.
+function _M.kill(pid)
+  helpers.sh(string.format("pkill -TERM -P %d; kill -TERM %d; for i in $(seq 50); do " ..
+                           "kill -0 %d 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL %d", pid, pid, pid, pid))
 end
 
 

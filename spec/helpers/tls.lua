@@ -3,6 +3,7 @@
 -- terminator's port (a Kafka client connects to the advertised address after bootstrapping, so a broker
 -- behind a terminator must advertise the terminator, not its own plaintext port).
 local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
 local socket = require "socket"
 
 
@@ -10,6 +11,7 @@ local _M = {}
 
 
 local run = helpers.sh_ok
+local spawn, kill = proc.spawn, proc.kill
 
 
 local function read(path)
@@ -77,21 +79,6 @@ function _M.wait_port(port, seconds)
     socket.sleep(0.05)  -- the poll interval of this wait-with-deadline
   until socket.gettime() > deadline
   error("nothing accepts connections on 127.0.0.1:" .. port)
-end
-
-
--- Starts `command` in the background (output to `log`); returns its pid.
-local function spawn(command, log)
-  local output = run(string.format("(%s) >%s 2>&1 </dev/null & echo $!", command, log))
-  return assert(tonumber(output:match("(%d+)%s*$")), output)
-end
-
-
--- Stops a pid started here, and the children it forked (socat forks one per connection); `sleep 0.1` is
--- the poll interval of a 5 s wait for it to exit before it is killed.
-local function kill(pid)
-  helpers.sh(string.format("pkill -TERM -P %d; kill -TERM %d; for i in $(seq 50); do " ..
-                           "kill -0 %d 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL %d", pid, pid, pid, pid))
 end
 
 

@@ -10,11 +10,107 @@ local NULL = require("cjson").null -- ngx.null is the same value inside nginx
 
 
 local MIB = 1024 * 1024
-local SASL_MECHANISMS = { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512" }
+local SASL_MECHANISMS = { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER" }
 
 
 local function present(value)
   return value ~= nil and value ~= NULL
+end
+
+
+-- SASL/OAUTHBEARER with a token from an OAuth 2.0 token endpoint (client credentials grant), as Kong's
+-- `oauthbearer` record; the same record sits at the top level and under `authentication`.
+local function oauthbearer_record(description)
+  return {
+    description = description,
+    type = "record",
+    required = false,
+    fields = {
+      { token_endpoint_url = {
+          description = "URL of the OAuth 2.0 token endpoint (http or https).",
+          type = "string",
+          required = false,
+          match = "^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$",
+          referenceable = true,
+      } },
+      { client_id = {
+          description = "OAuth 2.0 client id, sent to the token endpoint with HTTP Basic authentication.",
+          type = "string",
+          required = false,
+          len_min = 1,
+          referenceable = true,
+      } },
+      { client_secret = {
+          description = "OAuth 2.0 client secret, sent to the token endpoint with HTTP Basic " ..
+                        "authentication.",
+          type = "string",
+          required = false,
+          len_min = 1,
+          encrypted = true,
+          referenceable = true,
+      } },
+      { scopes = {
+          description = "Scopes to request from the token endpoint (sent joined by spaces).",
+          type = "array",
+          required = false,
+          elements = { type = "string", len_min = 1 },
+      } },
+      { extensions = {
+          description = "SASL extensions sent to the broker with the token (Confluent Cloud: " ..
+                        "logicalCluster, identityPoolId). Keys are letters only; values printable " ..
+                        "ASCII without a comma.",
+          type = "map",
+          required = false,
+          keys = { type = "string" },
+          values = { type = "string" },
+      } },
+      { token_endpoint_tls_verify = {
+          description = "Verify the token endpoint's TLS certificate. Only `true` is supported for an " ..
+                        "https URL (librdkafka always verifies it).",
+          type = "boolean",
+          required = true,
+          default = true,
+      } },
+    },
+  }
+end
+
+
+-- Kong fills an unset `oauthbearer` record with its defaults, so it counts as configured only when one
+-- of its credentials is set; librdkafka's OIDC login then needs all three.
+local function oauthbearer_configured(oauthbearer)
+  return present(oauthbearer) and (present(oauthbearer.token_endpoint_url) or
+         present(oauthbearer.client_id) or present(oauthbearer.client_secret))
+end
+
+
+-- `prefix` is where the record sits (`oauthbearer` or `authentication.oauthbearer`).
+local function check_oauthbearer(oauthbearer, prefix)
+  if not (present(oauthbearer.token_endpoint_url) and present(oauthbearer.client_id) and
+          present(oauthbearer.client_secret)) then
+    return nil, prefix .. " needs token_endpoint_url, client_id and client_secret"
+  end
+  -- librdkafka (2.12.1) has no setting to skip the verification of the token endpoint's certificate
+  if oauthbearer.token_endpoint_tls_verify == false and
+     oauthbearer.token_endpoint_url:lower():find("^https://") then
+    return nil, prefix .. ".token_endpoint_tls_verify = false is not supported: the token endpoint's " ..
+                "certificate is always verified (against the system's CA store)"
+  end
+  local extensions = oauthbearer.extensions
+  if present(extensions) then
+    for key, value in pairs(extensions) do
+      -- RFC 7628: a key is letters only and `auth` is reserved; values are printable ASCII. librdkafka
+      -- takes them as one `key=value,...` list, so a value cannot hold a comma either.
+      if not key:find("^%a+$") or key == "auth" then
+        return nil, prefix .. ".extensions: a key must be letters only and not 'auth'"
+      end
+      if not value:find("^[%w%p ]*$") or value:find(",", 1, true) then
+        return nil, prefix .. ".extensions: the value of '" .. key .. "' must be printable ASCII " ..
+                    "without a comma"
+      end
+    end
+  end
+  return true
 end
 
 
@@ -26,6 +122,13 @@ local function check_authentication(entity)
   local key, secret = config.cluster_api_key, config.cluster_api_secret
   if present(key) ~= present(secret) then
     return nil, "cluster_api_key and cluster_api_secret go together"
+  end
+  -- as in Kong, `oauthbearer` takes precedence over cluster_api_key / cluster_api_secret
+  if oauthbearer_configured(config.oauthbearer) then
+    if present(auth) and present(auth.mechanism) then
+      return nil, "set either authentication or oauthbearer, not both"
+    end
+    return check_oauthbearer(config.oauthbearer, "oauthbearer")
   end
   if not present(auth) then
     return true
@@ -41,6 +144,18 @@ local function check_authentication(entity)
   end
   if mechanism and not strategy then
     return nil, "authentication.strategy is required when authentication.mechanism is set"
+  end
+  if auth.tokenauth == true then
+    -- Kong's DelegationToken authentication is SCRAM with the `tokenauth=true` extension (KIP-48);
+    -- librdkafka (2.12.1) sends no SCRAM extensions
+    return nil, "authentication.tokenauth = true is not supported: librdkafka cannot send the SCRAM " ..
+                "extension tokenauth=true that delegation tokens need"
+  end
+  if mechanism == "OAUTHBEARER" then
+    if not oauthbearer_configured(auth.oauthbearer) then
+      return nil, "authentication.oauthbearer is required when authentication.mechanism is OAUTHBEARER"
+    end
+    return check_oauthbearer(auth.oauthbearer, "authentication.oauthbearer")
   end
   if mechanism then
     local user, password = auth.user, auth.password
@@ -200,7 +315,7 @@ return {
                     one_of = { "sasl" },
                 } },
                 { mechanism = {
-                    description = "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+                    description = "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.",
                     type = "string",
                     required = false,
                     one_of = SASL_MECHANISMS,
@@ -220,6 +335,15 @@ return {
                     encrypted = true,
                     referenceable = true,
                 } },
+                { tokenauth = {
+                    description = "Kong's DelegationToken authentication (SCRAM with the " ..
+                                  "tokenauth extension). Only `false` is supported.",
+                    type = "boolean",
+                    required = false,
+                } },
+                { oauthbearer = oauthbearer_record(
+                    "SASL/OAUTHBEARER token endpoint and credentials; required when mechanism " ..
+                    "is OAUTHBEARER.") },
               },
           } },
           { cluster_api_key = {
@@ -257,6 +381,10 @@ return {
               encrypted = true,
               referenceable = true,
           } },
+          { oauthbearer = oauthbearer_record(
+              "SASL/OAUTHBEARER authentication with a token from an OAuth 2.0 token endpoint " ..
+              "(client credentials grant). When set, takes precedence over " ..
+              "cluster_api_key/cluster_api_secret.") },
           { security = {
               description = "TLS to the brokers.",
               type = "record",

@@ -2,7 +2,7 @@
 -- the same modules: each name's handler and schema are built here, and nothing else differs.
 --
 -- kafka-consume's schema is confluent-consume's with Kong's differences for kafka-consume: none of the
--- Confluent Cloud and keepalive fields (Kong refuses them there as unknown fields; src/schema.rs marks
+-- Confluent Cloud, keepalive and top-level oauthbearer fields (Kong refuses them there as unknown fields; src/schema.rs marks
 -- the same fields `confluent_only`, and spec/05 compares both schemas with it), `auto_offset_reset`
 -- defaulting to `latest`, and no Service scope (Kong 3.12+ `typedefs.no_service`).
 local typedefs = require "kong.db.schema.typedefs"
@@ -30,6 +30,7 @@ _M.CONFLUENT_ONLY = {
   confluent_cloud_api_secret = true,
   keepalive = true,
   keepalive_enabled = true,
+  oauthbearer = true,  -- kafka-consume has it as authentication.oauthbearer
 }
 
 local KAFKA_CONSUME_DEFAULTS = {

@@ -22,7 +22,12 @@ local CONSTRAINTS = { "between", "one_of", "not_one_of", "len_min", "len_max", "
                       "uuid" }
 local NOT_CONSTRAINTS = { type = true, required = true, description = true, default = true, encrypted = true,
                           referenceable = true, fields = true, elements = true, keys = true, values = true }
-local CUSTOM_VALIDATORS = { [typedefs.host.custom_validator] = "host" }
+-- message_functions.validate compiles Lua, which only schema.lua does: natively any string passes, so the
+-- probes of a `lua_function` are sources that compile
+local CUSTOM_VALIDATORS = {
+  [typedefs.host.custom_validator] = "host",
+  [require("kong.plugins.confluent-consume.message_functions").validate] = "lua_function",
+}
 
 
 local function config_def(schema)
@@ -175,6 +180,9 @@ end
 
 -- Values at and just beyond each constraint of `def`, plus samples for patterns and host names.
 local function probes(def)
+  if def.custom_validator == "lua_function" then
+    return { "", "return function(m) return m end", 1 }
+  end
   local values = {}
   local function add(v) values[#values + 1] = v end
   if def.between then

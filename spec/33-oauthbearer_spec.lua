@@ -46,8 +46,10 @@ describe("SASL/OAUTHBEARER", function()
   end
 
   local function route(name, port, overrides)
+    -- the spec reads the causes in the bodies
     local config = helpers.plugin_config("orders", { auto_offset_reset = "earliest", timeout = TIMEOUT,
-                                                     security = { ssl = false } })
+                                                     security = { ssl = false },
+                                                     error_handling = { return_error_message = true } })
     config.bootstrap_servers[1].port = port
     for k, v in pairs(overrides) do
       config[k] = v
@@ -75,7 +77,6 @@ describe("SASL/OAUTHBEARER", function()
     assert.equal(status, got, name .. ": " .. body)
     assert.matches("application/json", headers["content-type"] or "", 1, true)
     assert.is_true(elapsed < TIMEOUT / 1000 + 1, name .. " answered after " .. elapsed .. " s")
-    -- body text needs error_handling.return_error_message = true after merge
     for _, cause in ipairs(causes) do
       assert.is_truthy(json.message:find(cause, 1, true), name .. ": the message names '" .. cause .. "'")
     end

@@ -349,7 +349,7 @@ mod tests {
             "token_endpoint_url": "https://idp.example/token", "client_id": "c", "client_secret": "s",
             "token_endpoint_tls_verify": true
         } });
-        let s = Settings::from_conf(&conf).unwrap();
+        let s = Settings::from_conf(&conf, crate::settings::Handover::default()).unwrap();
         let reason = "Failed to acquire SASL OAUTHBEARER token: {\"error\":\"invalid_client\"}";
         assert_eq!(classify(Code::Authentication, reason), Cause::TokenEndpoint);
         assert_eq!(

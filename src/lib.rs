@@ -425,6 +425,7 @@ fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
                 Rule::Match(pattern, _) => entry.raw_set("match", pattern)?,
                 Rule::Host => entry.raw_set("custom_validator", "host")?,
                 Rule::Uuid => entry.raw_set("uuid", true)?,
+                Rule::LuaFunction => entry.raw_set("custom_validator", "lua_function")?,
             }
         }
         fields.raw_set(field.path, entry)?;

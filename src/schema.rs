@@ -65,6 +65,10 @@ pub enum Rule {
     Host,
     /// `uuid = true` (`typedefs.uuid`): a UUID in its 8-4-4-4-12 hex form.
     Uuid,
+    /// `custom_validator = message_functions.validate`: Lua source that returns a function. Only Lua can
+    /// compile it; schema.lua's validator does when the plugin is configured (Kong answers 400), and the
+    /// native side, which never runs Lua, lets any string pass.
+    LuaFunction,
 }
 
 /// The two plugin names Kong 3.15 gives its consume plugins; both run on this module. kafka-consume's
@@ -114,7 +118,7 @@ const fn confluent_only(path: &'static str, kind: Kind, required: bool, rules: &
 }
 
 use Kind::{Array, Boolean, Integer, Map, Record, String as Str};
-use Rule::{Between, Host, LenMax, LenMin, Match, NotOneOf, OneOf, Uuid};
+use Rule::{Between, Host, LenMax, LenMin, LuaFunction, Match, NotOneOf, OneOf, Uuid};
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
@@ -195,6 +199,7 @@ pub const FIELDS: &[Field] = &[
     // Lua source: schema.lua's validator compiles each element, and message_functions.lua again when a
     // configuration is first served; nothing here runs Lua or needs the functions.
     field("message_by_lua_functions", Array, false, &[]),
+    field("message_by_lua_functions[]", Str, false, &[LenMin(1), LuaFunction]),
     field("max_consumer_groups", Integer, true, &[Between(1, 1000)]),
 ];
 
@@ -289,6 +294,7 @@ fn check_value(value: &Value, shown: &str, field: &Field) -> Result<(), Error> {
             Rule::Match(_, test) => value.as_str().is_some_and(test),
             Rule::Host => value.as_str().is_some_and(is_host),
             Rule::Uuid => value.as_str().is_some_and(is_uuid),
+            Rule::LuaFunction => value.is_string(),
         };
         if !ok {
             return bad(shown, &message(rule));
@@ -305,7 +311,7 @@ fn message(rule: &Rule) -> String {
         Rule::NotOneOf(values) => format!("must not be one of: {}", values.join(", ")),
         Rule::LenMin(n) => format!("length must be at least {n}"),
         Rule::LenMax(n) => format!("length must be at most {n}"),
-        Rule::Match(..) | Rule::Host => "invalid value".into(),
+        Rule::Match(..) | Rule::Host | Rule::LuaFunction => "invalid value".into(),
         Rule::Uuid => "expected a valid UUID".into(),
     }
 }
@@ -500,6 +506,7 @@ pub(crate) mod tests {
                         accepted(f.path, json!("a".repeat(n)));
                         refused(f.path, json!("a".repeat(n + 1)));
                     }
+                    Rule::LuaFunction => accepted(f.path, json!("return function(m) return m end")),
                     Rule::Match(..) | Rule::Host | Rule::Uuid => {
                         refused(f.path, json!("not valid, !"));
                     }
@@ -536,7 +543,8 @@ pub(crate) mod tests {
     #[test]
     fn kafka_consume_refuses_confluent_consume_fields_as_unknown() {
         check(&kafka_conf(), Plugin::KafkaConsume).unwrap();
-        assert_eq!(Plugin::KafkaConsume.fields().count() + 6, Plugin::ConfluentConsume.fields().count());
+        // six fields, and the top-level oauthbearer record with its eight
+        assert_eq!(Plugin::KafkaConsume.fields().count() + 15, Plugin::ConfluentConsume.fields().count());
         for (path, value) in [
             ("cluster_api_key", json!("k")),
             ("cluster_api_secret", json!("s")),
@@ -544,6 +552,7 @@ pub(crate) mod tests {
             ("confluent_cloud_api_secret", json!("s")),
             ("keepalive", json!(60000)),
             ("keepalive_enabled", json!(false)),
+            ("oauthbearer", json!({ "client_id": "c", "token_endpoint_tls_verify": true })),
         ] {
             let mut conf = kafka_conf();
             conf[path] = value;

@@ -1037,7 +1037,7 @@ mod tests {
         let s = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
             "scopes": ["kafka", "read:orders"],
             "extensions": { "logicalCluster": "lkc-12ab", "identityPoolId": "pool-Xy9" }
-        })) })))
+        })) })), Handover::default())
         .unwrap();
         let config = s.client_config();
         for (key, value) in [
@@ -1063,7 +1063,7 @@ mod tests {
         // no scopes, no extensions: neither property is set
         let bare = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
             "scopes": {}, "extensions": {}
-        })) })))
+        })) })), Handover::default())
         .unwrap()
         .client_config();
         assert_eq!((get(&bare, "sasl.oauthbearer.scope"), get(&bare, "sasl.oauthbearer.extensions")), (None, None));
@@ -1073,9 +1073,9 @@ mod tests {
     fn oauthbearer_is_read_from_either_place_kong_puts_it() {
         let nested = Settings::from_conf(&conf(json!({ "authentication": {
             "strategy": "sasl", "mechanism": "OAUTHBEARER", "oauthbearer": oauthbearer(json!({}))
-        } })))
+        } })), Handover::default())
         .unwrap();
-        let top = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({})) }))).unwrap();
+        let top = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({})) })), Handover::default()).unwrap();
         let (Some(Authentication::OAuthBearer(a)), Some(Authentication::OAuthBearer(b))) =
             (&nested.authentication, &top.authentication)
         else {
@@ -1086,19 +1086,19 @@ mod tests {
         // as in Kong, oauthbearer takes precedence over cluster_api_key / cluster_api_secret
         let both = Settings::from_conf(&conf(json!({
             "oauthbearer": oauthbearer(json!({})), "cluster_api_key": "k", "cluster_api_secret": "s"
-        })))
+        })), Handover::default())
         .unwrap();
         assert_eq!(get(&both.client_config(), "sasl.mechanism"), Some("OAUTHBEARER"));
         // Kong fills an unset record with its defaults: that is no OAUTHBEARER
         let filled = json!({ "token_endpoint_tls_verify": true, "extensions": {} });
         let unset = Settings::from_conf(&conf(json!({ "oauthbearer": filled.clone(), "cluster_api_key": "k",
-                                                      "cluster_api_secret": "s" })))
+                                                      "cluster_api_secret": "s" })), Handover::default())
         .unwrap();
         assert_eq!(get(&unset.client_config(), "sasl.mechanism"), Some("PLAIN"));
         let scram = Settings::from_conf(&conf(json!({ "authentication": {
             "strategy": "sasl", "mechanism": "SCRAM-SHA-256", "user": "u", "password": "p",
             "tokenauth": false, "oauthbearer": filled
-        } })))
+        } })), Handover::default())
         .unwrap();
         assert_eq!(get(&scram.client_config(), "sasl.mechanism"), Some("SCRAM-SHA-256"));
     }
@@ -1106,7 +1106,7 @@ mod tests {
     #[test]
     fn the_identity_covers_the_oauthbearer_credentials() {
         let identity =
-            |changes| Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(changes) }))).unwrap().identity();
+            |changes| Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(changes) })), Handover::default()).unwrap().identity();
         let base = identity(json!({}));
         for change in [
             json!({ "client_secret": "another" }),

@@ -196,7 +196,7 @@ pub fn select(
 }
 
 /// The selected records of partition `p`: `count` of them from `cursor` on.
-fn selected(p: &PartitionBuffer, cursor: i64, count: usize) -> impl Iterator<Item = &Record> {
+pub fn selected(p: &PartitionBuffer, cursor: i64, count: usize) -> impl Iterator<Item = &Record> {
     let skip = p.records.partition_point(|r| r.offset < cursor);
     p.records.iter().skip(skip).take(count)
 }
@@ -335,15 +335,19 @@ pub fn parse_cursor(layout: &str, partitions: usize, text: &str) -> Result<Vec<i
     Ok(parsed)
 }
 
-/// Renders a selection as server-sent events, one per record, each `id:` the cursor after it.
-pub fn render_sse(
+/// Calls `emit(out, cursor, record)` for every selected record in partition order, `cursor` being the
+/// stream cursor after it and `record` its JSON with `"topic"` and `"partition"` in front.
+fn each_record(
     partitions: &[PartitionBuffer],
     cursors: &[i64],
     selection: &Selection,
     layout: &str,
-) -> Vec<u8> {
+    out: &mut Vec<u8>,
+    mut emit: impl FnMut(&mut Vec<u8>, &[u8], &[u8]),
+) {
     let mut position = cursors.to_vec();
-    let mut out = Vec::new();
+    let mut cursor = Vec::with_capacity(layout.len() + 20 * cursors.len());
+    let mut record_json = Vec::new();
     for (i, p) in partitions.iter().enumerate() {
         let count = selection.counts[i];
         if count == 0 {
@@ -357,14 +361,63 @@ pub fn render_sse(
         prefix.push(b',');
         for record in selected(p, cursors[i], count) {
             position[i] = record.offset + 1;
-            out.extend_from_slice(b"id: ");
-            format_cursor(layout, &position, &mut out);
-            out.extend_from_slice(b"\nevent: message\ndata: ");
-            out.extend_from_slice(&prefix);
-            out.extend_from_slice(&record.json[1..]);
-            out.extend_from_slice(b"\n\n");
+            cursor.clear();
+            format_cursor(layout, &position, &mut cursor);
+            record_json.clear();
+            record_json.extend_from_slice(&prefix);
+            record_json.extend_from_slice(&record.json[1..]);
+            emit(out, &cursor, &record_json);
         }
     }
+}
+
+/// Renders a selection as server-sent events, one per record, each `id:` the cursor after it.
+pub fn render_sse(
+    partitions: &[PartitionBuffer],
+    cursors: &[i64],
+    selection: &Selection,
+    layout: &str,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    each_record(partitions, cursors, selection, layout, &mut out, |out, cursor, record| {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(cursor);
+        out.extend_from_slice(b"\nevent: message\ndata: ");
+        out.extend_from_slice(record);
+        out.extend_from_slice(b"\n\n");
+    });
+    out
+}
+
+/// Renders a selection as one websocket text frame's payload: `{"type":"records","records":[{"cursor":
+/// "<cursor after it>","topic":…,"partition":…,"offset":…,…},…],"cursor":"<cursor after the last>"}`.
+/// One frame per read rather than per record: a frame costs a header and a write, and a client reads a
+/// batch as cheaply as one record.
+pub fn render_websocket(
+    partitions: &[PartitionBuffer],
+    cursors: &[i64],
+    selection: &Selection,
+    layout: &str,
+) -> Vec<u8> {
+    let mut out = b"{\"type\":\"records\",\"records\":[".to_vec();
+    let mut last = Vec::new();
+    each_record(partitions, cursors, selection, layout, &mut out, |out, cursor, record| {
+        if !last.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"cursor\":\"");
+        out.extend_from_slice(cursor);
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(&record[1..]);
+        last.clear();
+        last.extend_from_slice(cursor);
+    });
+    if last.is_empty() {
+        format_cursor(layout, cursors, &mut last);
+    }
+    out.extend_from_slice(b"],\"cursor\":\"");
+    out.extend_from_slice(&last);
+    out.extend_from_slice(b"\"}");
     out
 }
 
@@ -496,6 +549,29 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(data).unwrap();
             assert_eq!(v["topic"], "t");
         }
+    }
+
+    #[test]
+    fn a_websocket_frame_is_one_json_document_with_a_cursor_per_record_and_after_the_last() {
+        let mut parts = vec![filled("t", 0, 0..2), filled("t", 1, 5..6)];
+        let layout = layout_tag(&parts);
+        let s = select(&mut parts, &[0, 5], 0, ALL, ReadMode::Shared);
+        let frame: serde_json::Value = serde_json::from_slice(&render_websocket(&parts, &[0, 5], &s, &layout)).unwrap();
+        assert_eq!(frame["type"], "records");
+        let records = frame["records"].as_array().unwrap();
+        let seen: Vec<(i64, i64, String)> = records
+            .iter()
+            .map(|r| (r["partition"].as_i64().unwrap(), r["offset"].as_i64().unwrap(), r["cursor"].to_string()))
+            .collect();
+        assert_eq!(seen, [
+            (0, 0, format!("\"{layout}-1.5\"")),
+            (0, 1, format!("\"{layout}-2.5\"")),
+            (1, 5, format!("\"{layout}-2.6\"")),
+        ]);
+        assert_eq!(frame["cursor"], format!("{layout}-2.6"));
+        let none = select(&mut parts, &[2, 6], 0, ALL, ReadMode::Shared);
+        let empty: serde_json::Value = serde_json::from_slice(&render_websocket(&parts, &[2, 6], &none, &layout)).unwrap();
+        assert_eq!(empty, serde_json::json!({"type": "records", "records": [], "cursor": format!("{layout}-2.6")}));
     }
 
     #[test]

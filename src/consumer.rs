@@ -586,7 +586,7 @@ fn start_positions(
     };
     let mut starts = Vec::with_capacity(buffers.len());
     match (settings.delivery, &settings.start) {
-        (Delivery::Queue, _) => {
+        (Delivery::Queue, _) | (Delivery::Replay, Some(Start::Committed)) => {
             let committed = consumer.committed_offsets(tpl, REQUEST_TIMEOUT).map_err(|e| {
                 let what = format!("cannot read committed offsets of group '{}'", settings.group_id);
                 request_failed(shared, &what, None, e)
@@ -693,8 +693,8 @@ fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
             shared.log(Level::Warn, &format!("resume failed: {err}"));
         }
     }
-    let queue = shared.settings.delivery == Delivery::Queue;
-    if queue && !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
+    // Only http-get and websocket acknowledgements ask for commits, through whichever handle they read.
+    if !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
         commit(consumer, shared, &commits);
     }
 }

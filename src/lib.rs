@@ -6,6 +6,7 @@
 //! `nil, "message"`; only misuse (wrong argument types) raises.
 
 pub mod buffer;
+pub mod client_frame;
 pub mod consumer;
 pub mod diagnosis;
 pub mod doorbell;
@@ -33,8 +34,10 @@ use mlua::{
 };
 
 use crate::buffer::{
-    collect_pieces, layout_tag, parse_cursor, render_kong, render_sse, select, Limits, Pieces, ReadMode,
+    collect_pieces, layout_tag, parse_cursor, render_kong, render_sse, render_websocket, select, selected, Limits,
+    Pieces, ReadMode,
 };
+use crate::client_frame::ClientFrame;
 use crate::consumer::{Level, Phase, Shared};
 use crate::error::Error;
 use crate::query::{Mode, Query, QueryConfig, StreamStart};
@@ -68,6 +71,8 @@ impl Drop for Handle {
 enum Format {
     Kong,
     Sse,
+    /// One websocket frame, and the offsets it carries (for the connection's acknowledgement window).
+    WebSocket,
     /// Each record's JSON on its own, for a plugin whose message functions change records before they
     /// are rendered (message_functions.lua renders them then).
     Records,
@@ -109,19 +114,42 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
         Format::Sse => {
             Rendered::Body(render_sse(&state.partitions, &offsets, &selection, &layout_tag(&state.partitions)))
         }
+        Format::WebSocket => Rendered::Body(render_websocket(
+            &state.partitions,
+            &offsets,
+            &selection,
+            &layout_tag(&state.partitions),
+        )),
         Format::Records => Rendered::Records(collect_pieces(&state.partitions, &offsets, &selection)),
     };
+    // websocket: per partition index (1-based) the offsets of its records in the frame, when it has any
+    let mut sent = Vec::new();
+    if matches!(format, Format::WebSocket) {
+        for (i, p) in state.partitions.iter().enumerate() {
+            if selection.counts[i] > 0 {
+                sent.push((i + 1, selected(p, offsets[i], selection.counts[i]).map(|r| r.offset).collect::<Vec<_>>()));
+            }
+        }
+    }
     drop(state);
     let first = match rendered {
         Rendered::Body(body) => Value::String(lua.create_string(&body)?),
         Rendered::Records(pieces) => Value::Table(records_table(lua, &pieces)?),
     };
-    Ok(MultiValue::from_vec(vec![
+    let mut values = vec![
         first,
         Value::Table(lua.create_sequence_from(selection.next.iter().copied())?),
         Value::Integer(selection.total as i64),
         Value::Boolean(selection.behind),
-    ]))
+    ];
+    if matches!(format, Format::WebSocket) {
+        let table = lua.create_table_with_capacity(0, sent.len())?;
+        for (i, list) in sent {
+            table.raw_set(i, lua.create_sequence_from(list)?)?;
+        }
+        values.push(Value::Table(table));
+    }
+    Ok(MultiValue::from_vec(values))
 }
 
 /// `{ {json, ..., offsets = {...}, high_watermark = H}, ... }`: per partition its records' JSON and
@@ -216,6 +244,12 @@ impl UserData for Handle {
         // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind
         method(methods, "read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
             read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse)
+        });
+
+        // frame(cursors, max_records, max_bytes) -> payload (one websocket text frame), next_cursors, count,
+        // behind, sent: a read whose `sent[i]` lists the offsets of partition i it carries
+        method(methods, "frame", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
+            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::WebSocket)
         });
 
         // records(cursors, max_records, max_bytes) -> by_partition, next_cursors, count, behind: a take
@@ -436,7 +470,8 @@ fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
 /// `parse_query(raw, conf [, last_event_id])`: the query arguments of a request for the plugin config
 /// `conf` (its `mode` and bounds), from the raw query string; `last_event_id` is the request's
 /// `Last-Event-ID` header. http-get: `{wait = ms, max_records =, max_bytes =}`; server-sent-events:
-/// `{cursor = id}` or `{from = "earliest" | "latest" | ms}`. See [`query`].
+/// `{cursor = id}` or `{from = "earliest" | "latest" | ms}`; websocket: the same (or `from = "committed"`)
+/// with `acks = true | false`. See [`query`].
 ///
 /// # Errors
 /// Returns `nil, message` for the client when an argument is invalid. Raises when `conf` lacks the
@@ -455,9 +490,10 @@ fn parse_query(
         }
     };
     let auto_offset_reset = match (mode, conf.get::<Option<String>>("auto_offset_reset")?.as_deref()) {
-        (Mode::ServerSentEvents, Some("earliest")) => OffsetReset::Earliest,
-        (Mode::ServerSentEvents, Some("latest")) | (Mode::HttpGet, _) => OffsetReset::Latest,
-        (Mode::ServerSentEvents, _) => return Err(mlua::Error::runtime("conf.auto_offset_reset is invalid")),
+        (Mode::HttpGet, _) => OffsetReset::Latest,
+        (_, Some("earliest")) => OffsetReset::Earliest,
+        (_, Some("latest")) => OffsetReset::Latest,
+        (_, _) => return Err(mlua::Error::runtime("conf.auto_offset_reset is invalid")),
     }
     .effective(conf.get::<Option<bool>>("enforce_latest_offset_reset")?.unwrap_or(false));
     let config = QueryConfig {
@@ -473,18 +509,56 @@ fn parse_query(
         Err(message) => return failure(lua, message),
     };
     let args = lua.create_table_with_capacity(0, 3)?;
-    match parsed {
+    let start = match parsed {
         Query::Get(limits) => {
             args.raw_set("wait", limits.wait_ms)?;
             args.raw_set("max_records", limits.max_records)?;
             args.raw_set("max_bytes", limits.max_bytes)?;
+            None
         }
-        Query::Stream(StreamStart::Cursor(id)) => args.raw_set("cursor", lua.create_string(id)?)?,
-        Query::Stream(StreamStart::Earliest) => args.raw_set("from", "earliest")?,
-        Query::Stream(StreamStart::Latest) => args.raw_set("from", "latest")?,
-        Query::Stream(StreamStart::Timestamp(ms)) => args.raw_set("from", ms)?,
+        Query::Stream(start) => Some(start),
+        Query::WebSocket { start, acks } => {
+            args.raw_set("acks", acks)?;
+            Some(start)
+        }
+    };
+    match start {
+        None => {}
+        Some(StreamStart::Cursor(id)) => args.raw_set("cursor", lua.create_string(id)?)?,
+        Some(StreamStart::Earliest) => args.raw_set("from", "earliest")?,
+        Some(StreamStart::Latest) => args.raw_set("from", "latest")?,
+        Some(StreamStart::Committed) => args.raw_set("from", "committed")?,
+        Some(StreamStart::Timestamp(ms)) => args.raw_set("from", ms)?,
     }
     Ok(MultiValue::from_vec(vec![Value::Table(args)]))
+}
+
+/// `parse_client_frame(text)`: one websocket client frame (see [`client_frame`]): `{type = "ack", cursor =}`,
+/// `{type = "ack", topic =, partition =, offset =}`, `{type = "pause"}` or `{type = "resume"}`.
+///
+/// # Errors
+/// Returns `nil, reason` (fit for a close frame) for anything else.
+fn parse_client_frame(lua: &Lua, text: mlua::LuaString) -> LuaResult<MultiValue> {
+    let frame = match client_frame::parse(&text.as_bytes()) {
+        Ok(frame) => frame,
+        Err(why) => return failure(lua, why),
+    };
+    let out = lua.create_table_with_capacity(0, 4)?;
+    match frame {
+        ClientFrame::AckCursor(cursor) => {
+            out.raw_set("type", "ack")?;
+            out.raw_set("cursor", cursor)?;
+        }
+        ClientFrame::AckRecord { topic, partition, offset } => {
+            out.raw_set("type", "ack")?;
+            out.raw_set("topic", topic)?;
+            out.raw_set("partition", partition)?;
+            out.raw_set("offset", offset)?;
+        }
+        ClientFrame::Pause => out.raw_set("type", "pause")?,
+        ClientFrame::Resume => out.raw_set("type", "resume")?,
+    }
+    Ok(MultiValue::from_vec(vec![Value::Table(out)]))
 }
 
 /// The module table: `version()`, `settings(conf)`, `new_consumer(settings [, start])`,
@@ -499,6 +573,8 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     exports.set("settings", function(lua, settings)?)?;
     exports.set("new_consumer", function(lua, new_consumer)?)?;
     exports.set("parse_query", function(lua, parse_query)?)?;
+    exports.set("parse_client_frame", function(lua, parse_client_frame)?)?;
+    exports.set("max_client_frame_bytes", client_frame::MAX_FRAME_BYTES)?;
     exports.set("config_fields", function(lua, config_fields)?)?;
     #[cfg(feature = "fault-injection")]
     exports.set("inject_panic", function(lua, fault::inject_panic)?)?;
@@ -570,7 +646,8 @@ mod tests {
                 security = { ssl = null, ssl_verify = true, ca_certificate = null, client_certificate = null,
                              client_key = null },
                 max_records = 1000, max_bytes = 1048576, max_wait = 30000, heartbeat_interval = 15000,
-                retry_interval = 3000, max_catchup_streams = 16, fetch_wait_max_ms = 10,
+                retry_interval = 3000, max_unacked_records = 1000, ack_timeout = 60000,
+                max_catchup_streams = 16, fetch_wait_max_ms = 10,
                 buffer_max_bytes = 8388608, max_consumer_groups = 16, __key__ = "k", __plugin_id = "p",
                 __handler = function() end,
             }

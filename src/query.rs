@@ -8,6 +8,9 @@
 //!   (1..=max_bytes), each defaulting to the configured bound.
 //! * server-sent-events: the `Last-Event-ID` header, else `last_event_id`, else `from` (`earliest`,
 //!   `latest` or ms since the epoch), else the configured `auto_offset_reset`.
+//! * websocket: as server-sent-events (without the header: browsers cannot set it on a WebSocket), plus
+//!   `acks` (`true` or `false`, default `false`); a connection with acknowledgements and neither cursor nor
+//!   `from` starts at its group's committed offsets.
 
 use crate::settings::OffsetReset;
 
@@ -21,6 +24,7 @@ const MAX_TIMESTAMP_DIGITS: usize = 15;
 pub enum Mode {
     HttpGet,
     ServerSentEvents,
+    WebSocket,
 }
 
 impl Mode {
@@ -29,6 +33,7 @@ impl Mode {
         match name {
             "http-get" => Some(Mode::HttpGet),
             "server-sent-events" => Some(Mode::ServerSentEvents),
+            "websocket" => Some(Mode::WebSocket),
             _ => None,
         }
     }
@@ -37,6 +42,7 @@ impl Mode {
         match self {
             Mode::HttpGet => &["wait", "max_records", "max_bytes"],
             Mode::ServerSentEvents => &["last_event_id", "from"],
+            Mode::WebSocket => &["last_event_id", "from", "acks"],
         }
     }
 }
@@ -72,6 +78,8 @@ pub enum StreamStart {
     Latest,
     /// The first records at or after this time, in ms since the epoch.
     Timestamp(u64),
+    /// The group's committed offsets (a websocket connection with acknowledgements).
+    Committed,
 }
 
 /// The parsed arguments of one request.
@@ -79,6 +87,8 @@ pub enum StreamStart {
 pub enum Query {
     Get(GetLimits),
     Stream(StreamStart),
+    /// A websocket connection: where it starts, and whether the client acknowledges records.
+    WebSocket { start: StreamStart, acks: bool },
 }
 
 /// Parses `raw` (the query string without `?`) for `config.mode`; `last_event_id` is the request's
@@ -124,6 +134,21 @@ pub fn parse(raw: &[u8], config: &QueryConfig, last_event_id: Option<&[u8]>) -> 
             let [query_id, from, _] = values;
             stream_start(last_event_id.or(query_id.as_deref()), from.as_deref(), config.auto_offset_reset)
                 .map(Query::Stream)
+        }
+        Mode::WebSocket => {
+            let [query_id, from, acks] = values;
+            let acks = match acks.as_deref() {
+                None | Some(b"false") => false,
+                Some(b"true") => true,
+                Some(_) => return Err("acks must be true or false".into()),
+            };
+            let id = query_id.as_deref().filter(|id| !id.is_empty());
+            let start = if acks && id.is_none() && from.is_none() {
+                StreamStart::Committed
+            } else {
+                stream_start(id, from.as_deref(), config.auto_offset_reset)?
+            };
+            Ok(Query::WebSocket { start, acks })
         }
     }
 }
@@ -281,6 +306,20 @@ mod tests {
         assert_eq!(start(&format!("last_event_id={long}"), None), too_long);
         assert_eq!(start("", Some(&long)), too_long);
         assert_eq!(start("", Some(&long[1..])), Ok(StreamStart::Cursor(long[1..].as_bytes().to_vec())));
+    }
+
+    #[test]
+    fn websocket_starts_and_acks() {
+        let ws = |raw: &str| parse(raw.as_bytes(), &config(Mode::WebSocket), None);
+        let ok = |start, acks| Ok(Query::WebSocket { start, acks });
+        assert_eq!(ws(""), ok(StreamStart::Latest, false));
+        assert_eq!(ws("acks=false&from=earliest"), ok(StreamStart::Earliest, false));
+        assert_eq!(ws("acks=true"), ok(StreamStart::Committed, true), "acknowledged streams resume from the group");
+        assert_eq!(ws("acks=true&from=earliest"), ok(StreamStart::Earliest, true));
+        assert_eq!(ws("acks=true&last_event_id=a-1"), ok(StreamStart::Cursor(b"a-1".to_vec()), true));
+        assert_eq!(ws("acks=true&last_event_id="), ok(StreamStart::Committed, true));
+        assert_eq!(ws("acks=yes"), Err("acks must be true or false".into()));
+        assert_eq!(ws("acks=true&acks=true"), Err("acks must be given once".into()));
     }
 
     #[test]

@@ -122,7 +122,7 @@ use Rule::{Between, Host, LenMax, LenMin, LuaFunction, Match, NotOneOf, OneOf, U
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
-const MODES: &[&str] = &["http-get", "server-sent-events"];
+const MODES: &[&str] = &["http-get", "server-sent-events", "websocket"];
 const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 const TOKEN_ENDPOINT_URL: Rule = Match("^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$", is_http_url);
 
@@ -193,6 +193,8 @@ pub const FIELDS: &[Field] = &[
     field("max_wait", Integer, true, &[Between(0, 300_000)]),
     field("heartbeat_interval", Integer, true, &[Between(1000, 300_000)]),
     field("retry_interval", Integer, true, &[Between(0, 300_000)]),
+    field("max_unacked_records", Integer, true, &[Between(1, 100_000)]),
+    field("ack_timeout", Integer, true, &[Between(1000, 3_600_000)]),
     field("max_catchup_streams", Integer, true, &[Between(1, 10_000)]),
     field("fetch_wait_max_ms", Integer, true, &[Between(1, 10_000)]),
     field("buffer_max_bytes", Integer, true, &[Between(65_536, 1024 * MIB)]),
@@ -414,8 +416,8 @@ pub(crate) mod tests {
             "consumer_group": { "mode": "random" },
             "security": { "ssl_verify": true }, "error_handling": { "return_error_message": false },
             "max_records": 1000, "max_bytes": 1048576, "max_wait": 30000, "heartbeat_interval": 15000,
-            "retry_interval": 3000, "max_catchup_streams": 16, "fetch_wait_max_ms": 10,
-            "buffer_max_bytes": 8388608, "max_consumer_groups": 16, "__key__": "k", "__plugin_id": "p"
+            "retry_interval": 3000, "max_unacked_records": 1000, "ack_timeout": 60000, "max_catchup_streams": 16,
+            "fetch_wait_max_ms": 10, "buffer_max_bytes": 8388608, "max_consumer_groups": 16, "__key__": "k", "__plugin_id": "p"
         })
     }
 

@@ -59,6 +59,8 @@ enum Mode {
     HttpGet,
     #[serde(rename = "server-sent-events")]
     ServerSentEvents,
+    #[serde(rename = "websocket")]
+    WebSocket,
 }
 
 /// Who reads a handle's buffer, which decides how it is bounded.
@@ -80,6 +82,9 @@ pub enum Delivery {
 pub enum Start {
     Earliest,
     Latest,
+    /// The group's committed offsets, else `auto_offset_reset`: a websocket client that acknowledges
+    /// resumes from its group's last acknowledgement.
+    Committed,
     /// The first offsets at or after this time (ms since the epoch).
     Timestamp { ms: i64 },
     /// Exact offsets, one per partition in buffer order.
@@ -442,7 +447,7 @@ impl Settings {
             socket_dir: std::env::temp_dir().to_string_lossy().into_owned(),
             delivery: match conf.mode {
                 Mode::HttpGet => Delivery::Queue,
-                Mode::ServerSentEvents => Delivery::Broadcast,
+                Mode::ServerSentEvents | Mode::WebSocket => Delivery::Broadcast,
             },
             start: None,
         })

@@ -210,11 +210,12 @@ return {
           } },
           { mode = {
               description = "How records are served: `http-get` (each GET returns the next records as " ..
-                            "JSON) or `server-sent-events` (a live stream).",
+                            "JSON), `server-sent-events` (a live stream) or `websocket` (a live stream " ..
+                            "the client may acknowledge).",
               type = "string",
               required = true,
               default = "http-get",
-              one_of = { "http-get", "server-sent-events" },
+              one_of = { "http-get", "server-sent-events", "websocket" },
           } },
           { message_deserializer = {
               description = "How record values are rendered: `noop` (as a string) or `json` (parsed " ..
@@ -474,8 +475,8 @@ return {
               between = { 0, 300000 },
           } },
           { heartbeat_interval = {
-              description = "server-sent-events: ms between heartbeat comments on an idle stream, so " ..
-                            "proxies keep it open and dead clients are noticed.",
+              description = "server-sent-events and websocket: ms between heartbeats (a comment, a ping) " ..
+                            "on an idle stream, so proxies keep it open and dead clients are noticed.",
               type = "integer",
               required = true,
               default = 15000,
@@ -489,8 +490,24 @@ return {
               default = 3000,
               between = { 0, 300000 },
           } },
+          { max_unacked_records = {
+              description = "websocket with acknowledgements: most records a connection has been sent and " ..
+                            "not acknowledged; at this many, sending pauses until acknowledgements come.",
+              type = "integer",
+              required = true,
+              default = 1000,
+              between = { 1, 100000 },
+          } },
+          { ack_timeout = {
+              description = "websocket with acknowledgements: ms a connection whose window is full may go " ..
+                            "without acknowledging anything before it is closed (code 4008).",
+              type = "integer",
+              required = true,
+              default = 60000,
+              between = { 1000, 3600000 },
+          } },
           { max_catchup_streams = {
-              description = "server-sent-events: most streams of one worker reading behind the live " ..
+              description = "server-sent-events and websocket: most streams of one worker reading behind the live " ..
                             "records at once (each on a consumer of its own, holding up to " ..
                             "buffer_max_bytes per partition); more wait for a free slot up to `timeout`, " ..
                             "then get a 503.",

@@ -132,6 +132,13 @@ local function wake_all(entry)
   if waiting > 0 then
     entry.sema:post(waiting)
   end
+  local wakeups = entry.wakeups
+  if wakeups then
+    entry.wakeups = nil
+    for wakeup in pairs(wakeups) do
+      wakeup:post(1)
+    end
+  end
 end
 
 
@@ -372,15 +379,28 @@ end
 
 
 -- Waits until the handle rings or `timeout` seconds pass. `generation` is the value read before the
--- caller last looked at the handle, so a ring in between is never missed.
-function _M.wait(entry, generation, timeout)
+-- caller last looked at the handle, so a ring in between is never missed. With `wakeup` (a semaphore
+-- of the caller's) the wait is on it, and a ring posts it: whoever else posts it (a websocket's reader
+-- thread with an acknowledgement) wakes the caller as well.
+function _M.wait(entry, generation, timeout, wakeup)
   if entry.generation ~= generation or entry.closed then
     return true
   end
   if timeout <= 0 then
     return false
   end
-  return entry.sema:wait(timeout)
+  if not wakeup then
+    return entry.sema:wait(timeout)
+  end
+  local wakeups = entry.wakeups
+  if not wakeups then
+    wakeups = setmetatable({}, { __mode = "k" })
+    entry.wakeups = wakeups
+  end
+  wakeups[wakeup] = true
+  local woken = wakeup:wait(timeout)
+  wakeups[wakeup] = nil
+  return woken
 end
 
 

@@ -395,28 +395,58 @@ function _M.render_kong(partitions, by_partition)
 end
 
 
--- The server-sent events of processed records, as the native `read` renders them: one per record
--- served, its id the cursor after it (`layout` and the partitions' next offsets from `cursors` on).
-function _M.render_sse(layout, cursors, partitions, by_partition)
+-- Calls `emit(cursor, json, i, offset)` for every processed record served (not dropped), in partition
+-- order: `cursor` is the stream cursor after it (`layout` and the partitions' next offsets from
+-- `cursors` on), `json` the record with its topic and partition in front, as the native reads render it.
+local function each_served(layout, cursors, partitions, by_partition, emit)
   local position = {}
   for i, c in ipairs(cursors) do
     position[i] = c
   end
-  local out, n = {}, 0
   for i, records in ipairs(by_partition) do
     local p = partitions[i]
     local prefix = '{"topic":' .. json.encode(p.topic) .. ',"partition":' .. p.partition
     for j, record in ipairs(records) do
-      position[i] = records.offsets[j] + 1
+      local offset = records.offsets[j]
+      position[i] = offset + 1
       if record then
-        n = n + 1
-        out[n] = "id: " .. layout .. "-" .. concat(position, ".") .. "\nevent: message\ndata: " .. prefix ..
-                 (record == "{}" and "}" or "," .. sub(record, 2)) .. "\n\n"
+        emit(layout .. "-" .. concat(position, "."),
+             prefix .. (record == "{}" and "}" or "," .. sub(record, 2)), i, offset)
       end
     end
   end
+end
+
+
+-- The server-sent events of processed records, as the native `read` renders them: one per record
+-- served, its id the cursor after it.
+function _M.render_sse(layout, cursors, partitions, by_partition)
+  local out, n = {}, 0
+  each_served(layout, cursors, partitions, by_partition, function(cursor, record)
+    n = n + 1
+    out[n] = "id: " .. cursor .. "\nevent: message\ndata: " .. record .. "\n\n"
+  end)
   return concat(out)
 end
 
+
+-- The websocket frame of processed records, as the native `frame` renders it, and the offsets it
+-- carries per partition index (`sent`, for the connection's acknowledgement window).
+function _M.render_websocket(layout, cursors, partitions, by_partition)
+  local out, n, sent = {}, 0, {}
+  local last = layout .. "-" .. concat(cursors, ".")
+  each_served(layout, cursors, partitions, by_partition, function(cursor, record, i, offset)
+    n = n + 1
+    out[n] = '{"cursor":"' .. cursor .. '",' .. sub(record, 2)
+    last = cursor
+    local offsets = sent[i]
+    if not offsets then
+      offsets = {}
+      sent[i] = offsets
+    end
+    offsets[#offsets + 1] = offset
+  end)
+  return '{"type":"records","records":[' .. concat(out, ",") .. '],"cursor":"' .. last .. '"}', sent
+end
 
 return _M

@@ -45,6 +45,7 @@ function _M.handler(plugin_name)
   local modes = {
     ["http-get"] = require "kong.plugins.confluent-consume.http_get",
     ["server-sent-events"] = require "kong.plugins.confluent-consume.sse",
+    websocket = require "kong.plugins.confluent-consume.websocket",
   }
   local handler = {
     PRIORITY = PRIORITIES[plugin_name],

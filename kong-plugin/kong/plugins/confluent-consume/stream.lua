@@ -1,0 +1,320 @@
+-- What the two streaming modes (`server-sent-events`, `websocket`) share: where a stream starts, its
+-- catch-up consumer, and the loop that reads records and hands them to the mode's sink.
+--
+-- Every stream of a worker reads the same shared handle (broadcast from the live edge). A stream that
+-- starts behind it (`from=earliest`, a timestamp, an old cursor, a websocket group's committed offsets)
+-- first reads a private replay handle and joins the shared one once its cursor is within what the shared
+-- handle holds: no gap and no duplicate at the seam. Streams at the same position share one read and one
+-- rendering per format.
+local consumers = require "kong.plugins.confluent-consume.consumers"
+local respond = require "kong.plugins.confluent-consume.respond"
+local message_functions = require "kong.plugins.confluent-consume.message_functions"
+local semaphore = require "ngx.semaphore"
+
+
+local kong = kong
+local ngx = ngx
+local now = ngx.now
+local update_time = ngx.update_time
+local concat = table.concat
+local unpack = unpack
+local pcall = pcall
+local error = error
+local tostring = tostring
+local ipairs = ipairs
+local max = math.max
+
+
+local _M = {}
+
+
+-- How each format reads the native handle, and renders what message functions made of records.
+local FORMATS = {
+  sse = { method = "read", render = message_functions.render_sse },
+  websocket = { method = "frame", render = message_functions.render_websocket },
+}
+
+
+-- True when the shared handle holds every record from `cursors` on.
+local function within(live, cursors)
+  local bounds = live.handle:bounds()
+  if not bounds then
+    return false
+  end
+  for i, b in ipairs(bounds) do
+    if cursors[i] < b[1] then
+      return false
+    end
+  end
+  return true
+end
+
+
+-- The reads of `owner` (the shared handle, or a chain's state for it) in `generation` and `format`, by
+-- position.
+local function reads_of(owner, format, generation, max_records, max_bytes)
+  local caches = owner.read_caches
+  if not caches then
+    caches = {}
+    owner.read_caches = caches
+  end
+  local cache = caches[format]
+  if not cache or cache.generation ~= generation or cache.max_records ~= max_records
+     or cache.max_bytes ~= max_bytes then
+    cache = { generation = generation, max_records = max_records, max_bytes = max_bytes, reads = {} }
+    caches[format] = cache
+  end
+  return cache.reads
+end
+
+
+-- With message functions (`fx`): the records come one by one, go through the chain, and are rendered
+-- here. `done` (shared handle only) keeps what the chain made of each record.
+local function read_through(source, cursors, max_records, max_bytes, fx, done)
+  local by_partition, next_cursors, count, behind = source.handle:records(cursors, max_records, max_bytes)
+  if not by_partition then
+    return nil, next_cursors
+  end
+  message_functions.apply(fx.chain, by_partition, fx.partitions, done)
+  local body, sent = FORMATS[fx.format].render(fx.layout, cursors, fx.partitions, by_partition)
+  return body, next_cursors, count, behind, sent
+end
+
+
+-- The shared handle's records go through the chain once per worker, however many streams read them:
+-- one read at a time runs it (it may yield), and what it made of each record stays until the handle's
+-- buffer drops the record.
+local function read_live_through(live, cursors, max_records, max_bytes, fx)
+  local state = fx.state
+  local lock = state.lock
+  if not lock then
+    lock = semaphore.new(1)
+    state.lock = lock
+  end
+  if not lock:wait(fx.timeout) then
+    return { nil, "timed out waiting for another stream's message functions" }
+  end
+  local key = concat(cursors, ".")
+  local hit = reads_of(state, fx.format, live.generation, max_records, max_bytes)[key]
+  if hit then
+    lock:post(1)
+    return hit
+  end
+  state.done = state.done or message_functions.new_done(#fx.partitions)
+  local ok, result = pcall(function()
+    local read = { read_through(live, cursors, max_records, max_bytes, fx, state.done) }
+    local bounds = live.handle:bounds()
+    if bounds then
+      message_functions.forget_below(state.done, bounds)
+    end
+    return read
+  end)
+  lock:post(1)
+  if not ok then
+    error(result, 0)
+  end
+  return result
+end
+
+
+-- Reads the shared handle; streams at the same position in the same generation share one rendering.
+local function read_live(live, format, cursors, max_records, max_bytes, fx)
+  local key = concat(cursors, ".")
+  local reads = reads_of(fx and fx.state or live, format, live.generation, max_records, max_bytes)
+  local hit = reads[key]
+  if not hit then
+    if fx then
+      hit = read_live_through(live, cursors, max_records, max_bytes, fx)
+    else
+      local handle = live.handle
+      hit = { handle[FORMATS[format].method](handle, cursors, max_records, max_bytes) }
+    end
+    if hit[1] then
+      reads[key] = hit
+    end
+  end
+  return unpack(hit, 1, 5)
+end
+
+
+-- A stream behind the live records reads a consumer of its own, which may hold buffer_max_bytes per
+-- partition: `max_catchup_streams` bounds how many one worker runs per configuration. A stream waits for
+-- a free slot until `deadline`.
+local function take_catchup_slot(conf, live, request, deadline)
+  local slots = live.catchup_slots
+  if not slots then
+    slots = semaphore.new(conf.max_catchup_streams)
+    live.catchup_slots = slots
+  end
+  update_time()
+  if not slots:wait(max(0, deadline - now())) then
+    return nil
+  end
+  request.slot = slots
+  return true
+end
+
+
+-- Closes the stream's catch-up consumer, if any, and frees its slot; safe to call again.
+function _M.end_catchup(request)
+  if request.replay then
+    consumers.close(request.replay)
+    request.replay = nil
+  end
+  if request.slot then
+    request.slot:post(1)
+    request.slot = nil
+  end
+end
+
+
+-- Prepares a stream of `format` for `conf` (of the plugin `plugin_name`) from `start` (the native
+-- parse_query's `{cursor =}` or `{from =}`), before anything is sent: the shared handle, the cursors to
+-- start from, the message functions (nil without) and the partitions. `request` gets `live` and, for
+-- a stream that catches up, `replay` and `slot`. On failure the request is answered (an error status)
+-- and nil is returned.
+function _M.open(conf, plugin_name, format, start, request)
+  local live, err = consumers.get(conf, plugin_name)
+  if not live then
+    return nil, respond.consumer_failed(conf, err)
+  end
+  request.live = live
+  update_time()
+  local deadline = now() + conf.timeout / 1000
+  local live_partitions, status, message = consumers.await_ready(live, deadline)
+  if status then
+    return nil, respond.kafka_failure(conf, status, message)
+  end
+  local fx
+  local chain
+  chain, err = message_functions.chain(conf)
+  if err then
+    return nil, respond.error(500, err)
+  elseif chain then
+    fx = { chain = chain, partitions = live_partitions, layout = live.handle:layout(), format = format,
+           state = message_functions.shared_state(chain, live), timeout = conf.timeout / 1000 }
+  end
+
+  local cursors, replay_start
+  if start.cursor then
+    cursors, err = live.handle:parse_cursor(start.cursor)
+    if not cursors then
+      return nil, respond.error(400, "invalid " .. (format == "sse" and "Last-Event-ID" or "last_event_id") ..
+                                     ": " .. err)
+    end
+    if not within(live, cursors) then
+      replay_start = { kind = "offsets", offsets = cursors }
+    end
+  elseif start.from == "latest" then
+    cursors = {}
+    for i, b in ipairs(live.handle:bounds()) do
+      cursors[i] = b[2]
+    end
+  elseif start.from == "earliest" or start.from == "committed" then
+    replay_start = { kind = start.from }
+  else
+    replay_start = { kind = "timestamp", ms = start.from }
+  end
+
+  if replay_start then
+    if not take_catchup_slot(conf, live, request, deadline) then
+      kong.response.set_header("Retry-After", 1)
+      return nil, respond.error(503, "too many streams of this route are catching up on this worker " ..
+                                     "(max_catchup_streams); retry")
+    end
+    local replay
+    replay, err = consumers.replay(conf, plugin_name, replay_start)
+    if not replay then
+      _M.end_catchup(request)
+      return nil, respond.consumer_failed(conf, err)
+    end
+    request.replay = replay
+    local partitions
+    partitions, status, message = consumers.await_ready(replay, deadline)
+    if not partitions then
+      _M.end_catchup(request)
+      return nil, respond.kafka_failure(conf, status, message)
+    end
+    if not cursors then
+      cursors = {}
+      for i, p in ipairs(partitions) do
+        cursors[i] = p.start
+      end
+    end
+  end
+  return live, cursors, fx, live_partitions
+end
+
+
+-- Streams until the client goes away, falls behind, the sink ends it, or the worker exits. The `sink`
+-- of the mode:
+--   ready()                 -> false to end the stream (websocket: the client closed, or its window holds)
+--   records(body, next_cursors, count, sent) -> false when the client cannot be written to
+--   error(message, final)   -> false when the client cannot be written to; `final` ends the stream
+--   wait(source, generation, seconds) -> true when woken before `seconds` passed
+--   heartbeat()             -> false when the client cannot be written to
+function _M.run(conf, format, request, cursors, fx, sink)
+  local live = request.live
+  local replay = request.replay
+  local heartbeat = conf.heartbeat_interval / 1000
+  local last_error
+  local source = replay or live
+  while true do
+    if request.aborted or ngx.worker.exiting() or live.closed then
+      -- the client reconnects with its cursor, to this or another worker
+      return
+    end
+    if not sink.ready() then
+      return
+    end
+    local generation = source.generation
+    local body, next_cursors, count, behind, sent
+    if source == live then
+      body, next_cursors, count, behind, sent = read_live(live, format, cursors, conf.max_records,
+                                                          conf.max_bytes, fx)
+    elseif fx then
+      body, next_cursors, count, behind, sent = read_through(source, cursors, conf.max_records, conf.max_bytes,
+                                                             fx)
+    else
+      local handle = source.handle
+      body, next_cursors, count, behind, sent = handle[FORMATS[format].method](handle, cursors, conf.max_records,
+                                                                               conf.max_bytes)
+    end
+    if not body then
+      sink.error(respond.kafka_message(conf, 503, "stream interrupted: " .. tostring(next_cursors)) ..
+                 "; reconnect to resume", true)
+      return
+    end
+    if behind then
+      sink.error("this stream fell too far behind the live records; reconnect with its cursor to resume", true)
+      return
+    end
+    if count > 0 then
+      if not sink.records(body, next_cursors, count, sent) then
+        return
+      end
+      cursors = next_cursors
+    end
+    if source == replay and within(live, cursors) then
+      _M.end_catchup(request)
+      replay, source = nil, live
+    elseif count == 0 then
+      local kafka_err = consumers.kafka_error(source)
+      if kafka_err ~= last_error then
+        last_error = kafka_err
+        if kafka_err and not sink.error(respond.kafka_message(conf, 503, "Kafka is unavailable: " .. kafka_err),
+                                        false) then
+          return
+        end
+      end
+      if not sink.wait(source, generation, heartbeat) then
+        if not sink.heartbeat() then
+          return
+        end
+      end
+    end
+  end
+end
+
+
+return _M

@@ -1,0 +1,267 @@
+-- websocket mode end to end (real nginx, real broker, the `websockets` client library): the upgrade, frames
+-- and fields, acknowledgements and their window, resume from the last acknowledgement, bogus and oversized
+-- client frames, many clients on one worker.
+local helpers = require "spec.helpers.host"
+local proc = require "spec.helpers.proc"
+local cjson = require "cjson"
+
+
+local function produce(topic, args)
+  return helpers.kafka_tool("produce", "--topic " .. topic .. " " .. (args or ""))
+end
+
+
+-- Starts spec/helpers/ws_client.py: `clients` clients of `host`'s route `name` running `script` (see there)
+-- in the background, and returns once every one is connected; the returned function waits for them and
+-- gives what they printed.
+local function start_ws(host, name, path, script, clients)
+  local ready = helpers.RUN_DIR .. "/ws-" .. name .. ".ready"
+  os.remove(ready)
+  local command = string.format("/usr/bin/python3 %s/spec/helpers/ws_client.py --port %d --host %s.test " ..
+                                "--path '%s' --script '%s' --clients %d --timeout 60 --ready-file %s 2>&1",
+                                helpers.ROOT, host.proxy_port, name, path, cjson.encode(script), clients or 1,
+                                ready)
+  local pipe = assert(io.popen(command))
+  local collect = function()
+    local output = pipe:read("*a")
+    pipe:close()
+    return assert(cjson.decode(output:match("([^\n]+)\n*$") or ""), output)
+  end
+  local connected = proc.wait_until(function()
+    local file = io.open(ready)
+    if file then file:close() end
+    return file ~= nil
+  end, 60, 0.05)
+  if not connected then
+    error("the clients did not connect: " .. cjson.encode(collect()))
+  end
+  return collect
+end
+
+
+-- Runs spec/helpers/ws_client.py with one client of `host`'s route `name` and returns what it saw.
+local function ws(host, name, path, script)
+  local command = string.format("/usr/bin/python3 %s/spec/helpers/ws_client.py --port %d --host %s.test " ..
+                                "--path '%s' --script '%s' 2>&1", helpers.ROOT, host.proxy_port, name, path,
+                                cjson.encode(script))
+  local pipe = assert(io.popen(command))
+  local output = pipe:read("*a")
+  pipe:close()
+  return assert(cjson.decode(output:match("([^\n]+)\n*$") or ""), output)
+end
+
+
+local function route(name, topic, overrides)
+  local config = helpers.plugin_config(topic, overrides)
+  config.mode = "websocket"
+  return { name = name, hosts = { name .. ".test" }, protocols = { "http", "ws" },
+           plugins = { { name = "confluent-consume", config = config } } }
+end
+
+
+local function offsets(records)
+  local list = {}
+  for i, r in ipairs(records) do
+    list[i] = r.offset
+  end
+  return list
+end
+
+
+local function range(from, to)
+  local list = {}
+  for o = from, to do
+    list[#list + 1] = o
+  end
+  return list
+end
+
+
+-- The group's committed offset of partition 0 of `topic`, once it equals `expected` (commits are
+-- asynchronous), else the last one seen.
+local function committed(topic, group, expected)
+  local seen
+  proc.wait_until(function()
+    seen = helpers.kafka_tool("committed", "--topic " .. topic .. " --group " .. group)["0"]
+    return seen == expected
+  end, 10, 0.1)
+  return seen
+end
+
+
+describe("websocket", function()
+  local host
+  local T = {}
+
+  lazy_setup(function()
+    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crowd" }) do
+      T[name] = helpers.create_topic(helpers.unique_name(name), 1)
+    end
+    host = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
+      route("frames", T.frames, { message_deserializer = "json", auto_offset_reset = "earliest" }),
+      route("plain", T.plain, { auto_offset_reset = "earliest" }),
+      route("acks", T.acks, { auto_offset_reset = "earliest", max_records = 3,
+                              consumer_group = { mode = "manual", consumer_group_id = T.acks .. "-g" } }),
+      route("window", T.window, { auto_offset_reset = "earliest", max_unacked_records = 5, max_records = 2,
+                                  ack_timeout = 2000,
+                                  consumer_group = { mode = "manual", consumer_group_id = T.window .. "-g" } }),
+      route("resume", T.resume, { auto_offset_reset = "earliest",
+                                  consumer_group = { mode = "manual", consumer_group_id = T.resume .. "-g" } }),
+      route("bogus", T.bogus, { auto_offset_reset = "earliest" }),
+      route("pause", T.pause, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
+      route("crowd", T.crowd, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
+    } })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  it("answers a request without a WebSocket upgrade 426 naming the mode", function()
+    local status, _, headers, body = host:get("/", { Host = "frames.test" })
+    assert.equal(426, status)
+    assert.matches("mode websocket", body.message, 1, true)
+    assert.equal("websocket", headers["upgrade"])
+  end)
+
+  it("sends JSON text frames of records, each with topic, partition, offset, timestamp, key, value, " ..
+     "headers and its cursor, and the batch's cursor", function()
+    local t = T.frames
+    helpers.kafka_tool("produce-one", "--topic " .. t .. " --key k1 --value '{\"x\": 1}' --header h=v")
+    helpers.kafka_tool("produce-one", "--topic " .. t .. " --value-hex 0aff")
+    local result = ws(host, "frames", "/", { { read = 2 }, { close = true } })
+    assert.equal(101, result.status)
+    assert.equal(2, #result.records)
+    local r = result.records[1]
+    assert.same({ t, 0, 0, "k1", { x = 1 }, { h = "v" } }, { r.topic, r.partition, r.offset, r.key, r.value, r.headers })
+    assert.is_number(r.timestamp)
+    assert.matches("^%x+%-1$", r.cursor)
+    assert.same({ base64 = "Cv8=" }, result.records[2].value)
+    assert.matches("^%x+%-2$", result.records[2].cursor)
+    assert.same({ code = 1000, reason = "" }, result.close)
+  end)
+
+  it("without acks streams like server-sent-events and resumes after a cursor given as last_event_id", function()
+    local t = T.plain
+    produce(t, "--count 10 --format text")
+    local first = ws(host, "plain", "/", { { read = 10 }, { close = true } })
+    assert.same(range(0, 9), offsets(first.records))
+    produce(t, "--count 5 --format text")
+    local cursor = first.records[4].cursor
+    local again = ws(host, "plain", "/?last_event_id=" .. cursor, { { read = 11 }, { close = true } })
+    assert.same(range(4, 14), offsets(again.records))
+    local live = ws(host, "plain", "/?from=latest", { { quiet = 1 }, { close = true } })
+    assert.same({}, live.records)
+  end)
+
+  it("commits only what was acknowledged: cumulative acks, single acks out of order", function()
+    local t, group = T.acks, T.acks .. "-g"
+    produce(t, "--count 9 --format text")
+    -- records 0..8 arrive in frames of 3; the client acks 0..2 by the first frame's cursor, then 5, 4, 3
+    -- one by one (out of order), and leaves 6..8 unacknowledged
+    local result = ws(host, "acks", "/?acks=true", {
+      { read = 9 }, { ack = "cursor", index = 3 }, { ack = "records", order = "reverse", from = 4, to = 6 },
+      { quiet = 1 }, { close = true } })
+    assert.same(range(0, 8), offsets(result.records))
+    assert.equal(6, committed(t, group, 6))
+    -- a single ack of 8 with 6 and 7 owed commits nothing more
+    result = ws(host, "acks", "/?acks=true", { { read = 3 }, { ack = "records", from = 3, to = 3 }, { quiet = 1 },
+                                                { close = true } })
+    assert.same({ 6, 7, 8 }, offsets(result.records), "the connection resumes at the group's commit")
+    assert.equal(6, committed(t, group, 6))
+  end)
+
+  it("pauses sending while the window of unacknowledged records is full, loses nothing, and closes a " ..
+     "connection that never acknowledges with 4008", function()
+    local t = T.window
+    produce(t, "--count 20 --format text")
+    -- window 5: the client gets 5 records (frames of 2, the third frame brings it to 6 at most) and
+    -- nothing more until it acks
+    local result = ws(host, "window", "/?acks=true", {
+      { read = 5 }, { quiet = 1 }, { ack = "last" }, { read = 10 }, { ack = "last" }, { read = 15 },
+      { ack = "last" }, { read = 20 }, { ack = "last" }, { close = true } })
+    assert.same(range(0, 19), offsets(result.records))
+    assert.same({ 0 }, result.quiet, "nothing beyond the window before the first ack")
+    assert.equal(20, committed(t, T.window .. "-g", 20))
+    produce(t, "--count 10 --format text")
+    local stuck = ws(host, "window", "/?acks=true", { { read = 5 }, { quiet = 1 }, { wait_close = 5 } })
+    assert.same(range(20, 25), offsets(stuck.records), "a full window holds further records")
+    assert.equal(4008, stuck.close.code)
+    assert.matches("ack_timeout", stuck.close.reason, 1, true)
+    assert.same({ type = "error", final = true,
+                  message = "no acknowledgement within ack_timeout while the window was full" }, stuck.errors[1])
+  end)
+
+  it("resumes after a disconnect from the last acknowledgement with no gap", function()
+    local t = T.resume
+    produce(t, "--count 30 --format text")
+    local first = ws(host, "resume", "/?acks=true", { { read = 30 }, { ack = "cursor", index = 12 }, { quiet = 0.5 },
+                                                      { drop = true } })
+    assert.same(range(0, 29), offsets(first.records))
+    assert.equal(12, committed(t, T.resume .. "-g", 12))
+    produce(t, "--count 5 --format text")
+    local second = ws(host, "resume", "/?acks=true", { { read = 23 }, { ack = "last" }, { quiet = 0.5 },
+                                                       { close = true } })
+    assert.same(range(12, 34), offsets(second.records))
+    assert.equal(35, committed(t, T.resume .. "-g", 35))
+  end)
+
+  describe("closes with a reason, and the worker keeps serving, on", function()
+    local cases = {
+      { "an ack without acks", { { send = '{"type":"ack","cursor":"x-1"}' } }, 1008, "connect with ?acks=true" },
+      { "malformed JSON", { { send = "{not json" } }, 1008, "not a valid client frame" },
+      { "an unknown type", { { send = '{"type":"nack"}' } }, 1008, "type must be ack, pause or resume" },
+      { "a binary frame", { { send_binary = "00ff" } }, 1003, "binary frames are not accepted" },
+      { "a fragmented message", { { send_fragmented = { '{"type":', '"pause"}' } } }, 1003, "fragmented" },
+      { "an oversized frame", { { send = string.rep("x", 70000) } }, 1009, "at most" },
+      { "an unmasked frame", { { send_raw_unmasked = '{"type":"pause"}' } }, 1002, "frame unmasked" },
+    }
+    for _, case in ipairs(cases) do
+      it(case[1], function()
+        local script = { { read = 1 } }
+        for _, s in ipairs(case[2]) do script[#script + 1] = s end
+        script[#script + 1] = { wait_close = 5 }
+        produce(T.bogus, "--count 1 --format text")
+        local result = ws(host, "bogus", "/", script)
+        assert.equal(case[3], result.close and result.close.code, cjson.encode(result))
+        assert.matches(case[4], result.close.reason, 1, true)
+        local after = ws(host, "bogus", "/?from=earliest", { { read = 1 }, { close = true } })
+        assert.equal(101, after.status)
+      end)
+    end
+
+    it("a bogus ack: an offset that was never sent, a cursor beyond what was sent", function()
+      produce(T.acks, "--count 1 --format text")
+      local result = ws(host, "acks", "/?acks=true&from=earliest", {
+        { read = 1 }, { send = cjson.encode({ type = "ack", topic = T.acks, partition = 0, offset = 100000 }) },
+        { wait_close = 5 } })
+      assert.equal(1008, result.close.code)
+      assert.matches("was not sent", result.close.reason, 1, true)
+      local cursor = result.records[1].cursor:gsub("%-%d+$", "-100000")
+      result = ws(host, "acks", "/?acks=true&from=earliest", {
+        { read = 1 }, { send = cjson.encode({ type = "ack", cursor = cursor }) }, { wait_close = 5 } })
+      assert.equal(1008, result.close.code)
+      assert.matches("beyond the records sent", result.close.reason, 1, true)
+    end)
+  end)
+
+  it("holds records from pause until resume", function()
+    local collect = start_ws(host, "pause", "/", { { send = '{"type":"pause"}' }, { quiet = 2 },
+                                                   { send = '{"type":"resume"}' }, { read = 3 }, { close = true } })
+    produce(T.pause, "--count 3 --format text")
+    local result = collect()
+    assert.same({ 0 }, result.quiet, "nothing arrives while paused")
+    assert.equal(3, #result.records)
+  end)
+
+  it("streams every record to 500 concurrent clients on one worker", function()
+    local t = T.crowd
+    local collect = start_ws(host, "crowd", "/", { { read = 200, timeout = 60 }, { close = true } }, 500)
+    produce(t, "--count 200 --format text")
+    local summary = collect()
+    assert.same({}, summary.failures)
+    assert.equal(500, summary.completed)
+    assert.equal(1, summary.distinct)
+    assert.same(range(0, 199), offsets(summary.records))
+  end)
+end)

@@ -73,7 +73,9 @@ describe("confluent-consume schema", function()
 
   it("rejects values outside one_of and ranges, naming the field", function()
     local cases = {
-      { { mode = "websocket" }, "mode", "expected one of: http-get, server-sent-events" },
+      { { mode = "web-socket" }, "mode", "expected one of: http-get, server-sent-events, websocket" },
+      { { max_unacked_records = 0 }, "max_unacked_records", "value should be between 1 and 100000" },
+      { { ack_timeout = 999 }, "ack_timeout", "value should be between 1000 and 3600000" },
       { { message_deserializer = "avro" }, "message_deserializer", "expected one of: noop, json" },
       { { auto_offset_reset = "beginning" }, "auto_offset_reset", "expected one of: earliest, latest" },
       { { commit_strategy = "manual" }, "commit_strategy", "expected one of: auto, off" },

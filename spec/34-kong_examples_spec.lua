@@ -1,11 +1,12 @@
 -- Kong's documented example configurations (spec/fixtures/kong_examples.lua), each POSTed as written to
 -- its plugin through the Admin API, then served from the real broker as Kong documents: records over
--- http-get and server-sent-events, a manual group's offsets committed under its id. The Confluent Cloud
+-- http-get, server-sent-events and websocket, a manual group's offsets committed under its id. The Confluent Cloud
 -- examples (SASL PLAIN over TLS, implied by cluster_api_key) cannot reach Cloud here, and tansu has neither
 -- PLAIN nor TLS: they are accepted and answer the documented 503, the cause in the error log.
 local helpers = require "spec.helpers.host"
 local proc = require "spec.helpers.proc"
 local tls = require "spec.helpers.tls"
+local ws = require "spec.helpers.ws"
 local cjson = require "cjson"
 local EXAMPLES = require "spec.fixtures.kong_examples"
 
@@ -129,6 +130,10 @@ describe("Kong's documented examples", function()
         local headers = configure(example)
         if example.config.mode == "server-sent-events" then
           headers.Accept = "text/event-stream"
+        elseif example.config.mode == "websocket" then
+          -- the upgrade is refused before it happens: an HTTP answer
+          headers.Upgrade, headers.Connection = "websocket", "Upgrade"
+          headers["Sec-WebSocket-Key"], headers["Sec-WebSocket-Version"] = "dGhlIHNhbXBsZSBub25jZQ==", "13"
         end
         local status, body = host:get("/", headers)
         assert.equal(503, status, body)
@@ -205,12 +210,18 @@ describe("Kong's documented examples", function()
         assert.is_nil(host:error_log():find(CLIENT_SECRET, 1, true))
       end)
     else
-      if example.config.mode == "server-sent-events" then
+      if example.config.mode == "server-sent-events" or example.config.mode == "websocket" then
         it(title .. " streams the records produced before it (latest, not enforced, behaves like earliest)",
            function()
           local headers, values = configure(example)
+          local records
+          if example.config.mode == "websocket" then
+            records = ws.run(host, headers.Host, "/", { { read = RECORDS }, { close = true } }).records
+          else
+            records = stream(headers, RECORDS)
+          end
           local offsets = {}
-          for _, record in ipairs(stream(headers, RECORDS)) do
+          for _, record in ipairs(records) do
             assert.equal(values.topic, record.topic)
             offsets[#offsets + 1] = record.offset
           end

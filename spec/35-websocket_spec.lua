@@ -3,6 +3,7 @@
 -- client frames, many clients on one worker.
 local helpers = require "spec.helpers.host"
 local proc = require "spec.helpers.proc"
+local ws_client = require "spec.helpers.ws"
 local cjson = require "cjson"
 
 
@@ -11,43 +12,9 @@ local function produce(topic, args)
 end
 
 
--- Starts spec/helpers/ws_client.py: `clients` clients of `host`'s route `name` running `script` (see there)
--- in the background, and returns once every one is connected; the returned function waits for them and
--- gives what they printed.
-local function start_ws(host, name, path, script, clients)
-  local ready = helpers.RUN_DIR .. "/ws-" .. name .. ".ready"
-  os.remove(ready)
-  local command = string.format("/usr/bin/python3 %s/spec/helpers/ws_client.py --port %d --host %s.test " ..
-                                "--path '%s' --script '%s' --clients %d --timeout 60 --ready-file %s 2>&1",
-                                helpers.ROOT, host.proxy_port, name, path, cjson.encode(script), clients or 1,
-                                ready)
-  local pipe = assert(io.popen(command))
-  local collect = function()
-    local output = pipe:read("*a")
-    pipe:close()
-    return assert(cjson.decode(output:match("([^\n]+)\n*$") or ""), output)
-  end
-  local connected = proc.wait_until(function()
-    local file = io.open(ready)
-    if file then file:close() end
-    return file ~= nil
-  end, 60, 0.05)
-  if not connected then
-    error("the clients did not connect: " .. cjson.encode(collect()))
-  end
-  return collect
-end
-
-
--- Runs spec/helpers/ws_client.py with one client of `host`'s route `name` and returns what it saw.
+-- One client of the route `name` (see spec/helpers/ws_client.py for `script`).
 local function ws(host, name, path, script)
-  local command = string.format("/usr/bin/python3 %s/spec/helpers/ws_client.py --port %d --host %s.test " ..
-                                "--path '%s' --script '%s' 2>&1", helpers.ROOT, host.proxy_port, name, path,
-                                cjson.encode(script))
-  local pipe = assert(io.popen(command))
-  local output = pipe:read("*a")
-  pipe:close()
-  return assert(cjson.decode(output:match("([^\n]+)\n*$") or ""), output)
+  return ws_client.run(host, name .. ".test", path, script)
 end
 
 
@@ -246,7 +213,7 @@ describe("websocket", function()
   end)
 
   it("holds records from pause until resume", function()
-    local collect = start_ws(host, "pause", "/", { { send = '{"type":"pause"}' }, { quiet = 2 },
+    local collect = ws_client.start(host, "pause.test", "/", { { send = '{"type":"pause"}' }, { quiet = 2 },
                                                    { send = '{"type":"resume"}' }, { read = 3 }, { close = true } })
     produce(T.pause, "--count 3 --format text")
     local result = collect()
@@ -256,7 +223,7 @@ describe("websocket", function()
 
   it("streams every record to 500 concurrent clients on one worker", function()
     local t = T.crowd
-    local collect = start_ws(host, "crowd", "/", { { read = 200, timeout = 60 }, { close = true } }, 500)
+    local collect = ws_client.start(host, "crowd.test", "/", { { read = 200, timeout = 60 }, { close = true } }, 500)
     produce(t, "--count 200 --format text")
     local summary = collect()
     assert.same({}, summary.failures)

@@ -3,7 +3,7 @@
 
 Each of --clients connections to 127.0.0.1:--port (Host --host, path --path) runs the same --script, a JSON
 array of steps, and the program prints one JSON line. With one client: what it saw
-  {"status": <handshake status, 101 when upgraded>, "body": <body of a refused handshake>,
+  {"status": <handshake status, 101 when upgraded>,
    "records": [...every record received, in order...], "frames": <text frames received>,
    "errors": [...error frames...], "close": {"code": N, "reason": "..."} | null}
 With --ready-file F, F gets the number of clients once every one is connected (upgraded).
@@ -146,7 +146,6 @@ async def client(args, script):
                 raise
     except InvalidStatusCode as e:
         result["status"] = e.status_code
-        result["body"] = getattr(e, "body", None)
     except (ConnectionClosed, TimeoutError, OSError) as e:
         result["failure"] = f"{type(e).__name__}: {e}"
     result.update(records=state.records, frames=state.frames, errors=state.errors, close=state.close,

@@ -60,8 +60,9 @@ test-integration: build broker
 test-faults: build fault-injection broker
 	@scripts/run-tests.sh faults
 
-# libFuzzer targets in fuzz/ (cargo fuzz): record encoding, cursors, query arguments, settings. `make test`
-# runs the smoke (each target ~25 s); `make fuzz` runs each FUZZ_SECONDS (600) and reports executions.
+# libFuzzer targets in fuzz/ (cargo fuzz): record encoding, cursors, query arguments, settings, websocket
+# client frames. `make test` runs the smoke (each target ~25 s); `make fuzz` runs each FUZZ_SECONDS (600)
+# and reports executions.
 fuzz-smoke: deps
 	@scripts/fuzz.sh smoke
 

@@ -87,8 +87,8 @@ local function revision_of(conf, plugin_name)
     group_id = group_id,
     plugin_name = plugin_name,
     handover = handover,
-    -- server-sent-events never reads or commits a group's offsets (the event id is the position), so
-    -- its streams share the route's one consumer whoever they authenticated as
+    -- streams (server-sent-events, websocket) share the route's one consumer whoever they authenticated
+    -- as: the event id is the position, and websocket acknowledgements commit to the route's own group
     per_consumer = conf.mode == "http-get" and conf.consumer_group.mode == "kong_consumer",
     groups = {},
     group_count = 0,

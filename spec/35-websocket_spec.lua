@@ -3,6 +3,7 @@
 -- client frames, many clients on one worker.
 local helpers = require "spec.helpers.host"
 local proc = require "spec.helpers.proc"
+local faults = require "spec.helpers.faults"
 local ws_client = require "spec.helpers.ws"
 local cjson = require "cjson"
 
@@ -61,7 +62,7 @@ describe("websocket", function()
   local T = {}
 
   lazy_setup(function()
-    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crowd" }) do
+    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crash", "crowd" }) do
       T[name] = helpers.create_topic(helpers.unique_name(name), 1)
     end
     host = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
@@ -74,6 +75,8 @@ describe("websocket", function()
                                   consumer_group = { mode = "manual", consumer_group_id = T.window .. "-g" } }),
       route("resume", T.resume, { auto_offset_reset = "earliest",
                                   consumer_group = { mode = "manual", consumer_group_id = T.resume .. "-g" } }),
+      route("crash", T.crash, { auto_offset_reset = "earliest", max_records = 100, max_unacked_records = 300,
+                                consumer_group = { mode = "manual", consumer_group_id = T.crash .. "-g" } }),
       route("bogus", T.bogus, { auto_offset_reset = "earliest" }),
       route("pause", T.pause, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
       route("crowd", T.crowd, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
@@ -171,6 +174,28 @@ describe("websocket", function()
                                                        { close = true } })
     assert.same(range(12, 34), offsets(second.records))
     assert.equal(35, committed(t, T.resume .. "-g", 35))
+  end)
+
+  it("loses nothing when the worker is SIGKILLed mid-stream: the next connection resumes at the last " ..
+     "acknowledgement", function()
+    local t, group = T.crash, T.crash .. "-g"
+    produce(t, "--count 3000 --format text")
+    local collect = ws_client.start(host, "crash.test", "/?acks=true", {
+      { read = 1500, ack_each = true, timeout = 30 }, { wait_close = 30 } })
+    assert.truthy(proc.wait_until(function()
+      local c = helpers.kafka_tool("committed", "--topic " .. t .. " --group " .. group)["0"]
+      return c ~= cjson.null and c >= 1500
+    end, 30, 0.1), "the acknowledgements were committed")
+    faults.kill_worker(host, host:worker_pids()[1])
+    local first = collect()
+    assert.equal(1006, first.close and first.close.code, "the connection broke without a close frame")
+    local acked = helpers.kafka_tool("committed", "--topic " .. t .. " --group " .. group)["0"]
+    assert.truthy(acked >= 1500 and acked <= #first.records, acked)
+    assert.same(range(0, #first.records - 1), offsets(first.records))
+    local second = ws(host, "crash", "/?acks=true", { { read = 3000 - acked, ack_each = true, timeout = 30 },
+                                                       { close = true } })
+    assert.same(range(acked, 2999), offsets(second.records))
+    assert.equal(3000, committed(t, group, 3000))
   end)
 
   describe("closes with a reason, and the worker keeps serving, on", function()

@@ -12,7 +12,8 @@ record sequences, as "partition:offset" lists; 1 means identical>, "records": <r
 "failures": [...first few failures...]}.
 
 Steps (each optional key applies to the one step):
-  {"read": N, "timeout": S}        read frames until N records in all have arrived (fails after S s)
+  {"read": N, "timeout": S}        read frames until N records in all have arrived (fails after S s);
+                                   with "ack_each": true, ack each frame's cursor as it arrives
   {"quiet": S}                     read for S s; the records that arrive are kept, and how many in "quiet"
   {"ack": "last"}                  ack the cursor of the last frame received (cumulative)
   {"ack": "cursor", "index": I}    ack the cursor of record I (1-based, in arrival order)
@@ -53,7 +54,7 @@ def take(state, text):
         state.errors.append(frame)
 
 
-async def read_until(ws, state, done, timeout):
+async def read_until(ws, state, done, timeout, ack_each=False):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not done():
@@ -65,6 +66,8 @@ async def read_until(ws, state, done, timeout):
         except asyncio.TimeoutError:
             continue
         take(state, message)
+        if ack_each and json.loads(message).get("type") == "records":
+            await ws.send(json.dumps({"type": "ack", "cursor": state.last_cursor}))
 
 
 def closed(ws, state):
@@ -73,7 +76,8 @@ def closed(ws, state):
 
 async def step(ws, state, s):
     if "read" in s:
-        await read_until(ws, state, lambda: len(state.records) >= s["read"], s.get("timeout", 15))
+        await read_until(ws, state, lambda: len(state.records) >= s["read"], s.get("timeout", 15),
+                         s.get("ack_each", False))
     elif "quiet" in s:
         before = len(state.records)
         try:

@@ -399,7 +399,23 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
             doorbell.ring();
         }
     }
+    // Commits asked for just before the close (websocket acknowledgements as their worker exits) go out
+    // before the consumer does, synchronously: nothing else waits on this thread any more.
+    let pending = take_commits(shared);
+    if !pending.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
+        commit(consumer, shared, &pending, CommitMode::Sync);
+    }
     doorbell.ring();
+}
+
+/// The commits the requests asked for since the last look, by topic and partition.
+fn take_commits(shared: &Shared) -> Vec<(String, i32, i64)> {
+    let mut state = shared.state.lock();
+    let commits = std::mem::take(&mut state.commits);
+    commits
+        .into_iter()
+        .filter_map(|(i, o)| state.partitions.get(i).map(|p| (p.topic.clone(), p.partition, o)))
+        .collect()
 }
 
 /// Asks the first bootstrap server's port what it speaks (see [`probe`](crate::probe)) when start-up fails
@@ -643,9 +659,9 @@ fn start_positions(
 fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
     let limit = shared.settings.buffer_max_bytes;
     let broadcast = shared.settings.delivery == Delivery::Broadcast;
-    let (seeks, commits, pause, mut resume) = {
+    let commits = take_commits(shared);
+    let (seeks, pause, mut resume) = {
         let mut state = shared.state.lock();
-        let commits = std::mem::take(&mut state.commits);
         let (mut seeks, mut pause, mut resume) = (Vec::new(), Vec::new(), Vec::new());
         for p in state.partitions.iter_mut() {
             if broadcast {
@@ -662,11 +678,7 @@ fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
                 resume.push((p.topic.clone(), p.partition));
             }
         }
-        let commits: Vec<(String, i32, i64)> = commits
-            .into_iter()
-            .filter_map(|(i, o)| state.partitions.get(i).map(|p| (p.topic.clone(), p.partition, o)))
-            .collect();
-        (seeks, commits, pause, resume)
+        (seeks, pause, resume)
     };
     for (topic, partition, offset, was_paused) in seeks {
         if was_paused {
@@ -695,18 +707,18 @@ fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
     }
     // Only http-get and websocket acknowledgements ask for commits, through whichever handle they read.
     if !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
-        commit(consumer, shared, &commits);
+        commit(consumer, shared, &commits, CommitMode::Async);
     }
 }
 
-fn commit(consumer: &KafkaConsumer, shared: &Shared, offsets: &[(String, i32, i64)]) {
+fn commit(consumer: &KafkaConsumer, shared: &Shared, offsets: &[(String, i32, i64)], mode: CommitMode) {
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, offset) in offsets {
         if tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).is_err() {
             return;
         }
     }
-    if let Err(err) = consumer.commit(&tpl, CommitMode::Async) {
+    if let Err(err) = consumer.commit(&tpl, mode) {
         shared.log(Level::Error, &format!("offset commit failed: {err}"));
     }
 }
@@ -808,7 +820,7 @@ impl Reader {
             drop(state);
             let queue = shared.settings.delivery == Delivery::Queue;
             if queue && shared.settings.commit_strategy == CommitStrategy::Auto && !starts.is_empty() {
-                commit(consumer, shared, &starts);
+                commit(consumer, shared, &starts, CommitMode::Async);
             }
         }
     }

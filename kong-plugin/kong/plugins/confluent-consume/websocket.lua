@@ -125,28 +125,28 @@ local function settle(window, i, upto)
 end
 
 
--- Commits, for each partition, up to its oldest unacknowledged record (everything sent when none is),
--- through whichever handle the stream reads (all in the configuration's group).
-local function commit(conn)
+-- Commits, for each partition, up to its oldest unacknowledged record (everything sent when none is);
+-- only what moved, unless `all`. Always through the shared handle, even while the stream reads a
+-- catch-up handle: one consumer sends a group's commits in order, two could land out of order.
+local function commit(conn, all)
   local window = conn.window
   local offsets, any = {}, false
   for i, queue in ipairs(window.queues) do
     local frontier = queue[queue.first] or window.sent_to[i]
-    if frontier ~= window.committed[i] then
+    if all or frontier ~= window.committed[i] then
       offsets[i], window.committed[i], any = frontier, frontier, true
     else
       offsets[i] = false
     end
   end
   if any then
-    local source = conn.request.replay or conn.request.live
-    source.handle:commit(offsets)
+    conn.request.live.handle:commit(offsets)
   end
 end
 
 
 -- The client breaks the protocol, or the stream must end: the writer sends `reason` as an error frame
--- (unless the client closed normally) and closes with `code`.
+-- (unless the close is normal or a reload's) and closes with `code`.
 local function close_with(conn, code, reason)
   if not conn.closing then
     conn.closing = { code = code, reason = reason }
@@ -263,7 +263,8 @@ local function tend(conn)
   end
   local closing = conn.closing
   if closing then
-    if closing.code ~= NORMAL then
+    -- an error frame says what went wrong; a normal close or a reload is no error
+    if closing.code ~= NORMAL and closing.code ~= GOING_AWAY then
       wb:send_text(cjson.encode({ type = "error", message = closing.reason, final = true }))
     end
     wb:send_close(closing.code, sub(closing.reason, 1, MAX_REASON))
@@ -385,6 +386,11 @@ function _M.serve(conf, plugin_name)
   end
   if start.acks then
     conn.window = new_window(cursors)
+    if start.cursor then
+      -- resuming after a cursor acknowledges everything before it (the client had it), which a commit
+      -- lost with its worker (the handle closes as the worker exits) would otherwise never say
+      commit(conn, true)
+    end
   end
   local reader = spawn(read_frames, conn)
   stream.run(conf, "websocket", request, cursors, fx, new_sink(conn))

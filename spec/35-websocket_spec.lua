@@ -62,7 +62,7 @@ describe("websocket", function()
   local T = {}
 
   lazy_setup(function()
-    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crash", "crowd" }) do
+    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crash", "fx", "crowd" }) do
       T[name] = helpers.create_topic(helpers.unique_name(name), 1)
     end
     host = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
@@ -77,6 +77,16 @@ describe("websocket", function()
                                   consumer_group = { mode = "manual", consumer_group_id = T.resume .. "-g" } }),
       route("crash", T.crash, { auto_offset_reset = "earliest", max_records = 100, max_unacked_records = 300,
                                 consumer_group = { mode = "manual", consumer_group_id = T.crash .. "-g" } }),
+      route("fx", T.fx, { auto_offset_reset = "earliest",
+                          consumer_group = { mode = "manual", consumer_group_id = T.fx .. "-g" },
+                          message_by_lua_functions = { [[
+return function(message)
+  if message.offset % 2 == 0 then
+    return nil
+  end
+  message.seen_by = "fn"
+  return message
+end]] } }),
       route("bogus", T.bogus, { auto_offset_reset = "earliest" }),
       route("pause", T.pause, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
       route("crowd", T.crowd, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
@@ -160,6 +170,21 @@ describe("websocket", function()
     assert.matches("ack_timeout", stuck.close.reason, 1, true)
     assert.same({ type = "error", final = true,
                   message = "no acknowledgement within ack_timeout while the window was full" }, stuck.errors[1])
+  end)
+
+  it("runs message functions on every record: dropped records are not sent, and an ack of the frame's " ..
+     "cursor commits past them", function()
+    local t = T.fx
+    produce(t, "--count 10 --format text")
+    local result = ws(host, "fx", "/?acks=true", { { read = 5 }, { ack = "last" }, { quiet = 0.5 },
+                                                   { close = true } })
+    assert.same({ 1, 3, 5, 7, 9 }, offsets(result.records))
+    for _, r in ipairs(result.records) do
+      assert.equal("fn", r.seen_by)
+      assert.equal(t, r.topic)
+      assert.matches("^%x+%-" .. (r.offset + 1) .. "$", r.cursor)
+    end
+    assert.equal(10, committed(t, T.fx .. "-g", 10))
   end)
 
   it("resumes after a disconnect from the last acknowledgement with no gap", function()

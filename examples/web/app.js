@@ -1,11 +1,16 @@
-// Demo page for the confluent-consume plugin in `mode: server-sent-events`.
+// Demo page for the confluent-consume plugin in `mode: server-sent-events` or `mode: websocket`.
 //
-// Opens an EventSource on the path in the page's `?stream=` query argument (default /stream) and lists
-// the records newest first. The browser resumes by itself after a dropped connection: it sends the last
-// event's id (a cursor) as Last-Event-ID, and the plugin continues right after that event.
+// Server-sent events: opens an EventSource on the path in the page's `?stream=` query argument (default
+// /stream). The browser resumes by itself after a dropped connection: it sends the last event's id (a
+// cursor) as Last-Event-ID, and the plugin continues right after that event.
+// WebSocket (`?ws=<path>`, e.g. ?ws=/ws): opens a WebSocket there with `acks=true` and acknowledges every
+// frame by its cursor, so the route's consumer group commits what the page has shown; after a dropped
+// connection the page reconnects with the last cursor as `last_event_id`.
+// Either way the records are listed newest first.
 //
-// For tests: window.received lists every message event ({id, topic, partition, offset}), window.opens
-// counts `open` events (1 + the number of reconnects), window.serverErrors the server's `event: error`s.
+// For tests: window.received lists every record ({id, topic, partition, offset}; id is its cursor),
+// window.opens counts opened connections (1 + the number of reconnects), window.serverErrors the
+// server's errors (`event: error`, websocket error frames), window.acks the acknowledgements sent.
 (function () {
   "use strict";
 
@@ -16,6 +21,7 @@
   window.received = [];
   window.opens = 0;
   window.serverErrors = [];
+  window.acks = 0;
 
   var $ = function (id) { return document.getElementById(id); };
   var ui = {
@@ -24,9 +30,12 @@
     rows: $("rows"), empty: $("empty"),
   };
 
-  var streamPath = new URLSearchParams(location.search).get("stream") || "/stream";
-  var streamUrl = new URL(streamPath, location.href);
-  var source = null;
+  var params = new URLSearchParams(location.search);
+  var wsPath = params.get("ws");
+  var streamUrl = new URL(wsPath || params.get("stream") || "/stream", location.href);
+  if (wsPath) streamUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  var source = null;  // the EventSource, or the WebSocket
+  var reconnectTimer = null;
   var lastEventId = "";
   var errorCount = 0;
 
@@ -77,17 +86,19 @@
     while (ui.errors.children.length > MAX_ERRORS) ui.errors.removeChild(ui.errors.lastChild);
   }
 
-  function onMessage(e) {
-    var record;
+  function parse(text) {
     try {
-      record = JSON.parse(e.data);
+      return JSON.parse(text);
     } catch (err) {
-      addError("unreadable event data: " + String(e.data).slice(0, 200));
-      return;
+      addError("unreadable data: " + String(text).slice(0, 200));
+      return null;
     }
-    lastEventId = e.lastEventId || lastEventId;
-    window.received.push({ id: e.lastEventId, topic: record.topic, partition: record.partition,
-                           offset: record.offset });
+  }
+
+  // One record, `id` its cursor (the resume position after it).
+  function showRecord(record, id) {
+    lastEventId = id || lastEventId;
+    window.received.push({ id: id, topic: record.topic, partition: record.partition, offset: record.offset });
 
     var tr = document.createElement("tr");
     tr.className = "fresh";
@@ -107,16 +118,25 @@
     ui.lastId.textContent = lastEventId || "–";
   }
 
+  function onMessage(e) {
+    var record = parse(e.data);
+    if (record) showRecord(record, e.lastEventId);
+  }
+
+  function serverError(message) {
+    window.serverErrors.push(message);
+    errorCount += 1;
+    ui.errcount.textContent = String(errorCount);
+    addError(message);
+  }
+
   // `error` fires both for the server's `event: error` (a MessageEvent carrying JSON {message}) and for
   // connection trouble (a plain Event; readyState tells whether the browser will reconnect).
   function onError(e) {
     if (typeof e.data === "string") {
       var message = e.data;
       try { message = JSON.parse(e.data).message || e.data; } catch (err) { /* keep the raw text */ }
-      window.serverErrors.push(message);
-      errorCount += 1;
-      ui.errcount.textContent = String(errorCount);
-      addError(message);
+      serverError(message);
       return;
     }
     if (!source) return;
@@ -129,31 +149,70 @@
     }
   }
 
+  function opened() {
+    window.opens += 1;
+    ui.opens.textContent = String(window.opens);
+    setState("open");
+  }
+
+  // A frame of records is shown, then acknowledged by its cursor: the group commits only what the page
+  // has shown, and a new connection without a cursor would resume right after it.
+  function onFrame(e) {
+    var frame = parse(e.data);
+    if (!frame) return;
+    if (frame.type === "records") {
+      frame.records.forEach(function (record) { showRecord(record, record.cursor); });
+      source.send(JSON.stringify({ type: "ack", cursor: frame.cursor }));
+      window.acks += 1;
+    } else if (frame.type === "error") {
+      serverError(frame.message);
+    }
+  }
+
+  function connectWebSocket() {
+    var url = new URL(streamUrl.href);
+    url.searchParams.set("acks", "true");
+    if (lastEventId) url.searchParams.set("last_event_id", lastEventId);
+    setState("connecting");
+    var ws = new WebSocket(url.href);
+    source = ws;
+    ws.addEventListener("open", opened);
+    ws.addEventListener("message", onFrame);
+    ws.addEventListener("close", function (e) {
+      if (source !== ws) return;  // closed on purpose
+      // 1001: the gateway reloads; 1013: reconnect to resume; anything else is worth showing too
+      addError("connection closed (" + e.code + (e.reason ? ": " + e.reason : "") + "); reconnecting",
+               "connection");
+      setState("connecting", "reconnecting");
+      reconnectTimer = setTimeout(connectWebSocket, 500);
+    });
+    ui.toggle.textContent = "Disconnect";
+  }
+
   function connect() {
+    if (wsPath) return connectWebSocket();
     var url = new URL(streamUrl.href);
     // A new EventSource sends no Last-Event-ID; pass the cursor in the query to resume after a pause.
     if (lastEventId) url.searchParams.set("last_event_id", lastEventId);
     setState("connecting");
     source = new EventSource(url.href);
-    source.addEventListener("open", function () {
-      window.opens += 1;
-      ui.opens.textContent = String(window.opens);
-      setState("open");
-    });
+    source.addEventListener("open", opened);
     source.addEventListener("message", onMessage);
     source.addEventListener("error", onError);
     ui.toggle.textContent = "Disconnect";
   }
 
   function disconnect() {
-    if (source) source.close();
+    var closing = source;
     source = null;
+    clearTimeout(reconnectTimer);
+    if (closing) closing.close();
     setState("closed", "disconnected");
     ui.toggle.textContent = "Connect";
   }
 
   ui.toggle.addEventListener("click", function () {
-    if (source && source.readyState !== EventSource.CLOSED) disconnect(); else connect();
+    if (source && source.readyState !== source.CLOSED) disconnect(); else connect();
   });
   ui.clear.addEventListener("click", function () {
     ui.rows.textContent = "";

@@ -201,14 +201,45 @@ def sse_latency(host, topic_name, count=200):
     return lat, raw
 
 
-def crowd(host, topic_name, pid, clients=1000, records=1000, sampled=100, interval_ms=10):
-    """Scenario 4: `clients` streams on one worker (kafka-tool sse-clients: a thread per stream, since a
-    Python client saturates a core at this size); `sampled` of them time every record."""
+def stream_clients(kind, host, path, clients, records, sampled=0, ready=None):
+    """kafka-tool sse-clients or ws-clients (`kind`): a thread per stream, since a Python client saturates a
+    core at 1,000 streams. Returns the running process; its last output line is the JSON summary."""
+    extra = ["--ready-file", ready] if ready else []
+    return subprocess.Popen([TOOL, kind, "--port", str(PROXY_PORT), "--host", host, "--path", path, "--clients",
+                             str(clients), "--events", str(records), "--sample", str(sampled), "--timeout-ms",
+                             "60000", *extra], stdout=subprocess.PIPE, text=True)
+
+
+def tool_throughput(kind, host, total):
+    """Scenario 8: one kafka-tool stream client from the earliest record: records/s."""
+    out, _ = stream_clients(kind, host, "/?from=earliest", 1, total).communicate(timeout=120)
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["min_events"] / result["seconds"]
+
+
+def ws_latency(host, topic_name, count=200):
+    """Scenario 9: one WebSocket and the raw consumer read the same stamped records, 20 ms apart."""
+    ready = os.path.join(RUN, "wslat.ready")
+    proc = stream_clients("ws-clients", host, "/?from=latest", 1, count, sampled=1, ready=ready)
+    raw = subprocess.Popen([TOOL, "latency", "--brokers", f"127.0.0.1:{BROKER_PORT}", "--topic", topic_name,
+                            "--count", str(count), "--fetch-wait-ms", str(FETCH_WAIT_MS), "--samples"],
+                           stdout=subprocess.PIPE, text=True)
+    while not os.path.exists(ready):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    asyncio.run(produce_stamped(topic_name, count, 20))
+    raw_out, _ = raw.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)
+    return json.loads(out.strip().splitlines()[-1])["samples_ms"], json.loads(raw_out.strip().splitlines()[-1])
+
+
+def crowd(host, topic_name, pid, clients=1000, records=1000, sampled=100, interval_ms=10, kind="sse-clients"):
+    """Scenarios 4 and 10: `clients` streams on one worker (kafka-tool `kind`); `sampled` of them time every
+    record."""
     ready = os.path.join(RUN, "crowd.ready")
-    proc = subprocess.Popen([TOOL, "sse-clients", "--port", str(PROXY_PORT), "--host", host, "--path",
-                             "/?from=latest", "--clients", str(clients), "--events", str(records), "--sample",
-                             str(sampled), "--timeout-ms", "60000", "--ready-file", ready],
-                            stdout=subprocess.PIPE, text=True)
+    if os.path.exists(ready):
+        os.remove(ready)
+    proc = stream_clients(kind, host, "/?from=latest", clients, records, sampled, ready)
     while not os.path.exists(ready):
         time.sleep(0.05)
     time.sleep(0.5)
@@ -339,6 +370,8 @@ def main():
         routes = [route("get1", t1, "http-get", **big), route("get3", t3, "http-get", **big),
                   route("sse1", t1, "server-sent-events", **big), route("lat", tl, "server-sent-events"),
                   route("crowd", tc, "server-sent-events"), route("idle", ti, "http-get"),
+                  route("ws1", t1, "websocket", **big), route("wslat", tl, "websocket"),
+                  route("wscrowd", tc, "websocket"),
                   route("mget", tm, "http-get", port=SQLITE_BROKER_PORT, **big),
                   route("msse", tm, "server-sent-events", port=SQLITE_BROKER_PORT, **big),
                   # the whole topic fits the buffer: a paused partition's resumption loses records on tansu's
@@ -426,6 +459,35 @@ def main():
             rows.append(("6. 1 M x 200 B through http-get, then SSE from earliest: worker RSS",
                          f"start {start:.0f}, peak {peak:.0f}, after GET {after_get:.0f}, end {end:.0f} MB",
                          "–", f"end {100 * (end - start) / start:+.1f} %", check("6 end at most 10 % above start", end <= 1.1 * start)))
+
+        if wanted("8"):
+            raw = tool("consume", "--topic", t1, "--count", "100000", "--from", "earliest",
+                       "--fetch-wait-ms", str(FETCH_WAIT_MS))["records_per_s"]
+            sse = tool_throughput("sse-clients", "sse1.bench", 100000)
+            with Usage(pid) as u:
+                got = tool_throughput("ws-clients", "ws1.bench", 100000)
+            rows.append(("8. WebSocket, same data (1 partition, from earliest), one client (kafka-tool clients)",
+                         f"{got:,.0f} rec/s ({u.note()})", f"SSE {sse:,.0f} rec/s, raw {raw:,.0f} rec/s",
+                         f"{got / sse:.2f} of SSE, {got / raw:.2f} of raw", check("8 >= SSE", got >= sse)))
+
+        if wanted("9"):
+            ws_lat, ws_raw = ws_latency("wslat.bench", tl)
+            p50, p99, mx = percentile(ws_lat, 0.5), percentile(ws_lat, 0.99), max(ws_lat)
+            rows.append(("9. WebSocket live latency, 200 records 20 ms apart: p50 / p99 / max",
+                         f"{p50:.2f} / {p99:.2f} / {mx:.2f} ms",
+                         f"{ws_raw['p50_ms']:.2f} / {ws_raw['p99_ms']:.2f} / {ws_raw['max_ms']:.2f} ms",
+                         f"+{p50 - ws_raw['p50_ms']:.2f} / +{p99 - ws_raw['p99_ms']:.2f} ms",
+                         check("9 p50 <= raw+1, p99 <= raw+3",
+                               p50 <= ws_raw["p50_ms"] + 1 and p99 <= ws_raw["p99_ms"] + 3)))
+
+        if wanted("10"):
+            c = crowd("wscrowd.bench", tc, pid, interval_ms=20, kind="ws-clients")
+            c99 = percentile(c["lat"], 0.99)
+            growth = c["rss_peak"] - c["rss0"]
+            rows.append(("10. 1,000 WebSocket clients on one worker, 1,000 live records (20 ms apart: 50/s)",
+                         f"{c['complete']}/1000 got all; p99 {c99:.1f} ms; RSS {c['rss0']:.0f} → "
+                         f"{c['rss_peak']:.0f} MB; threads {c['threads0']} → {c['threads1']} ({c['note']})",
+                         "–", f"RSS +{growth:.0f} MB", check("10 p99 <= 50 ms", c["complete"] == 1000 and c99 <= 50)))
 
         table = ["| # scenario | plugin | reference (same run) | ratio / delta | target |", "|---|---|---|---|---|"]
         table += ["| " + " | ".join(r) + " |" for r in rows]

@@ -18,6 +18,8 @@
 //! kafka-tool wait-ready  [--timeout-ms MS]
 //! kafka-tool sse-clients --port P --host H --events N [--path P] [--clients N] [--sample N] [--timeout-ms MS]
 //!                        [--ready-file F]   (many SSE clients against the gateway, for benchmarks)
+//! kafka-tool ws-clients  --port P --host H --events N [--path P] [--clients N] [--sample N] [--timeout-ms MS]
+//!                        [--ready-file F] [--acks]   (the same over WebSockets; --acks acknowledges every frame)
 //! ```
 //!
 //! `produce --rate R` spreads the records evenly at R per second (fault tests need a producer still writing
@@ -26,7 +28,7 @@
 //! until then, and a record whose ack was lost in the outage may be written twice.
 
 mod args;
-mod sse_clients;
+mod stream_clients;
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -44,7 +46,7 @@ use args::Args;
 
 pub(crate) type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const USAGE: &str = "usage: kafka-tool <produce|produce-one|consume|latency|committed|watermarks|wait-ready|sse-clients> \
+const USAGE: &str = "usage: kafka-tool <produce|produce-one|consume|latency|committed|watermarks|wait-ready|sse-clients|ws-clients> \
 [--brokers HOST:PORT] [--config KEY=VALUE ...] [options] (see the doc comment in tools/src/main.rs)";
 
 /// Time-outs for requests that should answer quickly on loopback.
@@ -64,7 +66,8 @@ fn main() {
         "committed" => committed(rest),
         "watermarks" => watermarks(rest),
         "wait-ready" => wait_ready(rest),
-        "sse-clients" => sse_clients::sse_clients(rest),
+        "sse-clients" => stream_clients::sse_clients(rest),
+        "ws-clients" => stream_clients::ws_clients(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -1,14 +1,18 @@
-//! `sse-clients`: many concurrent server-sent-event clients, one thread each, cheap enough that the
-//! benchmark measures the gateway rather than its client (a Python asyncio client saturated a core at
-//! 1,000 streams). Counts message events per client; `--sample` clients also time each record from its
-//! `ts_us` stamp (set by `produce`) to its arrival.
+//! `sse-clients` and `ws-clients`: many concurrent stream clients (server-sent events, or WebSockets of the
+//! `websocket` mode), one thread each, cheap enough that the benchmark measures the gateway rather than its
+//! client (a Python asyncio client saturated a core at 1,000 streams). Counts records per client;
+//! `--sample` clients also time each record from its `ts_us` stamp (set by `produce`) to its arrival.
+//! `ws-clients --acks` acknowledges every frame (for a `--path` with `acks=true`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::json;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::Message;
 
 use crate::args::Args;
 use crate::{now_us, print_json, round3, Result};
@@ -19,12 +23,38 @@ struct Seen {
     delays_ms: Vec<f64>,
 }
 
+/// Which protocol the clients speak.
+#[derive(Clone, Copy)]
+pub enum Protocol {
+    Sse,
+    WebSocket { acks: bool },
+}
+
+/// One client's parameters.
+struct Client {
+    port: u16,
+    host: String,
+    path: String,
+    events: usize,
+    timed: bool,
+    timeout: Duration,
+}
+
 pub fn sse_clients(argv: &[String]) -> Result<()> {
+    clients(argv, &[], |_| Protocol::Sse)
+}
+
+pub fn ws_clients(argv: &[String]) -> Result<()> {
+    clients(argv, &["acks"], |args| Protocol::WebSocket { acks: args.flag("acks") })
+}
+
+fn clients(argv: &[String], flags: &[&str], protocol: impl Fn(&Args) -> Protocol) -> Result<()> {
     let args = Args::parse(
         argv,
         &["port", "host", "path", "clients", "events", "sample", "timeout-ms", "ready-file"],
-        &[],
+        flags,
     )?;
+    let protocol = protocol(&args);
     let port: u16 = args.number("port")?.ok_or("--port is required")?;
     let host = args.required("host")?.to_string();
     let path = args.get("path").unwrap_or("/").to_string();
@@ -37,10 +67,14 @@ pub fn sse_clients(argv: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut threads = Vec::with_capacity(clients);
     for i in 0..clients {
-        let (host, path, connected, results) = (host.clone(), path.clone(), connected.clone(), results.clone());
+        let client = Client { port, host: host.clone(), path: path.clone(), events, timed: i < sample, timeout };
+        let (connected, results) = (connected.clone(), results.clone());
         threads.push(
-            std::thread::Builder::new().stack_size(128 * 1024).spawn(move || {
-                let seen = client(port, &host, &path, events, i < sample, timeout, &connected);
+            std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+                let seen = match protocol {
+                    Protocol::Sse => sse_client(&client, &connected),
+                    Protocol::WebSocket { acks } => ws_client(&client, acks, &connected),
+                };
                 results.lock().expect("results lock").push(seen);
             })?,
         );
@@ -76,7 +110,8 @@ pub fn sse_clients(argv: &[String]) -> Result<()> {
 }
 
 /// One stream: counts `event: message` blocks until `events`, or the stream ends, or `timeout`.
-fn client(port: u16, host: &str, path: &str, events: usize, timed: bool, timeout: Duration, connected: &Barrier) -> Seen {
+fn sse_client(c: &Client, connected: &Barrier) -> Seen {
+    let (port, host, path, events, timed, timeout) = (c.port, c.host.as_str(), c.path.as_str(), c.events, c.timed, c.timeout);
     let mut seen = Seen { events: 0, delays_ms: Vec::new() };
     let stream = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
         s.set_read_timeout(Some(timeout))?;
@@ -132,6 +167,68 @@ fn client(port: u16, host: &str, path: &str, events: usize, timed: bool, timeout
         // Chunk-size lines sit between events; an event is complete at its blank line.
         pending.extend_from_slice(&buf[..n]);
     }
+    seen
+}
+
+/// A `websocket` mode frame, as far as the clients need it.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    records: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    cursor: Option<&'a str>,
+}
+
+/// One WebSocket: counts records until `events`, or the connection ends, or `timeout`; with `acks`,
+/// acknowledges every frame by its cursor.
+fn ws_client(c: &Client, acks: bool, connected: &Barrier) -> Seen {
+    let mut seen = Seen { events: 0, delays_ms: Vec::new() };
+    let socket = (|| -> Result<_> {
+        let stream = TcpStream::connect(("127.0.0.1", c.port))?;
+        stream.set_read_timeout(Some(c.timeout))?;
+        stream.set_nodelay(true)?;
+        let mut request = format!("ws://{}{}", c.host, c.path).into_client_request()?;
+        request.headers_mut().insert("Host", c.host.parse()?);
+        let config = tungstenite::protocol::WebSocketConfig { max_message_size: None, max_frame_size: None,
+                                                              ..Default::default() };
+        let (socket, _) = tungstenite::client::client_with_config(request, stream, Some(config))
+            .map_err(|e| e.to_string())?;
+        Ok(socket)
+    })();
+    connected.wait();
+    let Ok(mut socket) = socket else {
+        return seen;
+    };
+    let deadline = Instant::now() + c.timeout;
+    while seen.events < c.events && Instant::now() < deadline {
+        let text = match socket.read() {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let arrived_us = now_us();
+        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else { break };
+        if frame.kind != "records" {
+            continue;
+        }
+        seen.events += frame.records.len();
+        if c.timed {
+            for record in &frame.records {
+                if let Some(ts) = stamp(record.get().as_bytes()) {
+                    seen.delays_ms.push((arrived_us - ts) as f64 / 1e3);
+                }
+            }
+        }
+        if let (true, Some(cursor)) = (acks, frame.cursor) {
+            let ack = json!({ "type": "ack", "cursor": cursor }).to_string();
+            if socket.send(Message::text(ack)).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = socket.close(None);
     seen
 }
 

@@ -300,11 +300,13 @@ local function new_sink(conn)
   local sink = {}
 
   function sink.ready()
+    local live = conn.request.live
     while true do
       if not tend(conn) then
         return false
       end
-      if not held(conn) then
+      if not held(conn) or ngx.worker.exiting() or live.closed then
+        -- stream.run looks at the worker and the handle, and ends the stream
         return true
       end
       update_time()
@@ -319,7 +321,8 @@ local function new_sink(conn)
         end
         wait = min(wait, left)
       end
-      if not conn.wakeup:wait(wait) and not ping(conn) then
+      -- woken by the reader (an ack, resume, a ping, a close), or by the handle (records, its close)
+      if not consumers.wait(live, live.generation, wait, conn.wakeup) and not ping(conn) then
         return false
       end
     end

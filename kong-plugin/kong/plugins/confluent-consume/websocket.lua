@@ -74,7 +74,9 @@ end
 
 -- The acknowledgement window of one connection. Per partition index a queue of the offsets sent and not
 -- yet acknowledged, in order (`queues[i][first..last]`; an offset is still owed while `pending[i][offset]`),
--- `count` of them owed in all, and the cursor after what was sent (`sent_to`) and committed.
+-- `count` of them owed in all, and the cursor after what was sent (`sent_to`) and committed. `progress`
+-- is when the client last acknowledged something, or the window last filled up: ack_timeout counts from
+-- the later.
 local function new_window(cursors)
   local window = { queues = {}, pending = {}, count = 0, sent_to = {}, committed = {} }
   for i, c in ipairs(cursors) do
@@ -87,8 +89,10 @@ local function new_window(cursors)
 end
 
 
--- Records that a frame carrying `sent` (per partition index, its offsets) went out, up to `next_cursors`.
-local function window_sent(window, sent, next_cursors)
+-- Records that a frame carrying `sent` (per partition index, its offsets) went out, up to `next_cursors`;
+-- `limit` is the window's size.
+local function window_sent(window, sent, next_cursors, limit)
+  local before = window.count
   for i, offsets in pairs(sent) do
     local queue, pending = window.queues[i], window.pending[i]
     for _, offset in ipairs(offsets) do
@@ -100,6 +104,10 @@ local function window_sent(window, sent, next_cursors)
   end
   for i, c in ipairs(next_cursors) do
     window.sent_to[i] = c
+  end
+  if before < limit and window.count >= limit then
+    update_time()
+    window.progress = now()
   end
 end
 
@@ -155,7 +163,7 @@ local function close_with(conn, code, reason)
 end
 
 
--- Applies an acknowledgement (a parsed client frame); false with a close when it is bogus.
+-- Applies an acknowledgement (a parsed client frame), or closes the connection when it is bogus.
 local function acknowledge(conn, frame)
   local window = conn.window
   if not window then
@@ -333,7 +341,7 @@ local function new_sink(conn)
       return false
     end
     if conn.window then
-      window_sent(conn.window, sent, next_cursors)
+      window_sent(conn.window, sent, next_cursors, conf.max_unacked_records)
     end
     return true
   end

@@ -117,8 +117,9 @@ local function read_live_through(live, cursors, max_records, max_bytes, fx)
 end
 
 
--- Reads the shared handle; streams at the same position in the same generation share one rendering.
-local function read_live(live, format, cursors, max_records, max_bytes, fx)
+-- Reads the shared handle; streams at the same position in the same generation share one rendering,
+-- and what `prepare` (the sink's, if any) makes of it.
+local function read_live(live, format, cursors, max_records, max_bytes, fx, prepare)
   local key = concat(cursors, ".")
   local reads = reads_of(fx and fx.state or live, format, live.generation, max_records, max_bytes)
   local hit = reads[key]
@@ -132,6 +133,10 @@ local function read_live(live, format, cursors, max_records, max_bytes, fx)
     if hit[1] then
       reads[key] = hit
     end
+  end
+  -- a read of message functions may have been cached, and prepared, while this one waited for it
+  if prepare and hit[1] and not hit.prepared then
+    hit[1], hit.prepared = prepare(hit[1]), true
   end
   return unpack(hit, 1, 5)
 end
@@ -249,6 +254,8 @@ end
 -- Streams until the client goes away, falls behind, the sink ends it, or the worker exits. The `sink`
 -- of the mode:
 --   ready()                 -> false to end the stream (websocket: the client closed, or its window holds)
+--   prepare(body)           -> (optional) what records() gets instead of the rendered body, made once
+--                              per read of the shared handle however many streams send it
 --   records(body, next_cursors, count, sent) -> false when the client cannot be written to
 --   error(message, final)   -> false when the client cannot be written to; `final` ends the stream
 --   wait(source, generation, seconds) -> true when woken before `seconds` passed
@@ -271,7 +278,7 @@ function _M.run(conf, format, request, cursors, fx, sink)
     local body, next_cursors, count, behind, sent
     if source == live then
       body, next_cursors, count, behind, sent = read_live(live, format, cursors, conf.max_records,
-                                                          conf.max_bytes, fx)
+                                                          conf.max_bytes, fx, sink.prepare)
     elseif fx then
       body, next_cursors, count, behind, sent = read_through(source, cursors, conf.max_records, conf.max_bytes,
                                                              fx)
@@ -279,6 +286,9 @@ function _M.run(conf, format, request, cursors, fx, sink)
       local handle = source.handle
       body, next_cursors, count, behind, sent = handle[FORMATS[format].method](handle, cursors, conf.max_records,
                                                                                conf.max_bytes)
+    end
+    if body and source ~= live and sink.prepare then
+      body = sink.prepare(body)
     end
     if not body then
       sink.error(respond.kafka_message(conf, 503, "stream interrupted: " .. tostring(next_cursors)) ..

@@ -49,6 +49,7 @@ local protocol = require_websocket("protocol")
 
 local MAX_CLIENT_FRAME = native.max_client_frame_bytes
 local MAX_REASON = 123  -- bytes of a close frame's reason (RFC 6455 5.5: 125 minus the code)
+local TEXT = 0x1  -- the text frame's opcode (RFC 6455 5.2)
 
 -- Close codes (RFC 6455 7.4.1, and 4000-4999 for this application; README "WebSocket protocol").
 local NORMAL = 1000
@@ -336,8 +337,15 @@ local function new_sink(conn)
     end
   end
 
-  function sink.records(body, next_cursors, _, sent)
-    if not conn.wb:send_text(body) then
+  -- The text frame around a read's payload is built once per read (stream.lua caches it with the
+  -- read) and written as it is: lua-resty-websocket's send_text would build, and copy, it once per
+  -- connection.
+  function sink.prepare(payload)
+    return protocol.build_frame(true, TEXT, #payload, payload, false)
+  end
+
+  function sink.records(frame, next_cursors, _, sent)
+    if not conn.wb.sock:send(frame) then
       return false
     end
     if conn.window then

@@ -62,7 +62,7 @@ describe("websocket", function()
   local T = {}
 
   lazy_setup(function()
-    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crash", "fx", "crowd" }) do
+    for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crash", "fx", "keepalive", "crowd" }) do
       T[name] = helpers.create_topic(helpers.unique_name(name), 1)
     end
     host = helpers.start_host({ workers = 1, check_client_abort = true, routes = {
@@ -87,6 +87,7 @@ return function(message)
   message.seen_by = "fn"
   return message
 end]] } }),
+      route("keepalive", T.keepalive, { heartbeat_interval = 1000 }),
       route("bogus", T.bogus, { auto_offset_reset = "earliest" }),
       route("pause", T.pause, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
       route("crowd", T.crowd, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
@@ -97,11 +98,15 @@ end]] } }),
     if host then host:stop() end
   end)
 
-  it("answers a request without a WebSocket upgrade 426 naming the mode", function()
+  it("answers a request without a WebSocket upgrade 426 naming the mode, and a broken upgrade 400", function()
     local status, _, headers, body = host:get("/", { Host = "frames.test" })
     assert.equal(426, status)
     assert.matches("mode websocket", body.message, 1, true)
     assert.equal("websocket", headers["upgrade"])
+    -- an upgrade lua-resty-websocket refuses (no Connection: Upgrade, no key) is a 400 saying why
+    status, _, _, body = host:get("/", { Host = "frames.test", Upgrade = "websocket" })
+    assert.equal(400, status)
+    assert.matches("^invalid WebSocket handshake: ", body.message)
   end)
 
   it("sends JSON text frames of records, each with topic, partition, offset, timestamp, key, value, " ..
@@ -260,6 +265,16 @@ end]] } }),
       assert.equal(1008, result.close.code)
       assert.matches("beyond the records sent", result.close.reason, 1, true)
     end)
+  end)
+
+  it("pings an idle connection, answers the client's pings, and closes a client that answers no ping " ..
+     "with 4009", function()
+    local alive = ws(host, "keepalive", "/", { { ping = "p1" }, { quiet = 3 }, { ping = "p2" }, { close = true } })
+    assert.equal(2, alive.pongs, "the server answered both pings")
+    assert.same({ code = 1000, reason = "" }, alive.close, "pings answered by the library keep it open")
+    local dead = ws(host, "keepalive", "/", { { stall = 3.5 }, { wait_close = 5 } })
+    assert.equal(4009, dead.close and dead.close.code, require("cjson").encode(dead))
+    assert.equal("no pong within heartbeat_interval", dead.close.reason)
   end)
 
   it("holds records from pause until resume", function()

@@ -18,7 +18,9 @@ Steps (each optional key applies to the one step):
   {"ack": "last"}                  ack the cursor of the last frame received (cumulative)
   {"ack": "cursor", "index": I}    ack the cursor of record I (1-based, in arrival order)
   {"ack": "records", "order": "reverse" | "forward", "from": I, "to": J}   ack records I..J one by one
-  {"send": TEXT} | {"send_binary": HEX} | {"send_fragmented": [TEXT, TEXT]} | {"send_ping": TEXT}
+  {"send": TEXT} | {"send_binary": HEX} | {"send_fragmented": [TEXT, TEXT]}
+  {"ping": TEXT}                   ping, and wait up to 5 s for the pong ("pongs" counts those that came)
+  {"stall": S}                     stop reading the socket for S s (the library answers no ping meanwhile)
   {"send_raw_unmasked": TEXT}      a text frame without the mask every client frame must have
   {"wait_close": S}                read until the server closes (its code and reason go to "close")
   {"close": true}                  close normally (code 1000)
@@ -42,6 +44,7 @@ class State:
         self.close = None
         self.last_cursor = None
         self.quiet = []
+        self.pongs = 0
 
 
 def take(state, text):
@@ -102,8 +105,14 @@ async def step(ws, state, s):
         await ws.send(bytes.fromhex(s["send_binary"]))
     elif "send_fragmented" in s:
         await ws.send(iter(s["send_fragmented"]))
-    elif "send_ping" in s:
-        await ws.ping(s["send_ping"])
+    elif "ping" in s:
+        pong = await ws.ping(s["ping"])
+        await asyncio.wait_for(pong, 5)
+        state.pongs += 1
+    elif "stall" in s:
+        ws.transport.pause_reading()
+        await asyncio.sleep(s["stall"])
+        ws.transport.resume_reading()
     elif "send_raw_unmasked" in s:
         payload = s["send_raw_unmasked"].encode()
         ws.transport.write(bytes([0x81, len(payload)]) + payload)
@@ -153,7 +162,7 @@ async def client(args, script):
     except (ConnectionClosed, TimeoutError, OSError) as e:
         result["failure"] = f"{type(e).__name__}: {e}"
     result.update(records=state.records, frames=state.frames, errors=state.errors, close=state.close,
-                  quiet=state.quiet)
+                  quiet=state.quiet, pongs=state.pongs)
     return result
 
 

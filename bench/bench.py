@@ -370,15 +370,18 @@ def main():
         routes = [route("get1", t1, "http-get", **big), route("get3", t3, "http-get", **big),
                   route("sse1", t1, "server-sent-events", **big), route("lat", tl, "server-sent-events"),
                   route("crowd", tc, "server-sent-events"), route("idle", ti, "http-get"),
-                  route("ws1", t1, "websocket", **big), route("wslat", tl, "websocket"),
-                  route("wscrowd", tc, "websocket"),
+
                   route("mget", tm, "http-get", port=SQLITE_BROKER_PORT, **big),
                   route("msse", tm, "server-sent-events", port=SQLITE_BROKER_PORT, **big),
                   # the whole topic fits the buffer: a paused partition's resumption loses records on tansu's
                   # memory storage (above), and the slower reader with functions would pause it
                   route("nofn1", t1, "http-get", buffer_max_bytes=67108864, **big),
                   route("fn1", t1, "http-get", buffer_max_bytes=67108864,
-                        message_by_lua_functions=["return function(m) return m end"], **big)]
+                        message_by_lua_functions=["return function(m) return m end"], **big),
+                  # last: with these three routes between idle and mget, scenario 1 lost about 3 % of its
+                  # records in 5 of 7 runs (not understood yet; in 0 of 4 at the end of the list)
+                  route("ws1", t1, "websocket", **big), route("wslat", tl, "websocket"),
+                  route("wscrowd", tc, "websocket")]
         with open(os.path.join(RUN, "kong.json"), "w") as f:
             json.dump({"_format_version": "3.0", "routes": routes}, f)
         sh(os.path.join(ROOT, "host", "bin", "kong-host"), "start", "--prefix", os.path.join(RUN, "host"),

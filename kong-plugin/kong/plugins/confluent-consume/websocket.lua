@@ -226,22 +226,21 @@ local function read_frames(conn)
   local request = conn.request
   while not request.aborted and not conn.closing do
     local data, kind, err = protocol.recv_frame(sock, MAX_CLIENT_FRAME, true)
+    -- a time-out only says the client sent nothing for `timeout`: the writer's pings tell a dead one apart
+    local idle = not data and err and find(err, ": timeout", 1, true)
     if err == "again" then
       return close_with(conn, UNSUPPORTED, "fragmented messages are not accepted")
-    elseif not data then
-      if err and find(err, ": timeout", 1, true) then  -- luacheck: ignore 542
-        -- nothing from the client for `timeout`: the writer's pings tell a dead one apart
-      elseif err == "exceeding max payload len" then
+    elseif not data and not idle then
+      if err == "exceeding max payload len" then
         return close_with(conn, TOO_BIG, "a client frame may have at most " .. MAX_CLIENT_FRAME .. " bytes")
       elseif err and find(err, "^failed to receive") then
         -- the client went away
         request.aborted = true
         conn.wakeup:post(1)
         return
-      else
-        return close_with(conn, PROTOCOL_ERROR, err or "unreadable frame")
       end
-    else
+      return close_with(conn, PROTOCOL_ERROR, err or "unreadable frame")
+    elseif data then
       update_time()
       conn.heard = now()
       if kind == "text" then

@@ -47,14 +47,9 @@ describe("SASL/OAUTHBEARER", function()
 
   local function route(name, port, overrides)
     -- the spec reads the causes in the bodies
-    local config = helpers.plugin_config("orders", { auto_offset_reset = "earliest", timeout = TIMEOUT,
-                                                     security = { ssl = false },
-                                                     error_handling = { return_error_message = true } })
-    config.bootstrap_servers[1].port = port
-    for k, v in pairs(overrides) do
-      config[k] = v
-    end
-    return { name = name, hosts = { name .. ".test" }, plugins = { { name = "confluent-consume", config = config } } }
+    return helpers.route(name, "orders", { auto_offset_reset = "earliest", timeout = TIMEOUT,
+                                           security = { ssl = false },
+                                           error_handling = { return_error_message = true } }, port, overrides)
   end
 
   -- The token endpoint's requests so far (decoded JSON lines).

@@ -103,29 +103,45 @@ function _M.broker(dir, action, extra)
 end
 
 
--- The plugin config for `topic` on the test broker, with `overrides` merged in.
-function _M.plugin_config(topics, overrides)
+-- The plugin config for `topic` on the test broker (at `port`, default BROKER_PORT), with the top-level
+-- fields of each table of `...` (overrides, later ones winning) merged in.
+function _M.plugin_config(topics, overrides, port, ...)
   if type(topics) == "string" then
     topics = { topics }
   end
   local config = {
-    bootstrap_servers = { { host = _M.BROKER_HOST, port = _M.BROKER_PORT } },
+    bootstrap_servers = { { host = _M.BROKER_HOST, port = port or _M.BROKER_PORT } },
     topics = {},
   }
   for i, name in ipairs(topics) do
     config.topics[i] = { name = name }
   end
-  for k, v in pairs(overrides or {}) do
-    config[k] = v
+  for _, fields in ipairs({ overrides or {}, ... }) do
+    for k, v in pairs(fields) do
+      config[k] = v
+    end
   end
   return config
 end
 
 
--- A route `name` with host `<name>.test` running the plugin on `topic` with `overrides`.
-function _M.route(name, topic, overrides)
+-- A route `name` with host `<name>.test` running the plugin on `topic` with `overrides` (then the
+-- top-level fields of each table of `...`), its brokers at `port` (default BROKER_PORT).
+function _M.route(name, topic, overrides, port, ...)
   return { name = name, hosts = { name .. ".test" },
-           plugins = { { name = "confluent-consume", config = _M.plugin_config(topic, overrides) } } }
+           plugins = { { name = "confluent-consume", config = _M.plugin_config(topic, overrides, port, ...) } } }
+end
+
+
+-- The record values of the `message` events among `events` (an SSE stream's, as read_events gives them).
+function _M.message_values(events)
+  local values = {}
+  for _, e in ipairs(events) do
+    if e.event == "message" then
+      values[#values + 1] = cjson.decode(e.data).value
+    end
+  end
+  return values
 end
 
 

@@ -4,7 +4,7 @@
 # the specs use beside it (kafka-tool, the fault-injection build, tansu), starts the two shared brokers,
 # and points spec/helpers/host.lua at Kong (CC_GATEWAY=kong, see spec/helpers/kong.lua).
 #
-#   pongo run -- spec/04-host_kong_spec.lua spec/1[0-3578]*_spec.lua spec/2*_spec.lua
+#   pongo run -- spec/04-host_kong_spec.lua spec/1[0-3578]*_spec.lua spec/2*_spec.lua spec/3*_spec.lua
 #
 # spec/14 (install), spec/16 (the demo page, which only the development host serves) and spec/19 (the
 # development host run by another user) are about the development host and do not run under Kong.

@@ -118,6 +118,9 @@ end
 local function deliver(conf, entry, partitions, claim, request)
   ngx.status = 200
   ngx.header["Content-Type"] = "application/json"
+  -- the length is known: no chunked encoding, and an HTTP/1.0 answer is not buffered whole by
+  -- lua-nginx-module (lua_http10_buffering), whose ngx.flush then fails with "buffering"
+  ngx.header["Content-Length"] = #claim.body
   request.writing = true
   local ok = ngx.print(claim.body)
   if ok then

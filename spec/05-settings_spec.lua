@@ -334,7 +334,9 @@ describe("kafka-consume's schema", function()
     local scram = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p" }
     local cases = {
       { true, { oauthbearer = oauthbearer() } },
-      { false, { oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } },
+      { true, { oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } },
+      { true, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER",
+                                   oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } } },
       { true, { oauthbearer = oauthbearer({ token_endpoint_url = "http://127.0.0.1:1/t",
                                             token_endpoint_tls_verify = false }) } },
       { false, { oauthbearer = { client_id = "c", token_endpoint_tls_verify = true } } },

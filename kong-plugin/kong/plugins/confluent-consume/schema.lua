@@ -65,8 +65,7 @@ local function oauthbearer_record(description)
           values = { type = "string" },
       } },
       { token_endpoint_tls_verify = {
-          description = "Verify the token endpoint's TLS certificate. Only `true` is supported for an " ..
-                        "https URL (librdkafka always verifies it).",
+          description = "Verify the token endpoint's TLS certificate (against the system's CA store).",
           type = "boolean",
           required = true,
           default = true,
@@ -77,7 +76,7 @@ end
 
 
 -- Kong fills an unset `oauthbearer` record with its defaults, so it counts as configured only when one
--- of its credentials is set; librdkafka's OIDC login then needs all three.
+-- of its credentials is set; the client credentials grant then needs all three.
 local function oauthbearer_configured(oauthbearer)
   return present(oauthbearer) and (present(oauthbearer.token_endpoint_url) or
          present(oauthbearer.client_id) or present(oauthbearer.client_secret))
@@ -89,12 +88,6 @@ local function check_oauthbearer(oauthbearer, prefix)
   if not (present(oauthbearer.token_endpoint_url) and present(oauthbearer.client_id) and
           present(oauthbearer.client_secret)) then
     return nil, prefix .. " needs token_endpoint_url, client_id and client_secret"
-  end
-  -- librdkafka (2.12.1) has no setting to skip the verification of the token endpoint's certificate
-  if oauthbearer.token_endpoint_tls_verify == false and
-     oauthbearer.token_endpoint_url:lower():find("^https://") then
-    return nil, prefix .. ".token_endpoint_tls_verify = false is not supported: the token endpoint's " ..
-                "certificate is always verified (against the system's CA store)"
   end
   local extensions = oauthbearer.extensions
   if present(extensions) then

@@ -353,7 +353,7 @@ describe("kafka-consume's schema", function()
                                             extensions = { logicalCluster = "lkc-1", identityPoolId = "pool-X" } }) } },
       { false, { oauthbearer = oauthbearer({ extensions = { auth = "x" } }) } },
       { false, { oauthbearer = oauthbearer({ extensions = { k1 = "x" } }) } },
-      { false, { oauthbearer = oauthbearer({ extensions = { k = "a,b" } }) } },
+      { true, { oauthbearer = oauthbearer({ extensions = { k = "a,b" } }) } },
       { false, { oauthbearer = oauthbearer({ extensions = { k = "caf\195\169" } }) } },
     }
     local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = base_for("") },

@@ -31,9 +31,12 @@ local CLIENT_ID = "kong-gateway-7d1"
 local CLIENT_SECRET = "oauth-secret-3b9e5c"
 local WRONG_SECRET = "oauth-wrong-4f02aa"
 local BUSY_CLIENT_ID = "busy-client"  -- the token endpoint answers 503 to this one
+local SLOW_CLIENT_ID = "slow-client"  -- and this one only after the token request gave up (10 s)
+local TOKEN_REQUEST_TIMEOUT = 10      -- src/oauth.rs REQUEST_TIMEOUT, in seconds
 -- `+` reaches the endpoint intact only if the scope is form-encoded
 local SCOPES = { "api://kafka/.default", "read+write" }
-local EXTENSIONS = { logicalCluster = "lkc-test1", identityPoolId = "pool-Ab1" }
+-- Confluent Cloud takes a comma-separated list of identity pools
+local EXTENSIONS = { logicalCluster = "lkc-test1", identityPoolId = "pool-Ab1,pool-Cd2" }
 
 
 describe("SASL/OAUTHBEARER", function()
@@ -91,9 +94,10 @@ describe("SASL/OAUTHBEARER", function()
     requests_file = run .. "/token-requests.jsonl"
     -- the secret reaches the endpoint through its environment, not its arguments
     endpoint = proc.spawn(string.format("TOKEN_ENDPOINT_SECRET=%s exec python3 %s/spec/helpers/token_endpoint.py " ..
-                                        "--port %d --client-id %s --busy-client-id %s " ..
-                                        "--secret-env TOKEN_ENDPOINT_SECRET --requests %s", CLIENT_SECRET,
-                                        helpers.ROOT, token_port, CLIENT_ID, BUSY_CLIENT_ID, requests_file),
+                                        "--port %d --client-id %s --busy-client-id %s --slow-client-id %s " ..
+                                        "--slow-seconds %d --secret-env TOKEN_ENDPOINT_SECRET --requests %s",
+                                        CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID, BUSY_CLIENT_ID,
+                                        SLOW_CLIENT_ID, TOKEN_REQUEST_TIMEOUT + 5, requests_file),
                           run .. "/token-endpoint.log")
     tls.wait_port(token_port)
     -- https: one terminator with a certificate of the CA the workers trust, one of a CA they do not know
@@ -124,6 +128,7 @@ describe("SASL/OAUTHBEARER", function()
       route("oauth-https-unverified", SASL_PORT, { oauthbearer = oauthbearer(untrusted_url, nil, nil, false) }),
       route("oauth-endpoint-down", SASL_PORT, { oauthbearer = oauthbearer(closed_url) }),
       route("oauth-endpoint-busy", SASL_PORT, { oauthbearer = oauthbearer(nil, BUSY_CLIENT_ID) }),
+      route("oauth-endpoint-slow", SASL_PORT, { oauthbearer = oauthbearer(nil, SLOW_CLIENT_ID) }),
       { name = "admin", hosts = { "admin.test" } },
     } })
     ffi.C.unsetenv("SSL_CERT_FILE")
@@ -194,6 +199,29 @@ describe("SASL/OAUTHBEARER", function()
       busy = busy + ((r.basic_user == BUSY_CLIENT_ID and r.status == 503) and 1 or 0)
     end
     assert.is_true(busy >= 1, "the token endpoint answered 503")
+  end)
+
+  it("a token endpoint that does not answer is a 504 while the token request waits, then a 503 naming it",
+     function()
+    local t0 = helpers.now()
+    local status, body = host:get("/", { Host = "oauth-endpoint-slow.test" })
+    bodies[#bodies + 1] = body
+    assert.equal(504, status, body)
+    assert.is_true(helpers.now() - t0 < TIMEOUT / 1000 + 1, "answered within timeout")
+    -- the token request gives up after TOKEN_REQUEST_TIMEOUT; the requests from then on name the endpoint
+    local message
+    assert.truthy(proc.wait_until(function()
+      local got, answer, _, json = host:get("/", { Host = "oauth-endpoint-slow.test" })
+      bodies[#bodies + 1] = answer
+      message = json and json.message
+      return got == 503
+    end, TOKEN_REQUEST_TIMEOUT + TIMEOUT / 1000), "a 503 came once the token request gave up")
+    for _, cause in ipairs({ "could not get an OAuth token from the token endpoint " .. token_url,
+                             "no answer within " .. TOKEN_REQUEST_TIMEOUT .. " s" }) do
+      assert.is_truthy(message:find(cause, 1, true), "the message names '" .. cause .. "': " .. message)
+    end
+    assert.is_true(helpers.now() - t0 < TOKEN_REQUEST_TIMEOUT + TIMEOUT / 1000 + 1, "no later than the first " ..
+                   "request after the token request gave up")
   end)
 
   -- Tokens the endpoint granted so far (over http or through a terminator).

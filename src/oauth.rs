@@ -88,14 +88,22 @@ pub fn fetch(oauth: &OAuthBearer) -> Result<Token, String> {
         .header("Authorization", &format!("Basic {credentials}"))
         .header("Accept", "application/json")
         .send_form(form)
-        .map_err(|e| e.to_string())?;
+        .map_err(transport_failure)?;
     let status = response.status();
-    let body = response.body_mut().read_to_string().map_err(|e| format!("reading the answer: {e}"))?;
+    let body = response.body_mut().read_to_string().map_err(transport_failure)?;
     if !status.is_success() {
         let quoted: String = body.chars().take(QUOTED_ANSWER_CHARS).collect();
         return Err(format!("the token endpoint answered {status}: {quoted}"));
     }
     token_from_answer(&body, &oauth.client_id, SystemTime::now())
+}
+
+/// Why a request failed in transport; ureq's "timeout: global" says less than this.
+fn transport_failure(error: ureq::Error) -> String {
+    match error {
+        ureq::Error::Timeout(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+        other => other.to_string(),
+    }
 }
 
 /// The token of a successful answer `body` received at `now`.

@@ -327,7 +327,7 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     let mut tokens = oauth::Refresh::of(shared.settings.authentication.as_ref());
     let mut refresh_token = || {
         if let Some(tokens) = tokens.as_mut() {
-            tokens.run_if_due(consumer.client().native_ptr());
+            tokens.run_if_due(consumer.client());
         }
     };
     while !shared.is_closed() {

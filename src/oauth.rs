@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::Deserialize;
+use rdkafka::client::{Client, ClientContext};
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 use crate::settings::{Authentication, OAuthBearer};
@@ -160,10 +161,11 @@ impl Refresh {
     ///
     /// # Panics
     /// Never: the texts handed to librdkafka are cleaned of NUL bytes first.
-    pub fn run_if_due(&mut self, client: *mut rdkafka::bindings::rd_kafka_t) {
+    pub fn run_if_due<C: ClientContext>(&mut self, client: &Client<C>) {
         if Instant::now() < self.due {
             return;
         }
+        let client = client.native_ptr();
         let oauth = &self.oauth;
         let failure = match fetch(oauth) {
             Ok(token) => match set_token(client, &token, oauth) {
@@ -177,13 +179,13 @@ impl Refresh {
         };
         self.due = Instant::now() + RETRY_AFTER_FAILURE;
         let why = c_string(&failure);
-        // SAFETY: `client` is the live client of the calling consumer thread, and `why` outlives the call,
-        // which copies it.
+        // SAFETY: `client` comes from a borrowed, so live, `Client`, and `why` outlives the call, which
+        // copies it.
         unsafe { rdkafka::bindings::rd_kafka_oauthbearer_set_token_failure(client, why.as_ptr()) };
     }
 }
 
-/// Sets `token` on `client`.
+/// Sets `token` on `client`, the pointer of a live client.
 fn set_token(client: *mut rdkafka::bindings::rd_kafka_t, token: &Token, oauth: &OAuthBearer) -> Result<(), String> {
     let value = c_string(&token.value);
     let principal = c_string(&token.principal);
@@ -191,7 +193,7 @@ fn set_token(client: *mut rdkafka::bindings::rd_kafka_t, token: &Token, oauth: &
     let extensions: Vec<CString> = oauth.extensions.iter().flat_map(|(k, v)| [c_string(k), c_string(v)]).collect();
     let pointers: Vec<*const c_char> = extensions.iter().map(|s| s.as_ptr()).collect();
     let mut why = [0 as c_char; 512];
-    // SAFETY: `client` is the live client of the calling consumer thread; every pointer is to a
+    // SAFETY: `client` is live (the caller borrows its `Client`); every pointer is to a
     // NUL-terminated string alive until the call returns (librdkafka copies them), `pointers` holds
     // `pointers.len()` of them, and `why` is writable for its length.
     let code = unsafe {

@@ -33,6 +33,8 @@ local WRONG_SECRET = "oauth-wrong-4f02aa"
 local BUSY_CLIENT_ID = "busy-client"  -- the token endpoint answers 503 to this one
 local SLOW_CLIENT_ID = "slow-client"  -- and this one only after the token request gave up (10 s)
 local TOKEN_REQUEST_TIMEOUT = 10      -- src/oauth.rs REQUEST_TIMEOUT, in seconds
+local SHORT_CLIENT_ID = "short-lived-client"  -- gets tokens valid for SHORT_LIFETIME seconds
+local SHORT_LIFETIME = 3
 -- `+` reaches the endpoint intact only if the scope is form-encoded
 local SCOPES = { "api://kafka/.default", "read+write" }
 -- Confluent Cloud takes a comma-separated list of identity pools
@@ -95,9 +97,11 @@ describe("SASL/OAUTHBEARER", function()
     -- the secret reaches the endpoint through its environment, not its arguments
     endpoint = proc.spawn(string.format("TOKEN_ENDPOINT_SECRET=%s exec python3 %s/spec/helpers/token_endpoint.py " ..
                                         "--port %d --client-id %s --busy-client-id %s --slow-client-id %s " ..
-                                        "--slow-seconds %d --secret-env TOKEN_ENDPOINT_SECRET --requests %s",
+                                        "--slow-seconds %d --short-client-id %s --short-lifetime %d " ..
+                                        "--secret-env TOKEN_ENDPOINT_SECRET --requests %s",
                                         CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID, BUSY_CLIENT_ID,
-                                        SLOW_CLIENT_ID, TOKEN_REQUEST_TIMEOUT + 5, requests_file),
+                                        SLOW_CLIENT_ID, TOKEN_REQUEST_TIMEOUT + 5, SHORT_CLIENT_ID,
+                                        SHORT_LIFETIME, requests_file),
                           run .. "/token-endpoint.log")
     tls.wait_port(token_port)
     -- https: one terminator with a certificate of the CA the workers trust, one of a CA they do not know
@@ -129,6 +133,7 @@ describe("SASL/OAUTHBEARER", function()
       route("oauth-endpoint-down", SASL_PORT, { oauthbearer = oauthbearer(closed_url) }),
       route("oauth-endpoint-busy", SASL_PORT, { oauthbearer = oauthbearer(nil, BUSY_CLIENT_ID) }),
       route("oauth-endpoint-slow", SASL_PORT, { oauthbearer = oauthbearer(nil, SLOW_CLIENT_ID) }),
+      route("oauth-short-token", SASL_PORT, { oauthbearer = oauthbearer(nil, SHORT_CLIENT_ID) }),
       { name = "admin", hosts = { "admin.test" } },
     } })
     ffi.C.unsetenv("SSL_CERT_FILE")
@@ -199,6 +204,25 @@ describe("SASL/OAUTHBEARER", function()
       busy = busy + ((r.basic_user == BUSY_CLIENT_ID and r.status == 503) and 1 or 0)
     end
     assert.is_true(busy >= 1, "the token endpoint answered 503")
+  end)
+
+  it("renews a token once 80 % of its lifetime has passed, not before", function()
+    local function grants()
+      local n = 0
+      for _, r in ipairs(token_requests()) do
+        n = n + ((r.basic_user == SHORT_CLIENT_ID and r.status == 200) and 1 or 0)
+      end
+      return n
+    end
+    expect_failure("oauth-short-token", 503, { "SASL OAUTHBEARER authentication failed" })
+    local first = helpers.now()
+    assert.equal(1, grants(), "one token so far")
+    assert.truthy(proc.wait_until(function() return grants() >= 2 end, SHORT_LIFETIME * 2),
+                  "a second token within twice the lifetime")
+    local renewed_after = helpers.now() - first
+    -- 80 % of the lifetime, less the time the first request took after its token came
+    assert.is_true(renewed_after >= SHORT_LIFETIME * 0.8 - 0.5, "renewed after " .. renewed_after .. " s")
+    assert.equal(2, grants(), "one renewal")
   end)
 
   it("a token endpoint that does not answer is a 504 while the token request waits, then a 503 naming it",

@@ -4,12 +4,13 @@
 //! its librdkafka client ([`Refresh`]); nginx's event loop never waits on a token.
 
 use std::ffi::{c_char, CString};
+use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use serde::Deserialize;
 use rdkafka::client::{Client, ClientContext};
+use serde::Deserialize;
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 use crate::settings::{Authentication, OAuthBearer};
@@ -17,7 +18,7 @@ use crate::settings::{Authentication, OAuthBearer};
 /// Bound of one token request, from connecting to the last byte of the answer. The request runs on the
 /// consumer thread, which meanwhile reads no records and does not notice a close; an identity provider
 /// answers in well under a second, so this is a hung or firewalled endpoint, reported as such.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed request, the next one: librdkafka's own pace for a failed token refresh.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// A token is renewed once this share of its lifetime has passed, as librdkafka renews its own.
@@ -26,15 +27,25 @@ const RENEW_AT_SHARE_OF_LIFETIME: f64 = 0.8;
 const QUOTED_ANSWER_CHARS: usize = 200;
 
 /// A token as librdkafka takes it.
-#[derive(Debug)]
-pub struct Token {
-    pub value: String,
+struct Token {
+    value: String,
     /// The Kafka principal: the JWT's `sub`, else the client id.
-    pub principal: String,
+    principal: String,
     /// When the token expires, in ms since the Unix epoch.
-    pub expires_at_ms: i64,
+    expires_at_ms: i64,
     /// How long it lives from now.
-    pub lifetime: Duration,
+    lifetime: Duration,
+}
+
+impl fmt::Debug for Token {
+    // A bearer token is a credential: it never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"[REDACTED]")
+            .field("principal", &self.principal)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
 }
 
 /// The fields of a token endpoint's answer that matter here (RFC 6749 §5.1).
@@ -61,7 +72,7 @@ struct Claims {
 /// Why no token came, for an error message: the transport's failure (connection, TLS, timeout), or the
 /// endpoint's status and the start of its answer, or an answer without a usable token. The client secret
 /// is never part of it.
-pub fn fetch(oauth: &OAuthBearer) -> Result<Token, String> {
+fn fetch(oauth: &OAuthBearer) -> Result<Token, String> {
     let tls = TlsConfig::builder()
         .provider(TlsProvider::NativeTls)
         // native-tls on Linux is OpenSSL with its default verify paths: the system's CA store, or the
@@ -242,6 +253,7 @@ mod tests {
         assert_eq!(token_from_answer(&body, "client", now).unwrap().lifetime, Duration::from_secs(60));
         let opaque = token_from_answer(r#"{"access_token":"opaque-1","expires_in":60}"#, "client", now).unwrap();
         assert_eq!(opaque.principal, "client");
+        assert!(!format!("{opaque:?}").contains("opaque-1"));
     }
 
     #[test]

@@ -6,7 +6,6 @@ PACKAGES=(
   nginx-light libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
   luajit2 libluajit2-5.1-dev lua-busted lua-socket lua-yaml luarocks
   socat curl pkg-config libssl-dev build-essential
-  libcurl4-openssl-dev  # librdkafka's OIDC token fetch for SASL/OAUTHBEARER (rdkafka feature `curl`)
   chromium
   zip unzip binutils git  # make rock (git archive, zip) and spec/14 (unzip, readelf, objdump)
 )

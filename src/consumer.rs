@@ -23,6 +23,7 @@ use crate::doorbell::Doorbell;
 use crate::encode::{encode_record, RecordParts};
 use crate::error::Error;
 use crate::guard;
+use crate::oauth;
 use crate::probe::{self, Listener};
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
@@ -322,7 +323,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     let mut reader = Reader::default();
     let mut unexplained = 0;
+    // OAUTHBEARER: this thread fetches the tokens; librdkafka connects to no broker before it has one.
+    let mut tokens = oauth::Refresh::of(shared.settings.authentication.as_ref());
+    let mut refresh_token = || {
+        if let Some(tokens) = tokens.as_mut() {
+            tokens.run_if_due(consumer.client());
+        }
+    };
     while !shared.is_closed() {
+        refresh_token();
         match start(consumer, shared) {
             Ok(r) => {
                 reader = r;
@@ -378,6 +387,7 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     while !shared.is_closed() {
         #[cfg(feature = "fault-injection")]
         crate::fault::consumer_turn();
+        refresh_token();
         apply_requests(consumer, shared);
         let urgent = {
             let state = shared.state.lock();

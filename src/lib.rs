@@ -14,6 +14,7 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod guard;
+pub mod oauth;
 pub mod probe;
 pub mod query;
 pub mod schema;

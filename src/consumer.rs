@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
@@ -734,12 +734,25 @@ fn commit(consumer: &KafkaConsumer, shared: &Shared, offsets: &[(String, i32, i6
             return;
         }
     }
-    match consumer.commit(&tpl, CommitMode::Async) {
-        Ok(()) => shared.commits_in_flight.lock().push_back(Instant::now()),
-        Err(err) => {
-            shared.counters.commit(false);
-            shared.log(Level::Error, &format!("offset commit failed: {err}"));
+    // rdkafka's `commit(.., Async)` (rd_kafka_commit) posts its result nowhere, so `commit_callback`
+    // would never learn whether a commit succeeded or how long it took. rd_kafka_commit_queue posts it
+    // as an event on the consumer's queue, which the thread's poll serves to `commit_callback`.
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live client `consumer` owns; the queue reference is released below, and
+    // librdkafka copies `tpl` before rd_kafka_commit_queue returns.
+    let err = unsafe {
+        let queue = rdkafka::bindings::rd_kafka_queue_get_consumer(rk);
+        let err = rdkafka::bindings::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        if !queue.is_null() {
+            rdkafka::bindings::rd_kafka_queue_destroy(queue);
         }
+        err
+    };
+    if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+        shared.commits_in_flight.lock().push_back(Instant::now());
+    } else {
+        shared.counters.commit(false);
+        shared.log(Level::Error, &format!("offset commit failed: {}", RDKafkaErrorCode::from(err)));
     }
 }
 

@@ -7,6 +7,7 @@
 --                    configure, 1 s configuration sync timer
 --   access(), content(), header_filter(), log()   proxy server phases
 --   admin()          Admin API server
+--   status()         Status API server (--status-listen)
 
 local utils = require "kong_host.utils"
 local store = require "kong_host.store"
@@ -139,6 +140,11 @@ _M.log = runner.log
 
 function _M.admin()
   return require("kong_host.admin").handle()
+end
+
+
+function _M.status()
+  return require("kong_host.status").handle()
 end
 
 

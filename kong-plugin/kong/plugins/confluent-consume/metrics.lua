@@ -1,0 +1,154 @@
+-- Prometheus metrics of a node (README "Metrics"; the families are declared in src/metrics.rs).
+--
+-- Each nginx worker counts in plain Lua tables (requests, records and bytes served, open streams) and its
+-- native module in atomics (Kafka's side). Once a second, and before it answers a scrape, a worker moves
+-- what it counted into `lua_shared_dict confluent_consume`: counters are added there (`incr`), so the node
+-- keeps their sums whichever workers come and go, as Kong's prometheus plugin does with its per-worker
+-- counters; gauges are stored per worker with a short TTL, so a worker that is gone stops counting. The
+-- dict's lock is taken once per series and second, never per request. A scrape reads the dict and lets
+-- the native module merge the gauges, derive the lags, and write the text format (prometheus-client).
+local native = require "confluent_consume_native"
+
+
+local ngx = ngx
+local kong = kong
+local pairs = pairs
+local ipairs = ipairs
+local tostring = tostring
+local sub = string.sub
+local find = string.find
+local match = string.match
+
+
+local DICT_NAME = "confluent_consume"
+local SEP = "\31"  -- between a series key's family name and label values (src/metrics.rs SEP)
+local COUNTER_PREFIX = "metrics\31c\31"  -- COUNTER_PREFIX .. key: the node's sum
+local GAUGE_PREFIX = "metrics\31g\31"    -- GAUGE_PREFIX .. worker id .. SEP .. key: one worker's value
+local SYNC_INTERVAL = 1  -- s, as Kong's prometheus plugin syncs its worker counters
+local GAUGE_TTL = 5      -- s; a gauge no worker renews (its worker is gone) expires
+
+
+local _M = {}
+
+
+local counted = {}  -- series key -> what this worker counted since its last sync
+local levels = {}   -- series key -> this worker's gauge
+local syncing       -- whether the sync timer runs
+
+
+-- The series key of `name` with its label values (src/metrics.rs FAMILIES gives their order).
+function _M.key(name, a, b, c)
+  if c ~= nil then
+    return name .. SEP .. a .. SEP .. b .. SEP .. c
+  elseif b ~= nil then
+    return name .. SEP .. a .. SEP .. b
+  end
+  return name .. SEP .. a
+end
+
+
+function _M.count(key, n)
+  counted[key] = (counted[key] or 0) + n
+end
+
+
+-- Moves a gauge of this worker by `delta` (a stream opens: +1, ends: -1).
+function _M.move(key, delta)
+  levels[key] = (levels[key] or 0) + delta
+end
+
+
+-- The label of the request's route: its name, else its id, as Kong's prometheus plugin names routes.
+function _M.route_label()
+  local route = kong.router.get_route()
+  if not route then
+    return ""
+  end
+  return route.name or route.id or ""
+end
+
+
+-- Counts a finished request of `conf` by its status (the `log` phase).
+function _M.request(conf)
+  local key = _M.key("requests", _M.route_label(), conf.mode, tostring(ngx.status))
+  counted[key] = (counted[key] or 0) + 1
+end
+
+
+-- Moves this worker's numbers into the dict.
+local function sync(shm)
+  local native_counted, native_levels = native.metrics()
+  for key, n in pairs(native_counted) do
+    shm:incr(COUNTER_PREFIX .. key, n, 0)
+  end
+  for key, n in pairs(counted) do
+    if n ~= 0 then
+      shm:incr(COUNTER_PREFIX .. key, n, 0)
+    end
+    counted[key] = nil
+  end
+  local prefix = GAUGE_PREFIX .. ngx.worker.id() .. SEP
+  for key, value in pairs(native_levels) do
+    shm:set(prefix .. key, value, GAUGE_TTL)
+  end
+  for key, value in pairs(levels) do
+    shm:set(prefix .. key, value, GAUGE_TTL)
+  end
+end
+
+
+local function sync_timer(premature)
+  if premature then
+    return
+  end
+  local shm = ngx.shared[DICT_NAME]
+  if shm then
+    sync(shm)
+  end
+end
+
+
+-- Starts this worker's sync (Kong's init_worker phase; nothing native runs before it).
+function _M.init_worker()
+  if syncing then
+    return
+  end
+  local err
+  syncing, err = ngx.timer.every(SYNC_INTERVAL, sync_timer)
+  if not syncing then
+    kong.log.err("cannot start the metrics sync timer (metrics stay at zero): ", err)
+  end
+end
+
+
+-- The node's metrics in Prometheus' text format, or nil, err.
+function _M.render()
+  local shm = ngx.shared[DICT_NAME]
+  if not shm then
+    return nil, "lua_shared_dict " .. DICT_NAME .. " is not configured"
+  end
+  sync(shm)
+  local counters, gauges = {}, {}
+  for _, dict_key in ipairs(shm:get_keys(0)) do
+    if find(dict_key, COUNTER_PREFIX, 1, true) == 1 then
+      counters[sub(dict_key, #COUNTER_PREFIX + 1)] = shm:get(dict_key)
+    elseif find(dict_key, GAUGE_PREFIX, 1, true) == 1 then
+      local value = shm:get(dict_key)
+      local key = match(sub(dict_key, #GAUGE_PREFIX + 1), "^[^\31]*\31(.*)$")
+      if value and key then
+        gauges[#gauges + 1] = { key, value }
+      end
+    elseif sub(dict_key, 1, 2) == "n:" then
+      -- cursors.lua's frontier of a group's partition: the next offset this node hands out
+      local group, topic, partition = match(dict_key, "^n:(.*)%z(.*)%z(%d+)$")
+      local value = shm:get(dict_key)
+      if group and value then
+        gauges[#gauges + 1] = { _M.key("delivery_position", group, topic, partition), value }
+      end
+    end
+  end
+  return native.render_metrics(counters, gauges)
+end
+
+
+return _M

@@ -1,0 +1,189 @@
+-- Metrics, as an operator sees them: a real Prometheus (Debian's `prometheus`) scrapes the host's Status
+-- API (/confluent-consume/metrics on --status-listen, as Kong's status_listen) once a second, and every
+-- assertion goes through its HTTP query API. Clients consume part of what was produced; the lag of each
+-- partition must be produced − consumed, the served counters what the clients received, and a broker that
+-- goes down must show in the error counter.
+local helpers = require "spec.helpers.host"
+local http = require "spec.helpers.http"
+local proc = require "spec.helpers.proc"
+local cjson = require "cjson"
+
+
+local PROMETHEUS_PORT = tonumber(os.getenv("CC_TEST_PROMETHEUS_PORT") or "28900")
+local SCRAPE_WAIT = 20  -- s: sync (1 s) + scrape interval (1 s) + Prometheus' evaluation, with margin
+
+
+local function url_escape(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+
+-- The instant vector of `query`: a list of { metric = labels, value = number }.
+local function query(q)
+  local status, body = http.once("127.0.0.1", PROMETHEUS_PORT, "GET", "/api/v1/query?query=" .. url_escape(q))
+  assert.equal(200, status, body)
+  local answer = cjson.decode(body)
+  local list = {}
+  for i, r in ipairs(answer.data.result) do
+    list[i] = { metric = r.metric, value = tonumber(r.value[2]) }
+  end
+  return list
+end
+
+
+-- The single value of `q`, or nil while Prometheus has none.
+local function value(q)
+  local list = query(q)
+  return list[1] and list[1].value
+end
+
+
+-- Waits until `q` answers `expected` (one series); fails with the last answer and what the host serves.
+local function eventually_equal(host, expected, q)
+  local last
+  proc.wait_until(function()
+    last = value(q)
+    return last == expected
+  end, SCRAPE_WAIT, 0.2)
+  if last ~= expected then
+    local _, page = http.once("127.0.0.1", host.status_port, "GET", "/confluent-consume/metrics")
+    assert.equal(expected, last, q .. "\n" .. tostring(page))
+  end
+end
+
+
+describe("metrics scraped by Prometheus", function()
+  local host, prometheus_pid, outage_dir, topic, sse_topic
+  local outage_port = helpers.next_ports()
+  local outage_group = helpers.unique_name("outage-group")
+
+  lazy_setup(function()
+    topic = helpers.create_topic(helpers.unique_name("metrics"), 2)
+    sse_topic = helpers.create_topic(helpers.unique_name("metrics-sse"), 2)
+    outage_dir = helpers.RUN_DIR .. "/metrics-outage-broker"
+    helpers.sh("rm -rf " .. outage_dir)
+    helpers.broker(outage_dir, "start", "--port " .. outage_port .. " --storage memory")
+    local outage_topic = helpers.create_topic(helpers.unique_name("outage"), 1, outage_port)
+    local outage = helpers.route("metrics-outage", outage_topic, {
+      auto_offset_reset = "earliest", timeout = 2000,
+      consumer_group = { mode = "manual", consumer_group_id = outage_group },
+    })
+    outage.plugins[1].config.bootstrap_servers[1].port = outage_port
+    host = helpers.start_host({ status = true, check_client_abort = true, routes = {
+      helpers.route("metrics-get", topic, { auto_offset_reset = "earliest", max_records = 7 }),
+      helpers.route("metrics-sse", sse_topic, { mode = "server-sent-events", auto_offset_reset = "earliest",
+                                                  heartbeat_interval = 1000 }),
+      outage,
+    } })
+
+    local dir = helpers.RUN_DIR .. "/prometheus"
+    helpers.sh_ok("rm -rf " .. dir .. " && mkdir -p " .. dir .. "/data")
+    local config = assert(io.open(dir .. "/prometheus.yml", "w"))
+    config:write(string.format([[
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: confluent-consume
+    metrics_path: /confluent-consume/metrics
+    static_configs:
+      - targets: ["127.0.0.1:%d"]
+]], host.status_port))
+    config:close()
+    prometheus_pid = proc.spawn(string.format(
+      "exec prometheus --config.file=%s/prometheus.yml --storage.tsdb.path=%s/data " ..
+      "--web.listen-address=127.0.0.1:%d", dir, dir, PROMETHEUS_PORT), dir .. "/prometheus.log")
+    assert(proc.wait_until(function()
+      local status = http.once("127.0.0.1", PROMETHEUS_PORT, "GET", "/-/ready")
+      return status == 200
+    end, 30, 0.2), "Prometheus did not become ready: " .. (helpers.read_file(dir .. "/prometheus.log") or ""))
+  end)
+
+  lazy_teardown(function()
+    if prometheus_pid then
+      proc.kill(prometheus_pid)
+    end
+    if host then
+      host:stop()
+    end
+    helpers.broker(outage_dir, "stop")
+  end)
+
+  it("serves the exposition on the Status API with its content type, and 404 on an unknown path", function()
+    local status, body, headers = http.once("127.0.0.1", host.status_port, "GET", "/confluent-consume/metrics")
+    assert.equal(200, status, body)
+    assert.equal("text/plain; version=0.0.4; charset=utf-8", headers["content-type"])
+    assert.equal(404, (http.once("127.0.0.1", host.status_port, "GET", "/no-such-metrics")))
+  end)
+
+  it("reports each partition's lag as produced minus consumed, and the served counters as received", function()
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 40 --partitions 2")
+    local produced = {}
+    for partition, marks in pairs(helpers.kafka_tool("watermarks", "--topic " .. topic)) do
+      produced[tonumber(partition)] = marks.high
+    end
+    assert.equal(40, produced[0] + produced[1])
+
+    -- three GETs of at most 7 records: 21 consumed, 19 left
+    local consumed, received, bytes = { [0] = 0, [1] = 0 }, 0, 0
+    local conn = host:connect()
+    for _ = 1, 3 do
+      local status, body = conn:request("GET", "/?wait=2000", { Host = "metrics-get.test" })
+      assert.equal(200, status, body)
+      for _, r in ipairs(helpers.records_of(cjson.decode(body))) do
+        consumed[r.partition] = consumed[r.partition] + 1
+        received = received + 1
+      end
+      bytes = bytes + #body
+    end
+    conn:close()
+    assert.equal(21, received)
+
+    for partition = 0, 1 do
+      local labels = string.format('{topic="%s",partition="%d"}', topic, partition)
+      eventually_equal(host, produced[partition] - consumed[partition], "confluent_consume_consumer_lag" .. labels)
+      eventually_equal(host, produced[partition] - consumed[partition], "confluent_consume_delivery_lag" .. labels)
+      eventually_equal(host, produced[partition], "confluent_consume_high_watermark" .. labels)
+    end
+    eventually_equal(host, received, 'confluent_consume_records_served_total{route="metrics-get",mode="http-get"}')
+    eventually_equal(host, bytes, 'confluent_consume_bytes_served_total{route="metrics-get",mode="http-get"}')
+    eventually_equal(host, 3, 'confluent_consume_requests_total{route="metrics-get",mode="http-get",status="200"}')
+  end)
+
+  it("counts a stream while it is open and the events it received", function()
+    helpers.kafka_tool("produce", "--topic " .. sse_topic .. " --count 12 --partitions 2")
+    local conn = host:connect()
+    local status = conn:send_request("GET", "/?from=earliest",
+                                     { Host = "metrics-sse.test", Accept = "text/event-stream" })
+    assert.equal(200, status)
+    local events, why = conn:read_events(12, 10)
+    assert.equal("count", why)
+    local received = 0
+    for _, e in ipairs(events) do
+      if e.event == "message" then received = received + 1 end
+    end
+    assert.equal(12, received)
+    eventually_equal(host, 1, 'confluent_consume_streams_open{route="metrics-sse",mode="server-sent-events"}')
+    eventually_equal(host, received,
+                     'confluent_consume_records_served_total{route="metrics-sse",mode="server-sent-events"}')
+    conn:close()
+    eventually_equal(host, 0, 'confluent_consume_streams_open{route="metrics-sse",mode="server-sent-events"}')
+    eventually_equal(host, 1, 'confluent_consume_requests_total{route="metrics-sse",mode="server-sent-events",' ..
+                        'status="200"}')
+  end)
+
+  it("shows a broker that goes down as connection errors of its group", function()
+    local status, body = host:get("/?wait=0", { Host = "metrics-outage.test" })
+    assert.equal(200, status, body)
+    local errors = string.format('sum(confluent_consume_broker_errors_total{group="%s",kind="connect"}) or vector(0)',
+                                 outage_group)
+    local before = value(errors)
+    helpers.broker(outage_dir, "stop")
+    local after
+    proc.wait_until(function()
+      after = value(errors)
+      return after > before
+    end, SCRAPE_WAIT, 0.2)
+    assert.is_true(after > before, "connect errors stayed at " .. tostring(after))
+  end)
+end)

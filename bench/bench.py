@@ -21,6 +21,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, ".run", "bench")
 BROKER_PORT, SQLITE_BROKER_PORT, PROXY_PORT, ADMIN_PORT = 19392, 19393, 18900, 18901
+# A second host, identical but for CONFLUENT_CONSUME_METRICS=off: scenario 8 measures what metrics cost.
+OFF_PROXY_PORT, OFF_ADMIN_PORT = 18902, 18903
+METRICS_ROUNDS, METRICS_RECORDS = 3, 100000
 TOOL = os.path.join(ROOT, "target", "release", "kafka-tool")
 FETCH_WAIT_MS = 10
 
@@ -96,9 +99,9 @@ class Usage:
         return f"client CPU {self.client_cpu:.0%}, worker CPU {self.worker_cpu:.0%}"
 
 
-def get_throughput(host, total, max_records=20000):
+def get_throughput(host, total, max_records=20000, port=PROXY_PORT):
     """One keep-alive client, large max_records, until `total` records; counts records without parsing."""
-    conn = socket.create_connection(("127.0.0.1", PROXY_PORT))
+    conn = socket.create_connection(("127.0.0.1", port))
     request = (f"GET /?max_records={max_records}&max_bytes=67108864&wait=1000 HTTP/1.1\r\n"
                f"Host: {host}\r\n\r\n").encode()
     f = conn.makefile("rb")
@@ -137,8 +140,8 @@ def get_throughput(host, total, max_records=20000):
     return got / (time.perf_counter() - t0)
 
 
-async def sse_reader(host, path, want, on_event):
-    reader, writer = await asyncio.open_connection("127.0.0.1", PROXY_PORT, limit=1 << 24)
+async def sse_reader(host, path, want, on_event, port=PROXY_PORT):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     await writer.drain()
     await reader.readuntil(b"\r\n\r\n")
@@ -157,9 +160,9 @@ async def sse_reader(host, path, want, on_event):
     return got
 
 
-def sse_throughput(host, total):
+def sse_throughput(host, total, port=PROXY_PORT):
     t0 = time.perf_counter()
-    got = asyncio.run(sse_reader(host, "/?from=earliest", total, lambda b: None))
+    got = asyncio.run(sse_reader(host, "/?from=earliest", total, lambda b: None, port=port))
     return got / (time.perf_counter() - t0)
 
 
@@ -333,6 +336,7 @@ def main():
         t1, t3, tl = topic("bench-p1", 1), topic("bench-p3", 3), topic("bench-latency", 1)
         tc, ti = topic("bench-crowd", 1), topic("bench-idle", 1)
         tm = topic("bench-million", 3, port=SQLITE_BROKER_PORT)
+        tmet = topic("bench-metrics", 1)
         tool("produce", "--topic", t1, "--count", "100000", "--size", "200")
         tool("produce", "--topic", t3, "--count", "100000", "--size", "200", "--partitions", "3")
         big = dict(max_records=20000, max_bytes=67108864)
@@ -345,13 +349,23 @@ def main():
                   # memory storage (above), and the slower reader with functions would pause it
                   route("nofn1", t1, "http-get", buffer_max_bytes=67108864, **big),
                   route("fn1", t1, "http-get", buffer_max_bytes=67108864,
-                        message_by_lua_functions=["return function(m) return m end"], **big)]
+                        message_by_lua_functions=["return function(m) return m end"], **big),
+                  # scenario 8: each host's http-get route has a group of its own (its own plugin id), and
+                  # the topic holds a fresh 100k for every round
+                  route("meton", tmet, "http-get", buffer_max_bytes=67108864, **big),
+                  route("metoff", tmet, "http-get", buffer_max_bytes=67108864, **big),
+                  route("metsse", tmet, "server-sent-events", **big)]
         with open(os.path.join(RUN, "kong.json"), "w") as f:
             json.dump({"_format_version": "3.0", "routes": routes}, f)
         sh(os.path.join(ROOT, "host", "bin", "kong-host"), "start", "--prefix", os.path.join(RUN, "host"),
            "--config", os.path.join(RUN, "kong.json"), "--workers", "1",
            "--proxy-listen", f"127.0.0.1:{PROXY_PORT}", "--admin-listen", f"127.0.0.1:{ADMIN_PORT}")
         pid = worker_pid()
+        if wanted("8"):
+            sh(os.path.join(ROOT, "host", "bin", "kong-host"), "start", "--prefix", os.path.join(RUN, "host-off"),
+               "--config", os.path.join(RUN, "kong.json"), "--workers", "1", "--env", "CONFLUENT_CONSUME_METRICS",
+               "--proxy-listen", f"127.0.0.1:{OFF_PROXY_PORT}", "--admin-listen", f"127.0.0.1:{OFF_ADMIN_PORT}",
+               env=dict(os.environ, CONFLUENT_CONSUME_METRICS="off"))
         rows, verdicts = [], []
 
         def check(name, ok):
@@ -427,6 +441,21 @@ def main():
                          f"start {start:.0f}, peak {peak:.0f}, after GET {after_get:.0f}, end {end:.0f} MB",
                          "–", f"end {100 * (end - start) / start:+.1f} %", check("6 end at most 10 % above start", end <= 1.1 * start)))
 
+        if wanted("8"):
+            tool("produce", "--topic", tmet, "--count", str(METRICS_ROUNDS * METRICS_RECORDS), "--size", "200")
+            rates = {"get on": [], "get off": [], "sse on": [], "sse off": []}
+            # alternating rounds on the two hosts, so that a change in the machine's load hits both alike
+            for _ in range(METRICS_ROUNDS):
+                rates["get off"].append(get_throughput("metoff.bench", METRICS_RECORDS, port=OFF_PROXY_PORT))
+                rates["get on"].append(get_throughput("meton.bench", METRICS_RECORDS))
+                rates["sse off"].append(sse_throughput("metsse.bench", METRICS_RECORDS, port=OFF_PROXY_PORT))
+                rates["sse on"].append(sse_throughput("metsse.bench", METRICS_RECORDS))
+            for mode, label in (("get", "http-get"), ("sse", "SSE")):
+                on, off = sorted(rates[mode + " on"])[METRICS_ROUNDS // 2], sorted(rates[mode + " off"])[METRICS_ROUNDS // 2]
+                rows.append((f"8. {label}, 100k x 200 B, 1 partition, with metrics (median of {METRICS_ROUNDS} "
+                             f"alternating rounds)", f"{on:,.0f} rec/s", f"{off:,.0f} rec/s with metrics off",
+                             f"{on / off:.3f}", check(f"8 {label} metrics cost <= 3 %", on >= 0.97 * off)))
+
         table = ["| # scenario | plugin | reference (same run) | ratio / delta | target |", "|---|---|---|---|---|"]
         table += ["| " + " | ".join(r) + " |" for r in rows]
         text = (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: fetch.wait.max.ms = {FETCH_WAIT_MS}, "
@@ -442,8 +471,9 @@ def main():
         if missed:
             print("targets missed: " + ", ".join(missed))
     finally:
-        subprocess.run([os.path.join(ROOT, "host", "bin", "kong-host"), "stop", "--prefix",
-                        os.path.join(RUN, "host")], capture_output=True)
+        for prefix in ("host", "host-off"):
+            subprocess.run([os.path.join(ROOT, "host", "bin", "kong-host"), "stop", "--prefix",
+                            os.path.join(RUN, prefix)], capture_output=True)
         for name in ("broker", "broker-sqlite"):
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop", "--dir", os.path.join(RUN, name)],
                            capture_output=True)

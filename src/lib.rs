@@ -131,6 +131,9 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
 
 /// Each record a read hands out: how long ago the broker stamped it.
 fn observe_ages(shared: &Shared, partitions: &[buffer::PartitionBuffer], cursors: &[i64], selection: &buffer::Selection) {
+    if !metrics::counting_record_ages() {
+        return;
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -547,6 +550,10 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     exports.set("config_fields", function(lua, config_fields)?)?;
     exports.set("metrics", function(lua, metrics_snapshot)?)?;
     exports.set("render_metrics", function(lua, render_metrics)?)?;
+    exports.set("count_record_ages", function(lua, |_, on: bool| {
+        metrics::count_record_ages(on);
+        Ok(())
+    })?)?;
     #[cfg(feature = "fault-injection")]
     exports.set("inject_panic", function(lua, fault::inject_panic)?)?;
     Ok(exports)

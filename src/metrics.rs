@@ -13,7 +13,7 @@
 //! atomics; the registries below are locked when a handle starts and when a snapshot is taken.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use once_cell::sync::Lazy;
@@ -176,6 +176,17 @@ impl GroupCounters {
         self.commit_latency.take(&key(&["commit_latency_seconds", &group]), out);
         self.record_age.take(&key(&["record_age_seconds", &group, delivery_name(self.delivery)]), out);
     }
+}
+
+/// Whether reads observe `record_age_seconds` (the one per-record cost; off with metrics off, metrics.lua).
+static RECORD_AGES: AtomicBool = AtomicBool::new(true);
+
+pub fn count_record_ages(on: bool) {
+    RECORD_AGES.store(on, Ordering::Relaxed);
+}
+
+pub fn counting_record_ages() -> bool {
+    RECORD_AGES.load(Ordering::Relaxed)
 }
 
 static COUNTERS: Lazy<Mutex<Vec<Arc<GroupCounters>>>> = Lazy::new(|| Mutex::new(Vec::new()));

@@ -7,6 +7,9 @@
 -- counters; gauges are stored per worker with a short TTL, so a worker that is gone stops counting. The
 -- dict's lock is taken once per series and second, never per request. A scrape reads the dict and lets
 -- the native module merge the gauges, derive the lags, and write the text format (prometheus-client).
+--
+-- CONFLUENT_CONSUME_METRICS=off in nginx's environment turns the counting off (`make bench` measures what
+-- it costs that way); the Status API then serves nothing but the Kafka-side gauges.
 local native = require "confluent_consume_native"
 
 
@@ -18,12 +21,15 @@ local tostring = tostring
 local sub = string.sub
 local find = string.find
 local match = string.match
+local getenv = os.getenv
 
 
 local DICT_NAME = "confluent_consume"
 local SEP = "\31"  -- between a series key's family name and label values (src/metrics.rs SEP)
 local COUNTER_PREFIX = "metrics\31c\31"  -- COUNTER_PREFIX .. key: the node's sum
 local GAUGE_PREFIX = "metrics\31g\31"    -- GAUGE_PREFIX .. worker id .. SEP .. key: one worker's value
+-- read when the module loads, in nginx's master (init_by_lua), which sees the whole environment
+local ENABLED = getenv("CONFLUENT_CONSUME_METRICS") ~= "off"
 local SYNC_INTERVAL = 1  -- s, as Kong's prometheus plugin syncs its worker counters
 local GAUGE_TTL = 5      -- s; a gauge no worker renews (its worker is gone) expires
 
@@ -48,12 +54,18 @@ end
 
 
 function _M.count(key, n)
+  if not ENABLED then
+    return
+  end
   counted[key] = (counted[key] or 0) + n
 end
 
 
 -- Moves a gauge of this worker by `delta` (a stream opens: +1, ends: -1).
 function _M.move(key, delta)
+  if not ENABLED then
+    return
+  end
   levels[key] = (levels[key] or 0) + delta
 end
 
@@ -70,6 +82,9 @@ end
 
 -- Counts a finished request of `conf` by its status (the `log` phase).
 function _M.request(conf)
+  if not ENABLED then
+    return
+  end
   local key = _M.key("requests", _M.route_label(), conf.mode, tostring(ngx.status))
   counted[key] = (counted[key] or 0) + 1
 end
@@ -110,6 +125,10 @@ end
 
 -- Starts this worker's sync (Kong's init_worker phase; nothing native runs before it).
 function _M.init_worker()
+  if not ENABLED then
+    native.count_record_ages(false)
+    return
+  end
   if syncing then
     return
   end

@@ -53,13 +53,14 @@ end
 
 
 describe("metrics scraped by Prometheus", function()
-  local host, prometheus_pid, outage_dir, topic, sse_topic
+  local host, prometheus_pid, outage_dir, topic, sse_topic, idle_topic
   local outage_port = helpers.next_ports()
   local outage_group = helpers.unique_name("outage-group")
 
   lazy_setup(function()
     topic = helpers.create_topic(helpers.unique_name("metrics"), 2)
     sse_topic = helpers.create_topic(helpers.unique_name("metrics-sse"), 2)
+    idle_topic = helpers.create_topic(helpers.unique_name("metrics-idle"), 1)
     outage_dir = helpers.RUN_DIR .. "/metrics-outage-broker"
     helpers.sh("rm -rf " .. outage_dir)
     helpers.broker(outage_dir, "start", "--port " .. outage_port .. " --storage memory")
@@ -73,6 +74,7 @@ describe("metrics scraped by Prometheus", function()
       helpers.route("metrics-get", topic, { auto_offset_reset = "earliest", max_records = 7 }),
       helpers.route("metrics-sse", sse_topic, { mode = "server-sent-events", auto_offset_reset = "earliest",
                                                   heartbeat_interval = 1000 }),
+      helpers.route("metrics-idle", idle_topic),
       outage,
     } })
 
@@ -185,5 +187,33 @@ scrape_configs:
       return after > before
     end, SCRAPE_WAIT, 0.2)
     assert.is_true(after > before, "connect errors stayed at " .. tostring(after))
+  end)
+
+  it("answers every query of examples/grafana-dashboard.json, over families the Status API serves", function()
+    -- a long-poll that waits on an empty topic, so that every family has a series
+    local status = host:get("/?wait=300", { Host = "metrics-idle.test" })
+    assert.equal(200, status)
+    local text = assert(helpers.read_file(helpers.ROOT .. "/examples/grafana-dashboard.json"))
+    local dashboard = cjson.decode(text)
+    local names = {}
+    for _, panel in ipairs(dashboard.panels) do
+      for _, target in ipairs(panel.targets) do
+        local code, body = http.once("127.0.0.1", PROMETHEUS_PORT, "GET",
+                                     "/api/v1/query?query=" .. url_escape(target.expr))
+        assert.equal(200, code, target.expr .. ": " .. body)
+        for name in target.expr:gmatch("confluent_consume_[%w_]+") do
+          names[name:gsub("_bucket$", "")] = true
+        end
+      end
+    end
+    local page
+    proc.wait_until(function()
+      local _, text = http.once("127.0.0.1", host.status_port, "GET", "/confluent-consume/metrics")
+      page = text
+      return text:find("confluent_consume_long_polls_waiting", 1, true)
+    end, SCRAPE_WAIT, 0.2)
+    for name in pairs(names) do
+      assert.truthy(page:find("# TYPE " .. name .. " ", 1, true), name .. " is not served:\n" .. page)
+    end
   end)
 end)

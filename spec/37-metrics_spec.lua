@@ -217,3 +217,47 @@ scrape_configs:
     end
   end)
 end)
+
+
+describe("metrics with Kong's prometheus plugin on the node (a test double of its exporter)", function()
+  local host, topic
+
+  lazy_setup(function()
+    topic = helpers.create_topic(helpers.unique_name("metrics-kong"), 1)
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 3")
+    host = helpers.start_host({ status = true, fixture_plugins = { "prometheus" }, routes = {
+      helpers.route("metrics-kong", topic, { auto_offset_reset = "earliest" }),
+    } })
+  end)
+
+  lazy_teardown(function()
+    if host then
+      host:stop()
+    end
+  end)
+
+  it("registers counters and gauges with it and reports the node's values there", function()
+    local status, body = host:get("/?wait=2000", { Host = "metrics-kong.test" })
+    assert.equal(200, status, body)
+    assert.equal(3, #helpers.records_of(cjson.decode(body)))
+    local recorded, lag
+    proc.wait_until(function()
+      local _, page = http.once("127.0.0.1", host.status_port, "GET", "/prometheus-double/recorded")
+      recorded = cjson.decode(page)
+      lag = nil
+      for labels, v in pairs(recorded.confluent_consume_consumer_lag.values) do
+        if labels:find("," .. topic .. ",0", 1, true) then
+          lag = v
+        end
+      end
+      return recorded.confluent_consume_records_served_total.values["metrics-kong,http-get"] == 3 and lag == 0
+    end, 10, 0.2)
+    assert.same({ "route", "mode" }, recorded.confluent_consume_records_served_total.labels)
+    assert.equal("counter", recorded.confluent_consume_records_served_total.type)
+    assert.equal(3, recorded.confluent_consume_records_served_total.values["metrics-kong,http-get"])
+    assert.equal("gauge", recorded.confluent_consume_consumer_lag.type)
+    assert.equal(0, lag)
+    -- histograms stay on the plugin's own page: Kong's histograms take observations, not bucket counts
+    assert.is_nil(recorded.confluent_consume_commit_latency_seconds)
+  end)
+end)

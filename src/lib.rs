@@ -157,16 +157,51 @@ fn metrics_snapshot(lua: &Lua, (): ()) -> LuaResult<(Table, Table)> {
     Ok((counter_table, gauge_table))
 }
 
+/// A Lua sequence of `{ key, value }` pairs.
+fn pairs_of(gauges: &Table) -> LuaResult<Vec<(String, f64)>> {
+    let mut list = Vec::with_capacity(gauges.raw_len());
+    for pair in gauges.sequence_values::<Table>() {
+        let pair = pair?;
+        list.push((pair.raw_get::<String>(1)?, pair.raw_get::<f64>(2)?));
+    }
+    Ok(list)
+}
+
+/// `native.merge_gauges(gauges)`: every worker's gauges (`{ {key, value}, ... }`) as the node's, key ->
+/// value, with the lags derived (for Kong's prometheus plugin, metrics.lua).
+fn merge_gauges(lua: &Lua, gauges: Table) -> LuaResult<Table> {
+    let merged = metrics::merge_gauges(&pairs_of(&gauges)?);
+    let table = lua.create_table_with_capacity(0, merged.len())?;
+    for (k, v) in merged {
+        table.raw_set(k, v)?;
+    }
+    Ok(table)
+}
+
+/// `native.metric_families()`: `{ {name =, help =, type = "counter"|"gauge"|"histogram", labels = {...}}, ... }`,
+/// names without the `confluent_consume_` prefix.
+fn metric_families(lua: &Lua, (): ()) -> LuaResult<Table> {
+    let list = lua.create_table_with_capacity(metrics::FAMILIES.len(), 0)?;
+    for f in metrics::FAMILIES {
+        let entry = lua.create_table()?;
+        entry.raw_set("name", f.name)?;
+        entry.raw_set("help", f.help)?;
+        entry.raw_set("type", match f.kind {
+            metrics::Kind::Counter => "counter",
+            metrics::Kind::Gauge(_) => "gauge",
+            metrics::Kind::Histogram(_) => "histogram",
+        })?;
+        entry.raw_set("labels", lua.create_sequence_from(f.labels.iter().copied())?)?;
+        list.raw_push(entry)?;
+    }
+    Ok(list)
+}
+
 /// `native.render_metrics(counters, gauges)`: the node's metrics in Prometheus' text format, from its
 /// summed counters (key -> value) and every worker's gauges (`{ {key, value}, ... }`).
 fn render_metrics(lua: &Lua, (counters, gauges): (Table, Table)) -> LuaResult<MultiValue> {
     let counters: Vec<(String, f64)> = counters.pairs::<String, f64>().collect::<LuaResult<_>>()?;
-    let mut gauge_list = Vec::with_capacity(gauges.raw_len());
-    for pair in gauges.sequence_values::<Table>() {
-        let pair = pair?;
-        gauge_list.push((pair.raw_get::<String>(1)?, pair.raw_get::<f64>(2)?));
-    }
-    match metrics::render(&counters, &gauge_list) {
+    match metrics::render(&counters, &pairs_of(&gauges)?) {
         Ok(text) => Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&text)?)])),
         Err(e) => failure(lua, e),
     }
@@ -550,6 +585,8 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     exports.set("config_fields", function(lua, config_fields)?)?;
     exports.set("metrics", function(lua, metrics_snapshot)?)?;
     exports.set("render_metrics", function(lua, render_metrics)?)?;
+    exports.set("merge_gauges", function(lua, merge_gauges)?)?;
+    exports.set("metric_families", function(lua, metric_families)?)?;
     exports.set("count_record_ages", function(lua, |_, on: bool| {
         metrics::count_record_ages(on);
         Ok(())

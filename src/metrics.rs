@@ -304,11 +304,7 @@ fn merge_into(gauges: &mut BTreeMap<String, f64>, key: String, value: f64) {
 /// # Errors
 /// Only when the encoder fails to write (it writes to a `String`, so never in practice).
 pub fn render(counters: &[(String, f64)], gauges: &[(String, f64)]) -> Result<String, std::fmt::Error> {
-    let mut merged = BTreeMap::new();
-    for (k, v) in gauges {
-        merge_into(&mut merged, k.clone(), *v);
-    }
-    derive_lags(&mut merged);
+    let merged = merge_gauges(gauges);
     let mut series: BTreeMap<&'static str, Vec<(Vec<String>, f64)>> = BTreeMap::new();
     for (k, v) in counters.iter().map(|(k, v)| (k, v)).chain(merged.iter()) {
         let mut parts = k.split(SEP);
@@ -320,6 +316,16 @@ pub fn render(counters: &[(String, f64)], gauges: &[(String, f64)]) -> Result<St
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// Every worker's gauges as the node's: merged by family, with the lags derived.
+pub fn merge_gauges(gauges: &[(String, f64)]) -> BTreeMap<String, f64> {
+    let mut merged = BTreeMap::new();
+    for (k, v) in gauges {
+        merge_into(&mut merged, k.clone(), *v);
+    }
+    derive_lags(&mut merged);
+    merged
 }
 
 /// `consumer_lag` and `delivery_lag` of every partition whose high watermark is known, from the merged

@@ -62,10 +62,15 @@ function _M.init(opts)
     admin_listen = opts.admin_listen,
     nginx_worker_processes = opts.workers,
     plugins = opts.plugins or {},
+    loaded_plugins = {},  -- name -> true, as Kong's: what a plugin checks to find another one
     plugin_paths = opts.plugin_paths,
     database = "off",
     role = "traditional",
   }
+
+  for _, name in ipairs(configuration.plugins) do
+    configuration.loaded_plugins[name] = true
+  end
 
   -- Plugin modules capture the global at load time (`local kong = kong`),
   -- so it must exist before they are required, as in Kong.

@@ -8,6 +8,10 @@
 -- dict's lock is taken once per series and second, never per request. A scrape reads the dict and lets
 -- the native module merge the gauges, derive the lags, and write the text format (prometheus-client).
 --
+-- When the node also runs Kong's `prometheus` plugin, the counters and gauges (not the histograms) are
+-- registered with it too and appear on Kong's own /metrics as kong_confluent_consume_*: each worker adds
+-- its counts to Kong's counters as it syncs, and worker 0 sets the node's gauges once a second.
+--
 -- CONFLUENT_CONSUME_METRICS=off in nginx's environment turns the counting off (`make bench` measures what
 -- it costs that way); the Status API then serves nothing but the Kafka-side gauges.
 local native = require "confluent_consume_native"
@@ -22,6 +26,9 @@ local sub = string.sub
 local find = string.find
 local match = string.match
 local getenv = os.getenv
+local pcall = pcall
+local require = require
+local unpack = unpack
 
 
 local DICT_NAME = "confluent_consume"
@@ -38,6 +45,7 @@ local _M = {}
 
 
 local counted = {}  -- series key -> what this worker counted since its last sync
+local kong_metrics     -- family name -> the metric registered with Kong's prometheus plugin, if it runs
 local levels = {}   -- series key -> this worker's gauge
 local syncing       -- whether the sync timer runs
 
@@ -90,15 +98,42 @@ function _M.request(conf)
 end
 
 
+-- A series key's family name and its label values.
+local function split(key)
+  local parts, from = {}, 1
+  while true do
+    local at = find(key, SEP, from, true)
+    parts[#parts + 1] = sub(key, from, (at or 0) - 1)
+    if not at then
+      return parts[1], { unpack(parts, 2) }
+    end
+    from = at + 1
+  end
+end
+
+
+-- Adds `n` to a counter: node-wide in the dict, and to Kong's counter when it has one.
+local function add_counter(shm, key, n)
+  shm:incr(COUNTER_PREFIX .. key, n, 0)
+  if kong_metrics then
+    local name, labels = split(key)
+    local metric = kong_metrics[name]
+    if metric then
+      metric:inc(n, labels)
+    end
+  end
+end
+
+
 -- Moves this worker's numbers into the dict.
 local function sync(shm)
   local native_counted, native_levels = native.metrics()
   for key, n in pairs(native_counted) do
-    shm:incr(COUNTER_PREFIX .. key, n, 0)
+    add_counter(shm, key, n)
   end
   for key, n in pairs(counted) do
     if n ~= 0 then
-      shm:incr(COUNTER_PREFIX .. key, n, 0)
+      add_counter(shm, key, n)
     end
     counted[key] = nil
   end
@@ -112,41 +147,9 @@ local function sync(shm)
 end
 
 
-local function sync_timer(premature)
-  if premature then
-    return
-  end
-  local shm = ngx.shared[DICT_NAME]
-  if shm then
-    sync(shm)
-  end
-end
-
-
--- Starts this worker's sync (Kong's init_worker phase; nothing native runs before it).
-function _M.init_worker()
-  if not ENABLED then
-    native.count_record_ages(false)
-    return
-  end
-  if syncing then
-    return
-  end
-  local err
-  syncing, err = ngx.timer.every(SYNC_INTERVAL, sync_timer)
-  if not syncing then
-    kong.log.err("cannot start the metrics sync timer (metrics stay at zero): ", err)
-  end
-end
-
-
--- The node's metrics in Prometheus' text format, or nil, err.
-function _M.render()
-  local shm = ngx.shared[DICT_NAME]
-  if not shm then
-    return nil, "lua_shared_dict " .. DICT_NAME .. " is not configured"
-  end
-  sync(shm)
+-- Every counter and gauge of the dict: counters key -> node's sum, gauges { {key, value}, ... } of every
+-- worker, and the delivery positions of cursors.lua.
+local function node_series(shm)
   local counters, gauges = {}, {}
   for _, dict_key in ipairs(shm:get_keys(0)) do
     if find(dict_key, COUNTER_PREFIX, 1, true) == 1 then
@@ -166,7 +169,96 @@ function _M.render()
       end
     end
   end
-  return native.render_metrics(counters, gauges)
+  return counters, gauges
+end
+
+
+-- Kong's prometheus plugin, if the node runs it: our counters and gauges registered with it.
+local function register_with_kong()
+  local loaded = kong.configuration.loaded_plugins
+  if not (loaded and loaded.prometheus) then
+    return nil
+  end
+  local ok, exporter = pcall(require, "kong.plugins.prometheus.exporter")
+  local prometheus = ok and exporter.get_prometheus and exporter.get_prometheus()
+  if not prometheus then
+    return nil
+  end
+  local registered = {}
+  for _, family in ipairs(native.metric_families()) do
+    local name = "confluent_consume_" .. family.name
+    if family.type == "counter" then
+      registered[family.name] = prometheus:counter(name .. "_total", family.help, family.labels)
+    elseif family.type == "gauge" then
+      registered[family.name] = prometheus:gauge(name, family.help, family.labels)
+    end
+  end
+  return registered
+end
+
+
+-- The node's gauges into Kong's (worker 0, once a second): each replaced whole, so that the series of a
+-- partition or route that went away go too.
+local function set_kong_gauges(shm)
+  local _, gauges = node_series(shm)
+  local by_family = {}
+  for key, value in pairs(native.merge_gauges(gauges)) do
+    local name, labels = split(key)
+    local list = by_family[name] or {}
+    list[#list + 1] = { value, labels }
+    by_family[name] = list
+  end
+  for name, metric in pairs(kong_metrics) do
+    if metric.set then
+      metric:reset()
+      for _, item in ipairs(by_family[name] or {}) do
+        metric:set(item[1], item[2])
+      end
+    end
+  end
+end
+
+
+local function sync_timer(premature)
+  if premature then
+    return
+  end
+  local shm = ngx.shared[DICT_NAME]
+  if shm then
+    sync(shm)
+    if kong_metrics and ngx.worker.id() == 0 then
+      set_kong_gauges(shm)
+    end
+  end
+end
+
+
+-- Starts this worker's sync (Kong's init_worker phase; nothing native runs before it).
+function _M.init_worker()
+  if not ENABLED then
+    native.count_record_ages(false)
+    return
+  end
+  if syncing then
+    return
+  end
+  kong_metrics = register_with_kong()
+  local err
+  syncing, err = ngx.timer.every(SYNC_INTERVAL, sync_timer)
+  if not syncing then
+    kong.log.err("cannot start the metrics sync timer (metrics stay at zero): ", err)
+  end
+end
+
+
+-- The node's metrics in Prometheus' text format, or nil, err.
+function _M.render()
+  local shm = ngx.shared[DICT_NAME]
+  if not shm then
+    return nil, "lua_shared_dict " .. DICT_NAME .. " is not configured"
+  end
+  sync(shm)
+  return native.render_metrics(node_series(shm))
 end
 
 

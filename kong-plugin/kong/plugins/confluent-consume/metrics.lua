@@ -29,6 +29,7 @@ local getenv = os.getenv
 local pcall = pcall
 local require = require
 local unpack = unpack
+local select = select
 
 
 local DICT_NAME = "confluent_consume"
@@ -48,6 +49,7 @@ local counted = {}  -- series key -> what this worker counted since its last syn
 local kong_metrics     -- family name -> the metric registered with Kong's prometheus plugin, if it runs
 local levels = {}   -- series key -> this worker's gauge
 local syncing       -- whether the sync timer runs
+local warned_full   -- whether this worker logged that the dict had no room for a series
 
 
 -- The series key of `name` with its label values (src/metrics.rs FAMILIES gives their order).
@@ -112,9 +114,30 @@ local function split(key)
 end
 
 
+-- The dict also holds the delivery positions (cursors.lua), which a plain `set` or `incr` with an
+-- initial value would evict when the dict is full: metrics take only free room, and say once that
+-- some are missing.
+local function no_room(err)
+  if err == "no memory" and not warned_full then
+    warned_full = true
+    kong.log.warn("lua_shared_dict ", DICT_NAME, " is full: some metrics are not kept (make it larger)")
+  end
+end
+
+
 -- Adds `n` to a counter: node-wide in the dict, and to Kong's counter when it has one.
 local function add_counter(shm, key, n)
-  shm:incr(COUNTER_PREFIX .. key, n, 0)
+  local dict_key = COUNTER_PREFIX .. key
+  local _, err = shm:incr(dict_key, n)
+  if err == "not found" then
+    local ok
+    ok, err = shm:safe_add(dict_key, n)
+    if not ok and err == "exists" then  -- another worker added it meanwhile
+      shm:incr(dict_key, n)
+    else
+      no_room(err)
+    end
+  end
   if kong_metrics then
     local name, labels = split(key)
     local metric = kong_metrics[name]
@@ -139,10 +162,10 @@ local function sync(shm)
   end
   local prefix = GAUGE_PREFIX .. ngx.worker.id() .. SEP
   for key, value in pairs(native_levels) do
-    shm:set(prefix .. key, value, GAUGE_TTL)
+    no_room(select(2, shm:safe_set(prefix .. key, value, GAUGE_TTL)))
   end
   for key, value in pairs(levels) do
-    shm:set(prefix .. key, value, GAUGE_TTL)
+    no_room(select(2, shm:safe_set(prefix .. key, value, GAUGE_TTL)))
   end
 end
 

@@ -2,7 +2,7 @@
 -- API (/confluent-consume/metrics on --status-listen, as Kong's status_listen) once a second, and every
 -- assertion goes through its HTTP query API. Clients consume part of what was produced; the lag of each
 -- partition must be produced − consumed, the served counters what the clients received, and a broker that
--- goes down must show in the error counter.
+-- goes down must show in the error counter. A node of two workers must add up both workers' numbers.
 local helpers = require "spec.helpers.host"
 local http = require "spec.helpers.http"
 local proc = require "spec.helpers.proc"
@@ -259,5 +259,85 @@ describe("metrics with Kong's prometheus plugin on the node (a test double of it
     assert.equal(0, lag)
     -- histograms stay on the plugin's own page: Kong's histograms take observations, not bucket counts
     assert.is_nil(recorded.confluent_consume_commit_latency_seconds)
+  end)
+end)
+
+
+describe("metrics of a node of two workers", function()
+  local host, topic, sse_topic
+
+  -- The value of the series `series` (name and labels exactly as on the page) on the Status API, or nil.
+  local function served(series)
+    local _, page = http.once("127.0.0.1", host.status_port, "GET", "/confluent-consume/metrics")
+    local escaped = series:gsub("[%p]", "%%%0")
+    return tonumber(page:match("\n" .. escaped .. " ([%d.e+]+)\n"))
+  end
+
+  local function eventually(expected, series)
+    local last
+    proc.wait_until(function()
+      last = served(series)
+      return last == expected
+    end, 10, 0.2)
+    assert.equal(expected, last, series)
+  end
+
+  lazy_setup(function()
+    topic = helpers.create_topic(helpers.unique_name("metrics-two"), 2)
+    sse_topic = helpers.create_topic(helpers.unique_name("metrics-two-sse"), 1)
+    host = helpers.start_host({ status = true, workers = 2, check_client_abort = true, routes = {
+      helpers.route("metrics-two", topic, { auto_offset_reset = "earliest", max_records = 3 }),
+      helpers.route("metrics-two-sse", sse_topic, { mode = "server-sent-events", heartbeat_interval = 1000 }),
+    } })
+  end)
+
+  lazy_teardown(function()
+    if host then
+      host:stop()
+    end
+  end)
+
+  it("sums what every worker served and merges their views of the lag", function()
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 40 --partitions 2")
+    -- a connection per GET: the kernel spreads them over both workers (all ten on one: 1 in 512)
+    local received, workers, count = 0, {}, 0
+    for _ = 1, 10 do
+      local status, body, headers = host:get("/?wait=2000", { Host = "metrics-two.test" })
+      assert.equal(200, status, body)
+      received = received + #helpers.records_of(cjson.decode(body))
+      local pid = host:worker_pid_of(headers)
+      if not workers[pid] then
+        workers[pid], count = true, count + 1
+      end
+    end
+    assert.equal(2, count, "both workers served")
+    assert.is_true(received > 0 and received <= 30)
+    eventually(received, 'confluent_consume_records_served_total{route="metrics-two",mode="http-get"}')
+    eventually(10, 'confluent_consume_requests_total{route="metrics-two",mode="http-get",status="200"}')
+    local lag = 0
+    proc.wait_until(function()
+      local _, page = http.once("127.0.0.1", host.status_port, "GET", "/confluent-consume/metrics")
+      lag = 0
+      for value in page:gmatch('confluent_consume_consumer_lag{[^}]*topic="' .. topic:gsub("%p", "%%%0") ..
+                               '"[^}]*} ([%d.]+)') do
+        lag = lag + tonumber(value)
+      end
+      return lag == 40 - received
+    end, 10, 0.2)
+    assert.equal(40 - received, lag, "lag summed over both partitions")
+  end)
+
+  it("counts the streams open on either worker", function()
+    local conns = {}
+    for i = 1, 2 do
+      conns[i] = host:connect()
+      local status = conns[i]:send_request("GET", "/", { Host = "metrics-two-sse.test", Accept = "text/event-stream" })
+      assert.equal(200, status)
+    end
+    eventually(2, 'confluent_consume_streams_open{route="metrics-two-sse",mode="server-sent-events"}')
+    for _, conn in ipairs(conns) do
+      conn:close()
+    end
+    eventually(0, 'confluent_consume_streams_open{route="metrics-two-sse",mode="server-sent-events"}')
   end)
 end)

@@ -1,8 +1,10 @@
 -- Metrics, as an operator sees them: a real Prometheus (Debian's `prometheus`) scrapes the host's Status
--- API (/confluent-consume/metrics on --status-listen, as Kong's status_listen) once a second, and every
--- assertion goes through its HTTP query API. Clients consume part of what was produced; the lag of each
--- partition must be produced − consumed, the served counters what the clients received, and a broker that
--- goes down must show in the error counter. A node of two workers must add up both workers' numbers.
+-- API (/confluent-consume/metrics on --status-listen, as Kong's status_listen) once a second, and the
+-- first block asserts through its HTTP query API. Clients consume part of what was produced; the lag of
+-- each partition must be produced − consumed, the served counters what the clients received, and a broker
+-- that goes down must show in the error counter. The other blocks read what Kong's prometheus plugin was
+-- given (a stand-in for its exporter), and the Status API of a node of two workers, which must add up both
+-- workers' numbers.
 local helpers = require "spec.helpers.host"
 local http = require "spec.helpers.http"
 local proc = require "spec.helpers.proc"

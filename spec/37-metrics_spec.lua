@@ -11,7 +11,7 @@ local proc = require "spec.helpers.proc"
 local cjson = require "cjson"
 
 
-local PROMETHEUS_PORT = tonumber(os.getenv("CC_TEST_PROMETHEUS_PORT") or "28900")
+local PROMETHEUS_PORT = helpers.next_ports()  -- a port of the run's range (CC_TEST_PORT_BASE)
 local SCRAPE_WAIT = 20  -- s: sync (1 s) + scrape interval (1 s) + Prometheus' evaluation, with margin
 
 

@@ -13,7 +13,8 @@
 -- its counts to Kong's counters as it syncs, and worker 0 sets the node's gauges once a second.
 --
 -- CONFLUENT_CONSUME_METRICS=off in nginx's environment turns the counting off (`make bench` measures what
--- it costs that way); the Status API then serves nothing but the Kafka-side gauges.
+-- it costs that way); the Status API then serves only the native module's numbers (Kafka's side), less
+-- the record ages.
 local native = require "confluent_consume_native"
 
 
@@ -46,10 +47,10 @@ local _M = {}
 
 
 local counted = {}  -- series key -> what this worker counted since its last sync
-local kong_metrics     -- family name -> the metric registered with Kong's prometheus plugin, if it runs
 local levels = {}   -- series key -> this worker's gauge
 local syncing       -- whether the sync timer runs
 local warned_full   -- whether this worker logged that the dict had no room for a series
+local kong_metrics  -- family name -> the metric registered with Kong's prometheus plugin, if it runs
 
 
 -- The series key of `name` with its label values (src/metrics.rs FAMILIES gives their order).

@@ -46,6 +46,46 @@ pub enum Cause {
     Other,
 }
 
+impl Cause {
+    /// Every cause, in declaration order (`cause as usize` indexes it).
+    pub const ALL: [Cause; 14] = [
+        Cause::Resolve,
+        Cause::Connect,
+        Cause::TlsToPlaintext,
+        Cause::PlaintextToTls,
+        Cause::NotKafka,
+        Cause::TlsVerify,
+        Cause::Tls,
+        Cause::Authentication,
+        Cause::TokenEndpoint,
+        Cause::TopicNotFound,
+        Cause::TopicAuthorization,
+        Cause::GroupAuthorization,
+        Cause::ClusterAuthorization,
+        Cause::Other,
+    ];
+
+    /// Its name as a metric label (`broker_errors{kind=...}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Resolve => "resolve",
+            Cause::Connect => "connect",
+            Cause::TlsToPlaintext => "tls_to_plaintext",
+            Cause::PlaintextToTls => "plaintext_to_tls",
+            Cause::NotKafka => "not_kafka",
+            Cause::TlsVerify => "tls_verify",
+            Cause::Tls => "tls",
+            Cause::Authentication => "authentication",
+            Cause::TokenEndpoint => "token_endpoint",
+            Cause::TopicNotFound => "topic_not_found",
+            Cause::TopicAuthorization => "topic_authorization",
+            Cause::GroupAuthorization => "group_authorization",
+            Cause::ClusterAuthorization => "cluster_authorization",
+            Cause::Other => "other",
+        }
+    }
+}
+
 /// The cause of a failure with error `code` and librdkafka's `reason`.
 pub fn classify(code: Code, reason: &str) -> Cause {
     match code {

@@ -157,7 +157,8 @@ Host.__index = Host
 -- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's and
 -- Kong's bundled ones), consumers (Kong's declarative `consumers`, with nested `keyauth_credentials`),
 -- certificates (Kong's `certificates`),
--- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
+-- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up),
+-- status (true: a Status API listener, as Kong's status_listen, on a port of the run's range: status_port).
 -- Development host only: cpath (the native module's directory), plugin_paths (directories holding
 -- kong/plugins/<name>/; default the project's kong-plugin), plugins (the names to load; default every
 -- plugin under plugin_paths), root (the checkout whose host/bin/kong-host runs the gateway; default ROOT).
@@ -189,6 +190,10 @@ function _M.start_host(opts, attempt)
   if opts.check_client_abort then
     env_args = env_args .. " --check-client-abort"
   end
+  local status_port = opts.status and _M.next_ports()
+  if status_port then
+    env_args = env_args .. " --status-listen 127.0.0.1:" .. status_port
+  end
   local cpath = opts.cpath or _M.native_module_path(opts.fault_injection):match("^(.*)/")
   -- The specs' own LUA_PATH (scripts/run-specs.sh) must not reach nginx: through the `;;` of its
   -- lua_package_path the workers would find modules in this checkout that the gateway's files lack.
@@ -202,7 +207,7 @@ function _M.start_host(opts, attempt)
     return _M.start_host(opts, (attempt or 1) + 1)
   end
   assert(ok, "cannot start the host: " .. output)
-  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
+  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port, status_port = status_port,
                         pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT,
                         entities = entities }, Host)
 end

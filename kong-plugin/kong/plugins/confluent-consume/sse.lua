@@ -13,6 +13,7 @@ local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local client = require "kong.plugins.confluent-consume.client"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
+local metrics = require "kong.plugins.confluent-consume.metrics"
 local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
 local semaphore = require "ngx.semaphore"
@@ -27,6 +28,7 @@ local flush = ngx.flush
 local concat = table.concat
 local unpack = unpack
 local pcall = pcall
+local error = error
 local ipairs = ipairs
 local max = math.max
 
@@ -173,6 +175,7 @@ local function end_catchup(request)
   if request.replay then
     consumers.close(request.replay)
     request.replay = nil
+    metrics.move(request.catchup_key, -1)
   end
   if request.slot then
     request.slot:post(1)
@@ -215,6 +218,8 @@ local function stream(conf, live, request, cursors, fx)
       if not send(body) then
         return
       end
+      metrics.count(request.records_key, count)
+      metrics.count(request.bytes_key, #body)
       cursors = next_cursors
     end
     if source == replay and within(live, cursors) then
@@ -260,7 +265,12 @@ function _M.serve(conf, plugin_name)
   if not start then
     return respond.error(400, err)
   end
-  local request = {}
+  local route = metrics.route_label()
+  local request = {
+    records_key = metrics.key("records_served", route, conf.mode),
+    bytes_key = metrics.key("bytes_served", route, conf.mode),
+    catchup_key = metrics.key("catchup_streams", route, conf.mode),
+  }
   watch_abort(request)
   local live
   live, err = consumers.get(conf, plugin_name)
@@ -317,6 +327,7 @@ function _M.serve(conf, plugin_name)
       return respond.consumer_failed(conf, err)
     end
     request.replay = replay
+    metrics.move(request.catchup_key, 1)
     local partitions
     partitions, status, message = consumers.await_ready(replay, deadline)
     if not partitions then
@@ -336,7 +347,15 @@ function _M.serve(conf, plugin_name)
   ngx.header["Cache-Control"] = "no-cache"
   ngx.header["X-Accel-Buffering"] = "no"
   if send("retry: " .. conf.retry_interval .. "\n\n") then
-    stream(conf, live, request, cursors, fx)
+    local open = metrics.key("streams_open", route, conf.mode)
+    metrics.move(open, 1)
+    -- a stream ends by returning, also on a Lua error in it, which would otherwise leave it counted
+    local ok, stream_err = pcall(stream, conf, live, request, cursors, fx)
+    metrics.move(open, -1)
+    if not ok then
+      end_catchup(request)
+      error(stream_err, 0)
+    end
   end
   end_catchup(request)
   return ngx.exit(request.aborted and 499 or 200)

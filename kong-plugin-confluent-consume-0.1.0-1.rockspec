@@ -31,8 +31,8 @@ dependencies = {
 -- confluent-consume's modules. (luarocks loads a rockspec without Lua's globals: no ipairs.)
 local plugins = {
   { plugin_name, { "handler", "schema", "variants", "consumers", "cursors", "http_get", "sse", "stream",
-                   "websocket", "respond", "client", "message_functions" } },
-  { "kafka-consume", { "handler", "schema" } },
+                   "websocket", "respond", "client", "message_functions", "metrics", "status_api" } },
+  { "kafka-consume", { "handler", "schema", "status_api" } },
 }
 
 local lua_modules = {}

@@ -4,7 +4,7 @@
 # the specs use beside it (kafka-tool, the fault-injection build, tansu), starts the two shared brokers,
 # and points spec/helpers/host.lua at Kong (CC_GATEWAY=kong, see spec/helpers/kong.lua).
 #
-#   pongo run -- spec/04-host_kong_spec.lua spec/1[0-3578]*_spec.lua spec/2*_spec.lua
+#   pongo run -- spec/04-host_kong_spec.lua spec/1[0-3578]*_spec.lua spec/2*_spec.lua spec/3*_spec.lua
 #
 # spec/14 (install), spec/16 (the demo page, which only the development host serves) and spec/19 (the
 # development host run by another user) are about the development host and do not run under Kong.
@@ -30,12 +30,12 @@ cc_pongo_setup() {
   # busted loads the schemas of the test plugins too (Kong's get_db_utils)
   export LUA_PATH="$root/spec/fixtures/plugins/?.lua;$root/host/testdata/?.lua;$LUA_PATH"
 
-  # a C toolchain, OpenSSL and libcurl (the OAUTHBEARER token fetch) for librdkafka, socat for spec/18's
-  # TLS terminator, python3 for spec/15 and spec/33
+  # a C toolchain and OpenSSL for librdkafka and the OAUTHBEARER token request, socat for spec/18's TLS
+  # terminator, python3 for spec/15 and spec/33
   if ! command -v cc >/dev/null || ! command -v socat >/dev/null || ! command -v python3 >/dev/null ||
-     ! dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
+     ! dpkg -s libssl-dev >/dev/null 2>&1; then
     apt-get update -q && apt-get install -y -q --no-install-recommends build-essential pkg-config \
-      libssl-dev libcurl4-openssl-dev curl ca-certificates socat python3 || return 1
+      libssl-dev curl ca-certificates socat python3 || return 1
   fi
   if ! command -v cargo >/dev/null; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |

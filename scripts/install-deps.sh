@@ -8,9 +8,9 @@ PACKAGES=(
   socat curl pkg-config libssl-dev build-essential
   lua-nginx-websocket  # lua-resty-websocket (Kong bundles it as resty.websocket.*): websocket mode
   python3-websockets  # the WebSocket clients of the specs (spec/helpers/ws_client.py)
-  libcurl4-openssl-dev  # librdkafka's OIDC token fetch for SASL/OAUTHBEARER (rdkafka feature `curl`)
   chromium
   zip unzip binutils git  # make rock (git archive, zip) and spec/14 (unzip, readelf, objdump)
+  prometheus  # spec/37 scrapes the host's Status API with a Prometheus of its own, on a loopback port
 )
 
 missing=()
@@ -25,6 +25,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian enables nginx's default site on install; the project never uses the system instance.
   $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  # Likewise Prometheus: spec/37 starts its own; the system service would scrape nothing of ours.
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required: https://rustup.rs" >&2; exit 1; }

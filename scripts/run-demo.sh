@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: a broker (memory storage, 127.0.0.1:9092), the development host with examples/kong.yml
-# (proxy 127.0.0.1:8000, Admin API 127.0.0.1:8001) and a producer writing one record a second to my-topic.
+# (proxy 127.0.0.1:8000, Admin API 127.0.0.1:8001, Status API 127.0.0.1:8007 as Kong's default
+# status_listen) and a producer writing one record a second to my-topic.
 # Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,20 +27,21 @@ host/bin/kong-host stop --prefix "$HOST_PREFIX" >/dev/null 2>&1 || true
 scripts/broker.sh start --dir "$BROKER_DIR" --port 9092 --storage memory
 scripts/broker.sh topic --port 9092 my-topic 3
 host/bin/kong-host start --prefix "$HOST_PREFIX" --config examples/kong.yml --workers 2 \
-  --proxy-listen 127.0.0.1:8000 --admin-listen 127.0.0.1:8001 --static examples/web
+  --proxy-listen 127.0.0.1:8000 --admin-listen 127.0.0.1:8001 --status-listen 127.0.0.1:8007 --static examples/web
 target/release/kafka-tool produce --brokers 127.0.0.1:9092 --topic my-topic --partitions 3 \
   --count 1 --interval-ms 1000 --forever --key-prefix demo- >"$RUN_DIR/producer.log" 2>&1 &
 producer_pid=$!
 
 cat <<'MSG'
 
-Running: tansu on 127.0.0.1:9092, the plugin's host on 127.0.0.1:8000 (Admin API 127.0.0.1:8001),
-and a producer writing one record a second to my-topic. Try:
+Running: tansu on 127.0.0.1:9092, the plugin's host on 127.0.0.1:8000 (Admin API 127.0.0.1:8001,
+Status API 127.0.0.1:8007), and a producer writing one record a second to my-topic. Try:
 
   curl -s http://localhost:8000/messages --header 'Host: demo.test'
   curl -s 'http://localhost:8000/messages?wait=5000&max_records=10' --header 'Host: demo.test'
   curl -s http://localhost:8000/messages --header 'Host: kafka.test'   (the kafka-consume plugin)
   open http://localhost:8000/demo/index.html  (live stream in the browser)
+  curl -s http://localhost:8007/confluent-consume/metrics   (Prometheus metrics: lag, served, errors)
 
 or add a route of your own through the Admin API (the README's quick start):
 

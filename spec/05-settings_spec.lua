@@ -334,7 +334,9 @@ describe("kafka-consume's schema", function()
     local scram = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p" }
     local cases = {
       { true, { oauthbearer = oauthbearer() } },
-      { false, { oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } },
+      { true, { oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } },
+      { true, { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER",
+                                   oauthbearer = oauthbearer({ token_endpoint_tls_verify = false }) } } },
       { true, { oauthbearer = oauthbearer({ token_endpoint_url = "http://127.0.0.1:1/t",
                                             token_endpoint_tls_verify = false }) } },
       { false, { oauthbearer = { client_id = "c", token_endpoint_tls_verify = true } } },
@@ -351,7 +353,7 @@ describe("kafka-consume's schema", function()
                                             extensions = { logicalCluster = "lkc-1", identityPoolId = "pool-X" } }) } },
       { false, { oauthbearer = oauthbearer({ extensions = { auth = "x" } }) } },
       { false, { oauthbearer = oauthbearer({ extensions = { k1 = "x" } }) } },
-      { false, { oauthbearer = oauthbearer({ extensions = { k = "a,b" } }) } },
+      { true, { oauthbearer = oauthbearer({ extensions = { k = "a,b" } }) } },
       { false, { oauthbearer = oauthbearer({ extensions = { k = "caf\195\169" } }) } },
     }
     local entity = assert(kong_schema.validate_plugin({ name = "confluent-consume", config = base_for("") },

@@ -75,6 +75,8 @@ describe("http-get", function()
     H.codecs = route("codecs", topics.codecs, { auto_offset_reset = "earliest" })
     routes[#routes].plugins[1].config.bootstrap_servers[1].port = helpers.MEMORY_BROKER_PORT
     H.poll = route("poll", topics.poll, { auto_offset_reset = "earliest" })
+    topics.http10 = helpers.create_topic(helpers.unique_name("http10"), 1)
+    H.http10 = route("http10", topics.http10, { auto_offset_reset = "earliest" })
     host = helpers.start_host({ workers = 2, routes = routes })
   end)
 
@@ -122,6 +124,30 @@ describe("http-get", function()
       -- a topic without transactions: everything is stable
       assert.equal(partition.high_watermark, partition.last_stable_offset)
     end
+  end)
+
+  it("answers an HTTP/1.0 GET with 200, its records and a Content-Length, and commits them", function()
+    helpers.kafka_tool("produce", "--topic " .. topics.http10 .. " --count 3 --format text")
+    -- HTTP/1.0 cannot be chunked: lua-nginx-module buffers such an answer unless its length is set
+    local function get10()
+      local sock = require("socket").tcp()
+      sock:settimeout(10)
+      assert(sock:connect("127.0.0.1", host.proxy_port))
+      assert(sock:send("GET /messages?wait=2000 HTTP/1.0\r\nHost: http10.test\r\n\r\n"))
+      local answer = sock:receive("*a")
+      sock:close()
+      local head, body = answer:match("^(.-\r\n)\r\n(.*)$")
+      return head, body
+    end
+    local head, body = get10()
+    assert.matches("^HTTP/1%.1 200", head)  -- nginx answers with its own version
+    assert.equal(#body, tonumber(head:lower():match("\r\ncontent%-length: (%d+)")))
+    local records = helpers.records_of(require("cjson").decode(body))
+    assert.equal(3, #records)
+    -- committed: the next GET waits out its 2 s and finds nothing new
+    head, body = get10()
+    assert.matches("^HTTP/1%.1 200", head)  -- nginx answers with its own version
+    assert.equal(0, #helpers.records_of(require("cjson").decode(body)))
   end)
 
   it("delivers every record of 3 partitions in partition order over one keep-alive connection", function()

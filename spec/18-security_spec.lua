@@ -59,13 +59,8 @@ describe("security of the Kafka connection", function()
 
   local function route(name, port, topic, overrides)
     -- the specs read the cause in the body: librdkafka's reason reaches the client only when asked
-    local config = helpers.plugin_config(topic, { auto_offset_reset = "earliest", timeout = TIMEOUT,
-                                                  error_handling = { return_error_message = true } })
-    config.bootstrap_servers[1].port = port
-    for k, v in pairs(overrides or {}) do
-      config[k] = v
-    end
-    return { name = name, hosts = { name .. ".test" }, plugins = { { name = "confluent-consume", config = config } } }
+    return helpers.route(name, topic, { auto_offset_reset = "earliest", timeout = TIMEOUT,
+                                        error_handling = { return_error_message = true } }, port, overrides)
   end
 
   local function get(name, path)

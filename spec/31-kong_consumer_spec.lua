@@ -200,13 +200,7 @@ describe("consumer_group.mode = kong_consumer", function()
     for _, conn in ipairs(streams) do
       local events = conn:read_events(2, 10)
       conn:close()
-      local values = {}
-      for _, e in ipairs(events) do
-        if e.event == "message" then
-          values[#values + 1] = cjson.decode(e.data).value
-        end
-      end
-      assert.same({ "msg-0", "msg-1" }, values)
+      assert.same({ "msg-0", "msg-1" }, helpers.message_values(events))
     end
     local _, warnings_after = host:error_log():gsub("without an authenticated Kong consumer", "")
     assert.equal(warnings_before, warnings_after)

@@ -23,18 +23,13 @@ describe("security.certificate_id", function()
   local host, pki, terminator, broker, topic
 
   local function route(name, certificate_id, overrides)
-    local config = helpers.plugin_config(topic, {
+    return helpers.route(name, topic, {
       auto_offset_reset = "earliest",
       timeout = TIMEOUT,
       security = { ssl = true, ca_certificate = pki.ca_pem, certificate_id = certificate_id },
       -- the specs read the reasons in the bodies
       error_handling = { return_error_message = true },
-    })
-    config.bootstrap_servers[1].port = MTLS_PORT
-    for k, v in pairs(overrides or {}) do
-      config[k] = v
-    end
-    return { name = name, hosts = { name .. ".test" }, plugins = { { name = "confluent-consume", config = config } } }
+    }, MTLS_PORT, overrides)
   end
 
   -- GETs until `count` records arrived (or 15 s passed); returns their values.
@@ -94,13 +89,7 @@ describe("security.certificate_id", function()
     assert.equal(200, status)
     local events = conn:read_events(3, 10)
     conn:close()
-    local values = {}
-    for _, e in ipairs(events) do
-      if e.event == "message" then
-        values[#values + 1] = cjson.decode(e.data).value
-      end
-    end
-    assert.same({ "msg-0", "msg-1", "msg-2" }, values)
+    assert.same({ "msg-0", "msg-1", "msg-2" }, helpers.message_values(events))
   end)
 
   it("fails with 503 when the broker refuses the certificate", function()

@@ -1,12 +1,14 @@
 -- SASL/OAUTHBEARER: the plugin gets its token from an OAuth 2.0 token endpoint with the client credentials
--- grant (librdkafka's OIDC login), against a token endpoint the spec runs (spec/helpers/token_endpoint.py,
+-- grant (the consumer thread's own request, src/oauth.rs), against a token endpoint the spec runs
+-- (spec/helpers/token_endpoint.py,
 -- real HTTP on 127.0.0.1, recording every request) and a real broker. tansu authenticates SCRAM only: it
 -- takes the OAUTHBEARER handshake and refuses every token. So the spec checks what reaches the token
 -- endpoint and the broker, that every failure (a refused secret, an endpoint down, busy or with an unknown
 -- certificate, a refused token) is a 503 naming the cause within `timeout`, that what librdkafka cannot
 -- do is refused at configuration time, and that the client secret shows nowhere. An
 -- https token endpoint is the same server behind a socat TLS terminator: its certificate is verified
--- against the system's CA store, which the workers' SSL_CERT_FILE points at the spec's test CA.
+-- against the system's CA store, which the workers' SSL_CERT_FILE points at the spec's test CA, unless
+-- token_endpoint_tls_verify = false.
 --   BASE     = MEMORY_BROKER_PORT + 20   a broker with SASL on (--authentication; SCRAM only)
 --   BASE + 1 → BASE                       socat -v in front of it, logging the bytes of the SASL exchange
 local helpers = require "spec.helpers.host"
@@ -29,9 +31,14 @@ local CLIENT_ID = "kong-gateway-7d1"
 local CLIENT_SECRET = "oauth-secret-3b9e5c"
 local WRONG_SECRET = "oauth-wrong-4f02aa"
 local BUSY_CLIENT_ID = "busy-client"  -- the token endpoint answers 503 to this one
--- `+` reaches the endpoint intact only if the scope is form-encoded (librdkafka sends it as it is given)
+local SLOW_CLIENT_ID = "slow-client"  -- and this one only after the token request gave up (10 s)
+local TOKEN_REQUEST_TIMEOUT = 10      -- src/oauth.rs REQUEST_TIMEOUT, in seconds
+local SHORT_CLIENT_ID = "short-lived-client"  -- gets tokens valid for SHORT_LIFETIME seconds
+local SHORT_LIFETIME = 3
+-- `+` reaches the endpoint intact only if the scope is form-encoded
 local SCOPES = { "api://kafka/.default", "read+write" }
-local EXTENSIONS = { logicalCluster = "lkc-test1", identityPoolId = "pool-Ab1" }
+-- Confluent Cloud takes a comma-separated list of identity pools
+local EXTENSIONS = { logicalCluster = "lkc-test1", identityPoolId = "pool-Ab1,pool-Cd2" }
 
 
 describe("SASL/OAUTHBEARER", function()
@@ -40,21 +47,17 @@ describe("SASL/OAUTHBEARER", function()
   local bodies = {}        -- every proxy and Admin API response body of the spec, for the leak check
 
   -- An oauthbearer record for the token endpoint at `url` (default: the plain HTTP one).
-  local function oauthbearer(url, client_id, secret)
+  local function oauthbearer(url, client_id, secret, tls_verify)
     return { token_endpoint_url = url or token_url, client_id = client_id or CLIENT_ID,
-             client_secret = secret or CLIENT_SECRET, scopes = SCOPES, extensions = EXTENSIONS }
+             client_secret = secret or CLIENT_SECRET, scopes = SCOPES, extensions = EXTENSIONS,
+             token_endpoint_tls_verify = tls_verify }
   end
 
   local function route(name, port, overrides)
     -- the spec reads the causes in the bodies
-    local config = helpers.plugin_config("orders", { auto_offset_reset = "earliest", timeout = TIMEOUT,
-                                                     security = { ssl = false },
-                                                     error_handling = { return_error_message = true } })
-    config.bootstrap_servers[1].port = port
-    for k, v in pairs(overrides) do
-      config[k] = v
-    end
-    return { name = name, hosts = { name .. ".test" }, plugins = { { name = "confluent-consume", config = config } } }
+    return helpers.route(name, "orders", { auto_offset_reset = "earliest", timeout = TIMEOUT,
+                                           security = { ssl = false },
+                                           error_handling = { return_error_message = true } }, port, overrides)
   end
 
   -- The token endpoint's requests so far (decoded JSON lines).
@@ -93,9 +96,12 @@ describe("SASL/OAUTHBEARER", function()
     requests_file = run .. "/token-requests.jsonl"
     -- the secret reaches the endpoint through its environment, not its arguments
     endpoint = proc.spawn(string.format("TOKEN_ENDPOINT_SECRET=%s exec python3 %s/spec/helpers/token_endpoint.py " ..
-                                        "--port %d --client-id %s --busy-client-id %s " ..
-                                        "--secret-env TOKEN_ENDPOINT_SECRET --requests %s", CLIENT_SECRET,
-                                        helpers.ROOT, token_port, CLIENT_ID, BUSY_CLIENT_ID, requests_file),
+                                        "--port %d --client-id %s --busy-client-id %s --slow-client-id %s " ..
+                                        "--slow-seconds %d --short-client-id %s --short-lifetime %d " ..
+                                        "--secret-env TOKEN_ENDPOINT_SECRET --requests %s",
+                                        CLIENT_SECRET, helpers.ROOT, token_port, CLIENT_ID, BUSY_CLIENT_ID,
+                                        SLOW_CLIENT_ID, TOKEN_REQUEST_TIMEOUT + 5, SHORT_CLIENT_ID,
+                                        SHORT_LIFETIME, requests_file),
                           run .. "/token-endpoint.log")
     tls.wait_port(token_port)
     -- https: one terminator with a certificate of the CA the workers trust, one of a CA they do not know
@@ -122,9 +128,12 @@ describe("SASL/OAUTHBEARER", function()
       route("oauth-wrong-secret", SASL_PORT, { authentication = {
         strategy = "sasl", mechanism = "OAUTHBEARER", oauthbearer = oauthbearer(nil, nil, WRONG_SECRET) } }),
       route("oauth-https", SASL_PORT, { oauthbearer = oauthbearer(https_url) }),
-      route("oauth-https-untrusted", SASL_PORT, { oauthbearer = oauthbearer(untrusted_url) }),
+      route("oauth-https-untrusted", SASL_PORT, { oauthbearer = oauthbearer(untrusted_url, nil, nil, true) }),
+      route("oauth-https-unverified", SASL_PORT, { oauthbearer = oauthbearer(untrusted_url, nil, nil, false) }),
       route("oauth-endpoint-down", SASL_PORT, { oauthbearer = oauthbearer(closed_url) }),
       route("oauth-endpoint-busy", SASL_PORT, { oauthbearer = oauthbearer(nil, BUSY_CLIENT_ID) }),
+      route("oauth-endpoint-slow", SASL_PORT, { oauthbearer = oauthbearer(nil, SLOW_CLIENT_ID) }),
+      route("oauth-short-token", SASL_PORT, { oauthbearer = oauthbearer(nil, SHORT_CLIENT_ID) }),
       { name = "admin", hosts = { "admin.test" } },
     } })
     ffi.C.unsetenv("SSL_CERT_FILE")
@@ -183,13 +192,13 @@ describe("SASL/OAUTHBEARER", function()
   it("a token endpoint that cannot be reached is a 503 naming it", function()
     expect_failure("oauth-endpoint-down", 503, { "could not get an OAuth token from the token endpoint " ..
                                                  closed_url, "oauthbearer.token_endpoint_url",
-                                                 "Failed to connect" })
+                                                 "Connection refused" })
   end)
 
-  it("a token endpoint answering 503 (which librdkafka retries for about 50 s) is a 503 that names it too",
-     function()
-    expect_failure("oauth-endpoint-busy", 503, { "with SASL/OAUTHBEARER also that the token endpoint " ..
-                                                 token_url .. " answers" })
+  it("a token endpoint answering 503 is a 503 that names it and its answer", function()
+    expect_failure("oauth-endpoint-busy", 503, { "could not get an OAuth token from the token endpoint " ..
+                                                 token_url, "the token endpoint answered 503",
+                                                 "temporarily_unavailable" })
     local busy = 0
     for _, r in ipairs(token_requests()) do
       busy = busy + ((r.basic_user == BUSY_CLIENT_ID and r.status == 503) and 1 or 0)
@@ -197,14 +206,58 @@ describe("SASL/OAUTHBEARER", function()
     assert.is_true(busy >= 1, "the token endpoint answered 503")
   end)
 
-  it("verifies an https token endpoint's certificate: a trusted one gives a token, an unknown CA a 503", function()
-    local function granted_over_tls()
+  it("renews a token once 80 % of its lifetime has passed, not before", function()
+    local function grants()
       local n = 0
       for _, r in ipairs(token_requests()) do
-        n = n + ((r.basic_password_ok and r.status == 200) and 1 or 0)
+        n = n + ((r.basic_user == SHORT_CLIENT_ID and r.status == 200) and 1 or 0)
       end
       return n
     end
+    expect_failure("oauth-short-token", 503, { "SASL OAUTHBEARER authentication failed" })
+    local first = helpers.now()
+    assert.equal(1, grants(), "one token so far")
+    assert.truthy(proc.wait_until(function() return grants() >= 2 end, SHORT_LIFETIME * 2),
+                  "a second token within twice the lifetime")
+    local renewed_after = helpers.now() - first
+    -- 80 % of the lifetime, less the time the first request took after its token came
+    assert.is_true(renewed_after >= SHORT_LIFETIME * 0.8 - 0.5, "renewed after " .. renewed_after .. " s")
+    assert.equal(2, grants(), "one renewal")
+  end)
+
+  it("a token endpoint that does not answer is a 504 while the token request waits, then a 503 naming it",
+     function()
+    local t0 = helpers.now()
+    local status, body = host:get("/", { Host = "oauth-endpoint-slow.test" })
+    bodies[#bodies + 1] = body
+    assert.equal(504, status, body)
+    assert.is_true(helpers.now() - t0 < TIMEOUT / 1000 + 1, "answered within timeout")
+    -- the token request gives up after TOKEN_REQUEST_TIMEOUT; the requests from then on name the endpoint
+    local message
+    assert.truthy(proc.wait_until(function()
+      local got, answer, _, json = host:get("/", { Host = "oauth-endpoint-slow.test" })
+      bodies[#bodies + 1] = answer
+      message = json and json.message
+      return got == 503
+    end, TOKEN_REQUEST_TIMEOUT + TIMEOUT / 1000), "a 503 came once the token request gave up")
+    for _, cause in ipairs({ "could not get an OAuth token from the token endpoint " .. token_url,
+                             "no answer within " .. TOKEN_REQUEST_TIMEOUT .. " s" }) do
+      assert.is_truthy(message:find(cause, 1, true), "the message names '" .. cause .. "': " .. message)
+    end
+    assert.is_true(helpers.now() - t0 < TOKEN_REQUEST_TIMEOUT + TIMEOUT / 1000 + 1, "no later than the first " ..
+                   "request after the token request gave up")
+  end)
+
+  -- Tokens the endpoint granted so far (over http or through a terminator).
+  local function granted_over_tls()
+    local n = 0
+    for _, r in ipairs(token_requests()) do
+      n = n + ((r.basic_password_ok and r.status == 200) and 1 or 0)
+    end
+    return n
+  end
+
+  it("verifies an https token endpoint's certificate: a trusted one gives a token, an unknown CA a 503", function()
     local before = granted_over_tls()
     -- the token came over TLS: the failure is the broker's, not the endpoint's
     expect_failure("oauth-https", 503, { "SASL OAUTHBEARER authentication failed", https_url })
@@ -212,20 +265,24 @@ describe("SASL/OAUTHBEARER", function()
     before = granted_over_tls()
     expect_failure("oauth-https-untrusted", 503, { "could not get an OAuth token from the token endpoint " ..
                                                    untrusted_url, "its TLS certificate must verify against " ..
-                                                   "the system's CA store", "SSL certificate problem" })
+                                                   "the system's CA store", "certificate verify failed" })
     assert.equal(before, granted_over_tls(), "no request passed the failed TLS handshake")
   end)
 
-  it("refuses at configuration time what librdkafka cannot do, with 400 naming the reason", function()
+  it("with token_endpoint_tls_verify = false an https endpoint whose CA is unknown gives a token, which " ..
+     "reaches the broker", function()
+    local before = granted_over_tls()
+    -- the token came over the unverified TLS: the failure is the broker's refusal of it
+    expect_failure("oauth-https-unverified", 503, { "SASL OAUTHBEARER authentication failed", untrusted_url })
+    assert.is_true(granted_over_tls() > before, "the token endpoint granted a token through the terminator")
+  end)
+
+  it("refuses at configuration time what librdkafka cannot do (tokenauth), with 400 naming the reason", function()
     local cases = {
       { { authentication = { strategy = "sasl", mechanism = "SCRAM-SHA-256", user = "u", password = "p",
                              tokenauth = true } },
         "schema violation (authentication.tokenauth = true is not supported: librdkafka cannot send the " ..
         "SCRAM extension tokenauth=true that delegation tokens need)" },
-      { { oauthbearer = { token_endpoint_url = "https://idp.example/token", client_id = CLIENT_ID,
-                          client_secret = CLIENT_SECRET, token_endpoint_tls_verify = false } },
-        "schema violation (oauthbearer.token_endpoint_tls_verify = false is not supported: the token " ..
-        "endpoint's certificate is always verified (against the system's CA store))" },
       { { authentication = { strategy = "sasl", mechanism = "OAUTHBEARER" } },
         "schema violation (authentication.oauthbearer is required when authentication.mechanism is OAUTHBEARER)" },
     }

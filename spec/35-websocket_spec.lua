@@ -19,11 +19,11 @@ local function ws(host, name, path, script)
 end
 
 
+-- A websocket route, with the `ws` protocol beside `http` as a Kong route for WebSockets has.
 local function route(name, topic, overrides)
-  local config = helpers.plugin_config(topic, overrides)
-  config.mode = "websocket"
-  return { name = name, hosts = { name .. ".test" }, protocols = { "http", "ws" },
-           plugins = { { name = "confluent-consume", config = config } } }
+  local r = helpers.route(name, topic, overrides, nil, { mode = "websocket" })
+  r.protocols = { "http", "ws" }
+  return r
 end
 
 

@@ -12,6 +12,8 @@ use crate::encode::write_str;
 /// One encoded record.
 pub struct Record {
     pub offset: i64,
+    /// The broker's timestamp (ms since the epoch), when the record has one: for `record_age_seconds`.
+    pub timestamp: Option<i64>,
     pub json: Box<[u8]>,
 }
 
@@ -32,6 +34,9 @@ pub struct PartitionBuffer {
     pub log_start_offset: Option<i64>,
     /// The last stable offset from librdkafka's statistics (refreshed each second).
     pub last_stable_offset: Option<i64>,
+    /// The group's committed offset as this handle knows it (queue handles: read at the start, then
+    /// each commit the broker confirmed).
+    pub committed: Option<i64>,
     /// A seek the consumer thread has yet to perform.
     pub seek_request: Option<i64>,
     pub paused: bool,
@@ -50,6 +55,7 @@ impl PartitionBuffer {
             high_watermark: None,
             log_start_offset: None,
             last_stable_offset: None,
+            committed: None,
             seek_request: None,
             paused: false,
         }
@@ -193,6 +199,19 @@ pub fn select(
         }
     }
     Selection { counts, next, total, behind }
+}
+
+/// The broker timestamps of the records `selection` picked, where they have one.
+pub fn selected_timestamps<'a>(
+    partitions: &'a [PartitionBuffer],
+    cursors: &'a [i64],
+    selection: &'a Selection,
+) -> impl Iterator<Item = i64> + 'a {
+    partitions
+        .iter()
+        .enumerate()
+        .flat_map(move |(i, p)| selected(p, cursors[i], selection.counts[i]))
+        .filter_map(|r| r.timestamp)
 }
 
 /// The selected records of partition `p`: `count` of them from `cursor` on.
@@ -427,7 +446,7 @@ mod tests {
 
     fn record(offset: i64, size: usize) -> Record {
         let json = format!("{{\"offset\":{offset},\"v\":\"{}\"}}", "x".repeat(size));
-        Record { offset, json: json.into_bytes().into_boxed_slice() }
+        Record { offset, timestamp: None, json: json.into_bytes().into_boxed_slice() }
     }
 
     fn filled(topic: &str, partition: i32, offsets: std::ops::Range<i64>) -> PartitionBuffer {

@@ -23,6 +23,8 @@ use crate::doorbell::Doorbell;
 use crate::encode::{encode_record, RecordParts};
 use crate::error::Error;
 use crate::guard;
+use crate::metrics::{self, GroupCounters};
+use crate::oauth;
 use crate::probe::{self, Listener};
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
@@ -93,11 +95,16 @@ pub struct Shared {
     /// When each recent log line was last written, to keep a failing broker from flooding the log.
     recent_lines: Mutex<HashMap<String, Instant>>,
     secrets: Vec<String>,
+    /// The group's counters in this process (metrics.rs): only atomics are touched on the way.
+    pub counters: Arc<GroupCounters>,
+    /// When each commit in flight was asked for; librdkafka answers a consumer's commits in order.
+    commits_in_flight: Mutex<VecDeque<Instant>>,
 }
 
 impl Shared {
     fn new(settings: Settings) -> Self {
         let secrets = settings.secrets();
+        let counters = metrics::counters(&settings.group_id, settings.delivery);
         Shared {
             state: Mutex::new(State {
                 phase: Phase::Starting,
@@ -113,6 +120,8 @@ impl Shared {
             last_failure: Mutex::new(None),
             recent_lines: Mutex::new(HashMap::new()),
             secrets,
+            counters,
+            commits_in_flight: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -228,9 +237,11 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let Some(code) = error.rdkafka_error_code() else {
+            self.shared.counters.broker_error(Cause::Other);
             self.shared.log(Level::Warn, &format!("Kafka error: {reason}"));
             return;
         };
+        self.shared.counters.broker_error(diagnosis::classify(code, reason));
         if code == RDKafkaErrorCode::AllBrokersDown {
             // Names no cause itself: the failure reported before it does. Without one (librdkafka does not
             // report a connection closed before any answer), a handle still starting leaves it to the
@@ -272,9 +283,23 @@ struct Reported {
 }
 
 impl ConsumerContext for Context {
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let asked = self.shared.commits_in_flight.lock().pop_front();
+        if let Some(asked) = asked {
+            self.shared.counters.commit_latency.observe(asked.elapsed().as_secs_f64());
+        }
+        self.shared.counters.commit(result.is_ok());
         if let Err(err) = result {
             self.shared.log(Level::Error, &format!("offset commit failed: {err}"));
+            return;
+        }
+        let mut state = self.shared.state.lock();
+        for element in offsets.elements() {
+            let Offset::Offset(offset) = element.offset() else { continue };
+            let found = state.partitions.iter_mut().find(|p| p.partition == element.partition() && p.topic == element.topic());
+            if let Some(p) = found {
+                p.committed = Some(p.committed.map_or(offset, |c| c.max(offset)));
+            }
         }
     }
 }
@@ -291,6 +316,7 @@ pub fn spawn(settings: Settings) -> Result<(Arc<Shared>, String), Error> {
     let doorbell = Doorbell::bind(std::path::Path::new(&settings.socket_dir))?;
     let path = doorbell.path().to_string_lossy().into_owned();
     let shared = Arc::new(Shared::new(settings));
+    metrics::watch(&shared);
     let consumer: KafkaConsumer = shared
         .settings
         .client_config()
@@ -322,7 +348,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     let mut reader = Reader::default();
     let mut unexplained = 0;
+    // OAUTHBEARER: this thread fetches the tokens; librdkafka connects to no broker before it has one.
+    let mut tokens = oauth::Refresh::of(shared.settings.authentication.as_ref());
+    let mut refresh_token = || {
+        if let Some(tokens) = tokens.as_mut() {
+            tokens.run_if_due(consumer.client());
+        }
+    };
     while !shared.is_closed() {
+        refresh_token();
         match start(consumer, shared) {
             Ok(r) => {
                 reader = r;
@@ -378,6 +412,7 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
     while !shared.is_closed() {
         #[cfg(feature = "fault-injection")]
         crate::fault::consumer_turn();
+        refresh_token();
         apply_requests(consumer, shared);
         let urgent = {
             let state = shared.state.lock();
@@ -542,6 +577,9 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, StartError
         let position = match starts[i].at {
             StartAt::Known(n) => {
                 buffer.start = Some(n);
+                if shared.settings.delivery == Delivery::Queue && !starts[i].uncommitted {
+                    buffer.committed = Some(n);
+                }
                 n
             }
             // ListOffsets may answer below the true end (some brokers give the last batch's base offset
@@ -718,8 +756,31 @@ fn commit(consumer: &KafkaConsumer, shared: &Shared, offsets: &[(String, i32, i6
             return;
         }
     }
-    if let Err(err) = consumer.commit(&tpl, mode) {
-        shared.log(Level::Error, &format!("offset commit failed: {err}"));
+    let rk = consumer.client().native_ptr();
+    let asked = Instant::now();
+    let sync = matches!(mode, CommitMode::Sync);
+    // rdkafka's `commit(.., Async)` (rd_kafka_commit) posts its result nowhere, so `commit_callback`
+    // would never learn whether a commit succeeded or how long it took. rd_kafka_commit_queue posts it
+    // as an event on the consumer's queue, which the thread's poll serves to `commit_callback`. Given no
+    // queue it waits for the answer and returns it: the last commits, after the poll loop ended.
+    // SAFETY: `rk` is the live client `consumer` owns; the queue reference is released below, and
+    // librdkafka copies `tpl` before rd_kafka_commit_queue returns.
+    let err = unsafe {
+        let queue = if sync { std::ptr::null_mut() } else { rdkafka::bindings::rd_kafka_queue_get_consumer(rk) };
+        let err = rdkafka::bindings::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        if !queue.is_null() {
+            rdkafka::bindings::rd_kafka_queue_destroy(queue);
+        }
+        err
+    };
+    if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+        shared.counters.commit(false);
+        shared.log(Level::Error, &format!("offset commit failed: {}", RDKafkaErrorCode::from(err)));
+    } else if sync {
+        shared.counters.commit_latency.observe(asked.elapsed().as_secs_f64());
+        shared.counters.commit(true);
+    } else {
+        shared.commits_in_flight.lock().push_back(asked);
     }
 }
 
@@ -738,9 +799,11 @@ impl Reader {
                 None => break,
                 Some(Ok(message)) => {
                     if let Some(&base) = self.topic_base.get(message.topic()) {
+                        let parts = parts(&message);
                         let record = Record {
                             offset: message.offset(),
-                            json: encode_record(&parts(&message), deserializer),
+                            timestamp: parts.timestamp,
+                            json: encode_record(&parts, deserializer),
                         };
                         batch_bytes += record.json.len();
                         batch.push((base + message.partition() as usize, record));

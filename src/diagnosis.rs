@@ -32,7 +32,7 @@ pub enum Cause {
     Tls,
     /// SASL failed: credentials, or a mechanism the broker does not offer.
     Authentication,
-    /// SASL/OAUTHBEARER: librdkafka could not get a token from the token endpoint.
+    /// SASL/OAUTHBEARER: no token came from the token endpoint ([`crate::oauth`]).
     TokenEndpoint,
     /// A configured topic does not exist.
     TopicNotFound,
@@ -44,6 +44,46 @@ pub enum Cause {
     ClusterAuthorization,
     /// Nothing more specific is known; the message is librdkafka's alone.
     Other,
+}
+
+impl Cause {
+    /// Every cause, in declaration order (`cause as usize` indexes it).
+    pub const ALL: [Cause; 14] = [
+        Cause::Resolve,
+        Cause::Connect,
+        Cause::TlsToPlaintext,
+        Cause::PlaintextToTls,
+        Cause::NotKafka,
+        Cause::TlsVerify,
+        Cause::Tls,
+        Cause::Authentication,
+        Cause::TokenEndpoint,
+        Cause::TopicNotFound,
+        Cause::TopicAuthorization,
+        Cause::GroupAuthorization,
+        Cause::ClusterAuthorization,
+        Cause::Other,
+    ];
+
+    /// Its name as a metric label (`broker_errors{kind=...}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Resolve => "resolve",
+            Cause::Connect => "connect",
+            Cause::TlsToPlaintext => "tls_to_plaintext",
+            Cause::PlaintextToTls => "plaintext_to_tls",
+            Cause::NotKafka => "not_kafka",
+            Cause::TlsVerify => "tls_verify",
+            Cause::Tls => "tls",
+            Cause::Authentication => "authentication",
+            Cause::TokenEndpoint => "token_endpoint",
+            Cause::TopicNotFound => "topic_not_found",
+            Cause::TopicAuthorization => "topic_authorization",
+            Cause::GroupAuthorization => "group_authorization",
+            Cause::ClusterAuthorization => "cluster_authorization",
+            Cause::Other => "other",
+        }
+    }
 }
 
 /// The cause of a failure with error `code` and librdkafka's `reason`.
@@ -66,7 +106,7 @@ pub fn classify(code: Code, reason: &str) -> Cause {
             Cause::Tls
         }
         Code::BrokerTransportFailure | Code::AllBrokersDown => Cause::Connect,
-        // "Failed to acquire SASL OAUTHBEARER token: <the endpoint's answer or curl's reason>"
+        // "Failed to acquire SASL OAUTHBEARER token: <why>", librdkafka's report of oauth::Refresh's failure
         Code::Authentication if reason.contains("Failed to acquire SASL OAUTHBEARER token") => Cause::TokenEndpoint,
         Code::Authentication
         | Code::SaslAuthenticationFailed
@@ -110,8 +150,7 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
         Cause::Resolve => format!("a broker's host name does not resolve: check {}", resolve_field(settings, reason)),
         Cause::Connect => format!(
             "cannot connect to Kafka at {brokers}: check bootstrap_servers (host and port) and that the broker \
-             is running and reachable{}",
-            token_wait_note(settings)
+             is running and reachable"
         ),
         Cause::TlsToPlaintext => {
             let advice = tls_off_advice(settings);
@@ -151,8 +190,8 @@ fn advice(cause: Cause, settings: &Settings, topic: Option<&str>, reason: &str) 
                 .to_owned(),
         },
         Cause::TokenEndpoint => {
-            // curl's "SSL certificate problem: ...": the certificate, not the credentials
-            let tls = if reason.contains("SSL certificate problem") {
+            // OpenSSL's "certificate verify failed": the certificate, not the credentials
+            let tls = if reason.contains("certificate verify failed") {
                 "; its TLS certificate must verify against the system's CA store (or the CAs that SSL_CERT_FILE \
                  / SSL_CERT_DIR name in the workers' environment)"
             } else {
@@ -213,20 +252,6 @@ fn tls_off_advice(settings: &Settings) -> &'static str {
          security.ssl = false for a broker without TLS"
     } else {
         "set security.ssl = false for a broker without TLS, or check bootstrap_servers' port"
-    }
-}
-
-/// With OAUTHBEARER, librdkafka cannot authenticate a connection before it has a token, and it reports a
-/// token endpoint that answers 408, 425, 429 or 5xx only after retrying it for about 50 s (4 retries, 5 to
-/// 20 s apart): until then that looks like a broker that cannot be reached.
-fn token_wait_note(settings: &Settings) -> String {
-    match &settings.authentication {
-        Some(Authentication::OAuthBearer(oauth)) => format!(
-            "; with SASL/OAUTHBEARER also that the token endpoint {} answers (librdkafka retries it for about \
-             50 s after an answer such as 503 before it reports it)",
-            oauth.token_endpoint_url
-        ),
-        _ => String::new(),
     }
 }
 
@@ -360,13 +385,9 @@ mod tests {
                  authentication.oauthbearer.client_secret (librdkafka: {reason})"
             )
         );
-        let waiting = "metadata request to Kafka at 127.0.0.1:9092: Meta data fetch error: BrokerTransportFailure";
-        let m = explain(classify(Code::BrokerTransportFailure, waiting), &s, None, waiting);
-        assert!(m.contains("reachable; with SASL/OAUTHBEARER also that the token endpoint https://idp.example/token \
-                            answers"), "{m}");
-        assert!(!explain(Cause::Connect, &settings(true, None), None, waiting).contains("OAUTHBEARER"));
-        let untrusted = "Failed to acquire SASL OAUTHBEARER token: SSL certificate problem: unable to get local \
-                         issuer certificate";
+        let untrusted = "Failed to acquire SASL OAUTHBEARER token: native-tls: error:0A000086:SSL routines:\
+                         tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:\
+                         2124: (unable to get local issuer certificate)";
         let m = explain(classify(Code::Authentication, untrusted), &s, None, untrusted);
         assert!(m.contains("client_secret; its TLS certificate must verify against the system's CA store"), "{m}");
         let refused = "Unsupported SASL mechanism: broker's supported mechanisms: SCRAM-SHA-256,SCRAM-SHA-512";

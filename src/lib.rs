@@ -15,6 +15,8 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod guard;
+pub mod metrics;
+pub mod oauth;
 pub mod probe;
 pub mod query;
 pub mod schema;
@@ -34,8 +36,8 @@ use mlua::{
 };
 
 use crate::buffer::{
-    collect_pieces, layout_tag, parse_cursor, render_kong, render_sse, render_websocket, select, selected, Limits,
-    Pieces, ReadMode,
+    collect_pieces, layout_tag, parse_cursor, render_kong, render_sse, render_websocket, select, selected,
+    selected_timestamps, Limits, Pieces, ReadMode,
 };
 use crate::client_frame::ClientFrame;
 use crate::consumer::{Level, Phase, Shared};
@@ -109,6 +111,9 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
         Delivery::Queue | Delivery::Replay => ReadMode::Own,
     };
     let selection = select(&mut state.partitions, &offsets, first, limits, mode);
+    if selection.total > 0 {
+        observe_ages(shared, &state.partitions, &offsets, &selection);
+    }
     let rendered = match format {
         Format::Kong => Rendered::Body(render_kong(&state.partitions, &offsets, &selection)),
         Format::Sse => {
@@ -150,6 +155,84 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
         values.push(Value::Table(table));
     }
     Ok(MultiValue::from_vec(values))
+}
+
+/// Each record a read hands out: how long ago the broker stamped it.
+fn observe_ages(shared: &Shared, partitions: &[buffer::PartitionBuffer], cursors: &[i64], selection: &buffer::Selection) {
+    if !metrics::counting_record_ages() {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for timestamp in selected_timestamps(partitions, cursors, selection) {
+        shared.counters.record_age.observe((now_ms - timestamp) as f64 / 1000.0);
+    }
+}
+
+/// `native.metrics()`: this worker's counters (what they grew by since the last call) and gauges, each a
+/// table of series key -> value (see metrics.rs).
+fn metrics_snapshot(lua: &Lua, (): ()) -> LuaResult<(Table, Table)> {
+    let (counters, gauges) = metrics::snapshot();
+    let counter_table = lua.create_table_with_capacity(0, counters.len())?;
+    for (k, v) in counters {
+        counter_table.raw_set(k, v)?;
+    }
+    let gauge_table = lua.create_table_with_capacity(0, gauges.len())?;
+    for (k, v) in gauges {
+        gauge_table.raw_set(k, v)?;
+    }
+    Ok((counter_table, gauge_table))
+}
+
+/// A Lua sequence of `{ key, value }` pairs.
+fn pairs_of(gauges: &Table) -> LuaResult<Vec<(String, f64)>> {
+    let mut list = Vec::with_capacity(gauges.raw_len());
+    for pair in gauges.sequence_values::<Table>() {
+        let pair = pair?;
+        list.push((pair.raw_get::<String>(1)?, pair.raw_get::<f64>(2)?));
+    }
+    Ok(list)
+}
+
+/// `native.merge_gauges(gauges)`: every worker's gauges (`{ {key, value}, ... }`) as the node's, key ->
+/// value, with the lags derived (for Kong's prometheus plugin, metrics.lua).
+fn merge_gauges(lua: &Lua, gauges: Table) -> LuaResult<Table> {
+    let merged = metrics::merge_gauges(&pairs_of(&gauges)?);
+    let table = lua.create_table_with_capacity(0, merged.len())?;
+    for (k, v) in merged {
+        table.raw_set(k, v)?;
+    }
+    Ok(table)
+}
+
+/// `native.metric_families()`: `{ {name =, help =, type = "counter"|"gauge"|"histogram", labels = {...}}, ... }`,
+/// names without the `confluent_consume_` prefix.
+fn metric_families(lua: &Lua, (): ()) -> LuaResult<Table> {
+    let list = lua.create_table_with_capacity(metrics::FAMILIES.len(), 0)?;
+    for f in metrics::FAMILIES {
+        let entry = lua.create_table()?;
+        entry.raw_set("name", f.name)?;
+        entry.raw_set("help", f.help)?;
+        entry.raw_set("type", match f.kind {
+            metrics::Kind::Counter => "counter",
+            metrics::Kind::Gauge(_) => "gauge",
+            metrics::Kind::Histogram(_) => "histogram",
+        })?;
+        entry.raw_set("labels", lua.create_sequence_from(f.labels.iter().copied())?)?;
+        list.raw_push(entry)?;
+    }
+    Ok(list)
+}
+
+/// `native.render_metrics(counters, gauges)`: the node's metrics in Prometheus' text format, from its
+/// summed counters (key -> value) and every worker's gauges (`{ {key, value}, ... }`).
+fn render_metrics(lua: &Lua, (counters, gauges): (Table, Table)) -> LuaResult<MultiValue> {
+    let counters: Vec<(String, f64)> = counters.pairs::<String, f64>().collect::<LuaResult<_>>()?;
+    match metrics::render(&counters, &pairs_of(&gauges)?) {
+        Ok(text) => Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(&text)?)])),
+        Err(e) => failure(lua, e),
+    }
 }
 
 /// `{ {json, ..., offsets = {...}, high_watermark = H}, ... }`: per partition its records' JSON and
@@ -576,6 +659,14 @@ fn module(lua: &Lua) -> LuaResult<Table> {
     exports.set("parse_client_frame", function(lua, parse_client_frame)?)?;
     exports.set("max_client_frame_bytes", client_frame::MAX_FRAME_BYTES)?;
     exports.set("config_fields", function(lua, config_fields)?)?;
+    exports.set("metrics", function(lua, metrics_snapshot)?)?;
+    exports.set("render_metrics", function(lua, render_metrics)?)?;
+    exports.set("merge_gauges", function(lua, merge_gauges)?)?;
+    exports.set("metric_families", function(lua, metric_families)?)?;
+    exports.set("count_record_ages", function(lua, |_, on: bool| {
+        metrics::count_record_ages(on);
+        Ok(())
+    })?)?;
     #[cfg(feature = "fault-injection")]
     exports.set("inject_panic", function(lua, fault::inject_panic)?)?;
     Ok(exports)

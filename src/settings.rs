@@ -125,7 +125,8 @@ pub enum Authentication {
     /// A user and a password: `config.authentication`, or Confluent Cloud's `cluster_api_key` /
     /// `cluster_api_secret`.
     Password(Password),
-    /// SASL/OAUTHBEARER with a token that librdkafka fetches from an OAuth 2.0 token endpoint.
+    /// SASL/OAUTHBEARER with a token that the consumer thread fetches from an OAuth 2.0 token endpoint
+    /// ([`crate::oauth`]).
     OAuthBearer(OAuthBearer),
 }
 
@@ -150,7 +151,7 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Kong's `oauthbearer` record once checked: the client credentials grant of librdkafka's OIDC login.
+/// Kong's `oauthbearer` record once checked: the client credentials grant of [`crate::oauth::fetch`].
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct OAuthBearer {
     /// Where the record was configured (`oauthbearer` or `authentication.oauthbearer`), for messages.
@@ -161,6 +162,8 @@ pub struct OAuthBearer {
     pub scopes: Vec<String>,
     /// Sorted, so equal maps give equal identities.
     pub extensions: BTreeMap<String, String>,
+    /// Verify an https endpoint's certificate (against the system's CA store).
+    pub token_endpoint_tls_verify: bool,
 }
 
 impl fmt::Debug for OAuthBearer {
@@ -173,6 +176,7 @@ impl fmt::Debug for OAuthBearer {
             .field("client_secret", &"[REDACTED]")
             .field("scopes", &self.scopes)
             .field("extensions", &self.extensions)
+            .field("token_endpoint_tls_verify", &self.token_endpoint_tls_verify)
             .finish()
     }
 }
@@ -554,26 +558,10 @@ impl Settings {
                     .set("sasl.username", &auth.user)
                     .set("sasl.password", &auth.password);
             }
-            Some(Authentication::OAuthBearer(oauth)) => {
-                // librdkafka's own OIDC login: it POSTs grant_type=client_credentials (and the scope)
-                // with the client id and secret as HTTP Basic, on its background thread, and renews the
-                // token before it expires.
-                config
-                    .set("sasl.mechanism", "OAUTHBEARER")
-                    .set("sasl.oauthbearer.method", "oidc")
-                    .set("sasl.oauthbearer.token.endpoint.url", &oauth.token_endpoint_url)
-                    .set("sasl.oauthbearer.client.id", &oauth.client_id)
-                    .set("sasl.oauthbearer.client.secret", &oauth.client_secret);
-                if !oauth.scopes.is_empty() {
-                    // librdkafka (2.12.1) puts this into the form body as it is: encode it here.
-                    let scope = oauth.scopes.join(" ");
-                    let encoded: String = form_urlencoded::byte_serialize(scope.as_bytes()).collect();
-                    config.set("sasl.oauthbearer.scope", encoded);
-                }
-                if !oauth.extensions.is_empty() {
-                    let pairs: Vec<String> = oauth.extensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    config.set("sasl.oauthbearer.extensions", pairs.join(","));
-                }
+            Some(Authentication::OAuthBearer(_)) => {
+                // The consumer thread fetches the tokens and sets them with their extensions
+                // ([`crate::oauth::Refresh`]); librdkafka's default method expects exactly that.
+                config.set("sasl.mechanism", "OAUTHBEARER");
             }
             None => {}
         }
@@ -661,15 +649,6 @@ fn oauth_bearer(conf: OAuthBearerConf, field: &'static str) -> Result<OAuthBeare
     else {
         return bad(field, "needs token_endpoint_url, client_id and client_secret");
     };
-    if conf.token_endpoint_tls_verify == Some(false) && token_endpoint_url.to_ascii_lowercase().starts_with("https://")
-    {
-        // librdkafka (2.12.1) has no setting to skip the verification of the token endpoint's certificate
-        return bad(
-            &format!("{field}.token_endpoint_tls_verify"),
-            "false is not supported: the token endpoint's certificate is always verified (against the \
-             system's CA store)",
-        );
-    }
     let scopes = match conf.scopes {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(o)) if o.is_empty() => Vec::new(),
@@ -677,17 +656,19 @@ fn oauth_bearer(conf: OAuthBearerConf, field: &'static str) -> Result<OAuthBeare
     };
     let extensions = conf.extensions.unwrap_or_default();
     for (key, value) in &extensions {
-        // RFC 7628: a key is letters only and `auth` is reserved; values are printable ASCII. librdkafka
-        // takes them as one `key=value,...` list, so a value cannot hold a comma either.
+        // RFC 7628 (as librdkafka checks them when it takes the token): a key is letters only and `auth`
+        // is reserved; values are printable ASCII (RFC 7628 also allows tab, CR and LF; nobody needs them).
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic()) || key == "auth" {
             return bad(&format!("{field}.extensions"), "a key must be letters only and not 'auth'");
         }
-        if !value.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b',') {
-            let why = format!("the value of '{key}' must be printable ASCII without a comma");
+        if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            let why = format!("the value of '{key}' must be printable ASCII");
             return bad(&format!("{field}.extensions"), &why);
         }
     }
-    Ok(OAuthBearer { field, token_endpoint_url, client_id, client_secret, scopes, extensions })
+    // Kong's default: verify
+    let token_endpoint_tls_verify = conf.token_endpoint_tls_verify.unwrap_or(true);
+    Ok(OAuthBearer { field, token_endpoint_url, client_id, client_secret, scopes, extensions, token_endpoint_tls_verify })
 }
 
 #[cfg(test)]
@@ -1038,40 +1019,34 @@ mod tests {
     }
 
     #[test]
-    fn oauthbearer_maps_to_librdkafkas_oidc_client_credentials_login() {
+    fn oauthbearer_is_the_sasl_mechanism_with_the_token_fetched_here() {
         let s = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
             "scopes": ["kafka", "read:orders"],
             "extensions": { "logicalCluster": "lkc-12ab", "identityPoolId": "pool-Xy9" }
         })) })), Handover::default())
         .unwrap();
+        let Some(Authentication::OAuthBearer(oauth)) = &s.authentication else { panic!("{s:?}") };
+        assert_eq!(oauth.scopes, ["kafka", "read:orders"]);
+        assert_eq!(oauth.extensions.keys().collect::<Vec<_>>(), ["identityPoolId", "logicalCluster"]);
+        assert!(oauth.token_endpoint_tls_verify);
         let config = s.client_config();
-        for (key, value) in [
-            ("security.protocol", "SASL_SSL"),
-            ("sasl.mechanism", "OAUTHBEARER"),
-            ("sasl.oauthbearer.method", "oidc"),
-            ("sasl.oauthbearer.token.endpoint.url", "https://idp.example/oauth2/token"),
-            ("sasl.oauthbearer.client.id", "kong-gw"),
-            ("sasl.oauthbearer.client.secret", "cs-5e1f0b77"),
-            // form-encoded, because librdkafka puts it into the request body as it is
-            ("sasl.oauthbearer.scope", "kafka+read%3Aorders"),
-            // sorted by key
-            ("sasl.oauthbearer.extensions", "identityPoolId=pool-Xy9,logicalCluster=lkc-12ab"),
-        ] {
-            assert_eq!(get(&config, key), Some(value), "{key}");
+        assert_eq!(get(&config, "security.protocol"), Some("SASL_SSL"));
+        assert_eq!(get(&config, "sasl.mechanism"), Some("OAUTHBEARER"));
+        // no librdkafka token login (OIDC needs libcurl), and no credential handed to librdkafka at all
+        for key in ["sasl.oauthbearer.method", "sasl.oauthbearer.client.secret", "sasl.username", "sasl.password"] {
+            assert_eq!(get(&config, key), None, "{key}");
         }
-        assert_eq!(get(&config, "sasl.username"), None);
-        // librdkafka takes them: it was built with libcurl (rdkafka's `curl` feature), or `oidc` is refused
         config.create_native_config().unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("cs-5e1f0b77") && shown.contains("kong-gw"), "{shown}");
         assert_eq!(s.secrets(), ["cs-5e1f0b77"]);
-        // no scopes, no extensions: neither property is set
-        let bare = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
-            "scopes": {}, "extensions": {}
+        // Kong's token_endpoint_tls_verify = false is taken, for an https endpoint too
+        let unverified = Settings::from_conf(&conf(json!({ "oauthbearer": oauthbearer(json!({
+            "token_endpoint_tls_verify": false
         })) })), Handover::default())
-        .unwrap()
-        .client_config();
-        assert_eq!((get(&bare, "sasl.oauthbearer.scope"), get(&bare, "sasl.oauthbearer.extensions")), (None, None));
+        .unwrap();
+        let Some(Authentication::OAuthBearer(oauth)) = unverified.authentication else { panic!() };
+        assert!(!oauth.token_endpoint_tls_verify);
     }
 
     #[test]
@@ -1087,6 +1062,7 @@ mod tests {
             panic!("{nested:?} {top:?}")
         };
         assert_eq!((a.field, b.field), ("authentication.oauthbearer", "oauthbearer"));
+        assert_eq!(OAuthBearer { field: "", ..a.clone() }, OAuthBearer { field: "", ..b.clone() });
         assert_eq!(nested.client_config().config_map(), top.client_config().config_map());
         // as in Kong, oauthbearer takes precedence over cluster_api_key / cluster_api_secret
         let both = Settings::from_conf(&conf(json!({
@@ -1119,6 +1095,7 @@ mod tests {
             json!({ "token_endpoint_url": "https://idp.example/other" }),
             json!({ "scopes": ["kafka"] }),
             json!({ "extensions": { "logicalCluster": "lkc-1" } }),
+            json!({ "token_endpoint_tls_verify": false }),
         ] {
             assert_ne!(base, identity(change.clone()), "{change}");
         }
@@ -1166,15 +1143,11 @@ mod tests {
                         "authentication": { "strategy": "sasl", "mechanism": "PLAIN", "user": "u", "password": "p" } }),
                 "oauthbearer: set either authentication or oauthbearer",
             ),
-            (
-                json!({ "oauthbearer": oauthbearer(json!({ "token_endpoint_tls_verify": false })) }),
-                "oauthbearer.token_endpoint_tls_verify: false is not supported",
-            ),
             (json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "auth": "x" } })) }), "oauthbearer.extensions"),
             (json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k1": "x" } })) }), "oauthbearer.extensions:"),
             (
-                json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k": "a,b" } })) }),
-                "oauthbearer.extensions: the value of 'k' must be printable ASCII without a comma",
+                json!({ "oauthbearer": oauthbearer(json!({ "extensions": { "k": "caf\u{e9}" } })) }),
+                "oauthbearer.extensions: the value of 'k' must be printable ASCII",
             ),
             (json!({ "oauthbearer": oauthbearer(json!({ "scopes": ["a", ""] })) }), "oauthbearer.scopes[2]: length"),
             (json!({ "oauthbearer": oauthbearer(json!({ "token_endpoint_url": "ftp://x" })) }), "oauthbearer.token_"),

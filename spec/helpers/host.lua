@@ -103,29 +103,45 @@ function _M.broker(dir, action, extra)
 end
 
 
--- The plugin config for `topic` on the test broker, with `overrides` merged in.
-function _M.plugin_config(topics, overrides)
+-- The plugin config for `topic` on the test broker (at `port`, default BROKER_PORT), with the top-level
+-- fields of each table of `...` (overrides, later ones winning) merged in.
+function _M.plugin_config(topics, overrides, port, ...)
   if type(topics) == "string" then
     topics = { topics }
   end
   local config = {
-    bootstrap_servers = { { host = _M.BROKER_HOST, port = _M.BROKER_PORT } },
+    bootstrap_servers = { { host = _M.BROKER_HOST, port = port or _M.BROKER_PORT } },
     topics = {},
   }
   for i, name in ipairs(topics) do
     config.topics[i] = { name = name }
   end
-  for k, v in pairs(overrides or {}) do
-    config[k] = v
+  for _, fields in ipairs({ overrides or {}, ... }) do
+    for k, v in pairs(fields) do
+      config[k] = v
+    end
   end
   return config
 end
 
 
--- A route `name` with host `<name>.test` running the plugin on `topic` with `overrides`.
-function _M.route(name, topic, overrides)
+-- A route `name` with host `<name>.test` running the plugin on `topic` with `overrides` (then the
+-- top-level fields of each table of `...`), its brokers at `port` (default BROKER_PORT).
+function _M.route(name, topic, overrides, port, ...)
   return { name = name, hosts = { name .. ".test" },
-           plugins = { { name = "confluent-consume", config = _M.plugin_config(topic, overrides) } } }
+           plugins = { { name = "confluent-consume", config = _M.plugin_config(topic, overrides, port, ...) } } }
+end
+
+
+-- The record values of the `message` events among `events` (an SSE stream's, as read_events gives them).
+function _M.message_values(events)
+  local values = {}
+  for _, e in ipairs(events) do
+    if e.event == "message" then
+      values[#values + 1] = cjson.decode(e.data).value
+    end
+  end
+  return values
 end
 
 
@@ -141,7 +157,8 @@ Host.__index = Host
 -- fixture_plugins (names of test plugins under spec/fixtures/plugins, loaded beside the project's and
 -- Kong's bundled ones), consumers (Kong's declarative `consumers`, with nested `keyauth_credentials`),
 -- certificates (Kong's `certificates`),
--- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up).
+-- proxy_port and admin_port (fixed ports, e.g. Kong's 8000/8001; default two from CC_TEST_PORT_BASE up),
+-- status (true: a Status API listener, as Kong's status_listen, on a port of the run's range: status_port).
 -- Development host only: cpath (the native module's directory), plugin_paths (directories holding
 -- kong/plugins/<name>/; default the project's kong-plugin), plugins (the names to load; default every
 -- plugin under plugin_paths), root (the checkout whose host/bin/kong-host runs the gateway; default ROOT).
@@ -173,6 +190,10 @@ function _M.start_host(opts, attempt)
   if opts.check_client_abort then
     env_args = env_args .. " --check-client-abort"
   end
+  local status_port = opts.status and _M.next_ports()
+  if status_port then
+    env_args = env_args .. " --status-listen 127.0.0.1:" .. status_port
+  end
   local cpath = opts.cpath or _M.native_module_path(opts.fault_injection):match("^(.*)/")
   -- The specs' own LUA_PATH (scripts/run-specs.sh) must not reach nginx: through the `;;` of its
   -- lua_package_path the workers would find modules in this checkout that the gateway's files lack.
@@ -186,7 +207,7 @@ function _M.start_host(opts, attempt)
     return _M.start_host(opts, (attempt or 1) + 1)
   end
   assert(ok, "cannot start the host: " .. output)
-  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port,
+  return setmetatable({ prefix = prefix, proxy_port = proxy_port, admin_port = admin_port, status_port = status_port,
                         pid_file = prefix .. "/logs/nginx.pid", root = opts.root or _M.ROOT,
                         entities = entities }, Host)
 end

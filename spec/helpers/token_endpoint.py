@@ -3,8 +3,10 @@
 
 A POST whose HTTP Basic credentials are --client-id and the secret in the environment variable named by
 --secret-env (so the secret is on no command line) gets 200 and a JSON token response: an unsigned JWT
-whose payload has the `sub` and `exp` claims librdkafka requires. A POST as --busy-client-id gets 503
-(an identity provider that is down). Any other POST gets 401 {"error": "invalid_client"}, as an
+whose payload has the `sub` and `exp` claims, valid for an hour; as --short-client-id (with the same
+secret), valid for --short-lifetime seconds. A POST as --busy-client-id gets 503
+(an identity provider that is down). A POST as --slow-client-id is answered (401) only after
+--slow-seconds (an identity provider that hangs). Any other POST gets 401 {"error": "invalid_client"}, as an
 identity provider answers a wrong secret.
 
 Every request is appended to --requests as one JSON line: method, path, content type, accept, the form
@@ -38,6 +40,10 @@ def main():
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--secret-env", required=True)
     parser.add_argument("--busy-client-id")
+    parser.add_argument("--slow-client-id")
+    parser.add_argument("--short-client-id")
+    parser.add_argument("--short-lifetime", type=int, default=3600)
+    parser.add_argument("--slow-seconds", type=float, default=0)
     parser.add_argument("--requests", required=True)
     args = parser.parse_args()
     secret = os.environ[args.secret_env]
@@ -52,14 +58,19 @@ def main():
             if scheme == "Basic":
                 user, _, password = base64.b64decode(credentials).decode("latin-1").partition(":")
                 password_ok = password == secret
-            granted = user == args.client_id and password_ok
+            short = args.short_client_id is not None and user == args.short_client_id
+            granted = (user == args.client_id or short) and password_ok
             if granted:
                 status = 200
-                answer = {"access_token": unsigned_jwt(user, 3600), "token_type": "Bearer", "expires_in": 3600}
+                lifetime = args.short_lifetime if short else 3600
+                answer = {"access_token": unsigned_jwt(user, lifetime), "token_type": "Bearer",
+                          "expires_in": lifetime}
             elif args.busy_client_id is not None and user == args.busy_client_id:
                 status, answer = 503, {"error": "temporarily_unavailable"}
             else:
                 status, answer = 401, {"error": "invalid_client"}
+                if args.slow_client_id is not None and user == args.slow_client_id:
+                    time.sleep(args.slow_seconds)
             record = {
                 "method": "POST", "path": self.path,
                 "content_type": self.headers.get("Content-Type"), "accept": self.headers.get("Accept"),
@@ -74,7 +85,10 @@ def main():
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except BrokenPipeError:
+                pass  # a client that stopped waiting
 
         def log_message(self, *_):
             pass  # the requests file is the record

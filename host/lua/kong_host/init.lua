@@ -7,6 +7,7 @@
 --                    configure, 1 s configuration sync timer
 --   access(), content(), header_filter(), log()   proxy server phases
 --   admin()          Admin API server
+--   status()         Status API server (--status-listen)
 
 local utils = require "kong_host.utils"
 local store = require "kong_host.store"
@@ -61,10 +62,15 @@ function _M.init(opts)
     admin_listen = opts.admin_listen,
     nginx_worker_processes = opts.workers,
     plugins = opts.plugins or {},
+    loaded_plugins = {},  -- name -> true, as Kong's: what a plugin checks to find another one
     plugin_paths = opts.plugin_paths,
     database = "off",
     role = "traditional",
   }
+
+  for _, name in ipairs(configuration.plugins) do
+    configuration.loaded_plugins[name] = true
+  end
 
   -- Plugin modules capture the global at load time (`local kong = kong`),
   -- so it must exist before they are required, as in Kong.
@@ -139,6 +145,11 @@ _M.log = runner.log
 
 function _M.admin()
   return require("kong_host.admin").handle()
+end
+
+
+function _M.status()
+  return require("kong_host.status").handle()
 end
 
 

@@ -4,7 +4,7 @@
 -- Semantics follow Kong 3.x: kong.log.* namespaced by the running plugin,
 -- kong.request.*, kong.response.exit/error/set_header, kong.ctx.plugin and
 -- kong.ctx.shared, kong.client.get_ip / authenticate / get_consumer /
--- get_credential / load_consumer, kong.service.request.set_header /
+-- get_credential / load_consumer, kong.router.get_route, kong.service.request.set_header /
 -- clear_header / set_query (there is no upstream: they change the request
 -- the later plugins see, as they do in Kong), kong.db.<entity>:select and
 -- select_by_<unique field> for consumers, certificates and
@@ -619,6 +619,16 @@ local function new_service()
 end
 
 
+-- kong.router: the route the request matched (its entity: id, name, ...), nil outside the proxy.
+local function new_router()
+  return {
+    get_route = function()
+      return ngx.ctx.kong_host_route
+    end,
+  }
+end
+
+
 local function readonly(t)
   return setmetatable({}, {
     __index = t,
@@ -648,6 +658,7 @@ function _M.new(configuration)
     ctx = new_ctx(),
     client = new_client(db),
     service = new_service(),
+    router = new_router(),
     db = db,
     node = new_node(),
   }

@@ -9,6 +9,7 @@ local respond = require "kong.plugins.confluent-consume.respond"
 local cursors = require "kong.plugins.confluent-consume.cursors"
 local client = require "kong.plugins.confluent-consume.client"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
+local metrics = require "kong.plugins.confluent-consume.metrics"
 local native = require "confluent_consume_native"
 
 
@@ -115,9 +116,13 @@ local function settle(conf, entry, partitions, claim, delivered)
 end
 
 
-local function deliver(conf, entry, partitions, claim, request)
+-- Writes the claimed records (`kept` of them after message functions) and settles the claim.
+local function deliver(conf, entry, partitions, claim, request, kept)
   ngx.status = 200
   ngx.header["Content-Type"] = "application/json"
+  -- the length is known: no chunked encoding, and an HTTP/1.0 answer is not buffered whole by
+  -- lua-nginx-module (lua_http10_buffering), whose ngx.flush then fails with "buffering"
+  ngx.header["Content-Length"] = #claim.body
   request.writing = true
   local ok = ngx.print(claim.body)
   if ok then
@@ -125,6 +130,11 @@ local function deliver(conf, entry, partitions, claim, request)
   end
   ok = ok and not request.aborted
   settle(conf, entry, partitions, claim, ok)
+  if ok and kept > 0 then
+    local route = metrics.route_label()
+    metrics.count(metrics.key("records_served", route, "http-get"), kept)
+    metrics.count(metrics.key("bytes_served", route, "http-get"), #claim.body)
+  end
   return ngx.exit(ok and 200 or 499)
 end
 
@@ -180,13 +190,16 @@ function _M.serve(conf, plugin_name)
     -- a consumer closed by a configuration change (or a worker exit) ends the long-poll: the next GET
     -- goes to the consumer of the new configuration
     if kept > 0 or remaining <= 0 or entry.closed or request.aborted then
-      return deliver(conf, entry, partitions, claim, request)
+      return deliver(conf, entry, partitions, claim, request, kept)
     end
     if claim.count > 0 then
       -- the functions dropped every record claimed: consumed, and the long-poll goes on
       settle(conf, entry, partitions, claim, true)
     else
+      local waiting = metrics.key("long_polls_waiting", metrics.route_label())
+      metrics.move(waiting, 1)
       consumers.wait(entry, generation, remaining)
+      metrics.move(waiting, -1)
       local _, kafka_err = entry.handle:state()
       if kafka_err then
         return respond.kafka_failure(conf, 503, "Kafka is unavailable: " .. kafka_err)

@@ -58,15 +58,14 @@ local function oauthbearer_record(description)
       { extensions = {
           description = "SASL extensions sent to the broker with the token (Confluent Cloud: " ..
                         "logicalCluster, identityPoolId). Keys are letters only; values printable " ..
-                        "ASCII without a comma.",
+                        "ASCII.",
           type = "map",
           required = false,
           keys = { type = "string" },
           values = { type = "string" },
       } },
       { token_endpoint_tls_verify = {
-          description = "Verify the token endpoint's TLS certificate. Only `true` is supported for an " ..
-                        "https URL (librdkafka always verifies it).",
+          description = "Verify the token endpoint's TLS certificate (against the system's CA store).",
           type = "boolean",
           required = true,
           default = true,
@@ -77,7 +76,7 @@ end
 
 
 -- Kong fills an unset `oauthbearer` record with its defaults, so it counts as configured only when one
--- of its credentials is set; librdkafka's OIDC login then needs all three.
+-- of its credentials is set; the client credentials grant then needs all three.
 local function oauthbearer_configured(oauthbearer)
   return present(oauthbearer) and (present(oauthbearer.token_endpoint_url) or
          present(oauthbearer.client_id) or present(oauthbearer.client_secret))
@@ -90,23 +89,16 @@ local function check_oauthbearer(oauthbearer, prefix)
           present(oauthbearer.client_secret)) then
     return nil, prefix .. " needs token_endpoint_url, client_id and client_secret"
   end
-  -- librdkafka (2.12.1) has no setting to skip the verification of the token endpoint's certificate
-  if oauthbearer.token_endpoint_tls_verify == false and
-     oauthbearer.token_endpoint_url:lower():find("^https://") then
-    return nil, prefix .. ".token_endpoint_tls_verify = false is not supported: the token endpoint's " ..
-                "certificate is always verified (against the system's CA store)"
-  end
   local extensions = oauthbearer.extensions
   if present(extensions) then
     for key, value in pairs(extensions) do
-      -- RFC 7628: a key is letters only and `auth` is reserved; values are printable ASCII. librdkafka
-      -- takes them as one `key=value,...` list, so a value cannot hold a comma either.
+      -- RFC 7628 (as librdkafka checks them when it takes the token): a key is letters only and `auth`
+      -- is reserved; values are printable ASCII (RFC 7628 also allows tab, CR and LF; nobody needs them).
       if not key:find("^%a+$") or key == "auth" then
         return nil, prefix .. ".extensions: a key must be letters only and not 'auth'"
       end
-      if not value:find("^[%w%p ]*$") or value:find(",", 1, true) then
-        return nil, prefix .. ".extensions: the value of '" .. key .. "' must be printable ASCII " ..
-                    "without a comma"
+      if not value:find("^[%w%p ]*$") then
+        return nil, prefix .. ".extensions: the value of '" .. key .. "' must be printable ASCII"
       end
     end
   end

@@ -9,6 +9,7 @@
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
+local metrics = require "kong.plugins.confluent-consume.metrics"
 local semaphore = require "ngx.semaphore"
 
 
@@ -165,6 +166,7 @@ function _M.end_catchup(request)
   if request.replay then
     consumers.close(request.replay)
     request.replay = nil
+    metrics.move(request.catchup_key, -1)
   end
   if request.slot then
     request.slot:post(1)
@@ -175,10 +177,15 @@ end
 
 -- Prepares a stream of `format` for `conf` (of the plugin `plugin_name`) from `start` (the native
 -- parse_query's `{cursor =}` or `{from =}`), before anything is sent: the shared handle, the cursors to
--- start from, the message functions (nil without) and the partitions. `request` gets `live` and, for
--- a stream that catches up, `replay` and `slot`. On failure the request is answered (an error status)
--- and nil is returned.
+-- start from, the message functions (nil without) and the partitions. `request` gets `live`, the keys
+-- of its metrics and, for a stream that catches up, `replay` and `slot`. On failure the request is
+-- answered (an error status) and nil is returned.
 function _M.open(conf, plugin_name, format, start, request)
+  local route = metrics.route_label()
+  request.records_key = metrics.key("records_served", route, conf.mode)
+  request.bytes_key = metrics.key("bytes_served", route, conf.mode)
+  request.catchup_key = metrics.key("catchup_streams", route, conf.mode)
+  request.open_key = metrics.key("streams_open", route, conf.mode)
   local live, err = consumers.get(conf, plugin_name)
   if not live then
     return nil, respond.consumer_failed(conf, err)
@@ -234,6 +241,7 @@ function _M.open(conf, plugin_name, format, start, request)
       return nil, respond.consumer_failed(conf, err)
     end
     request.replay = replay
+    metrics.move(request.catchup_key, 1)
     local partitions
     partitions, status, message = consumers.await_ready(replay, deadline)
     if not partitions then
@@ -251,16 +259,8 @@ function _M.open(conf, plugin_name, format, start, request)
 end
 
 
--- Streams until the client goes away, falls behind, the sink ends it, or the worker exits. The `sink`
--- of the mode:
---   ready()                 -> false to end the stream (websocket: the client closed, or its window holds)
---   prepare(body)           -> (optional) what records() gets instead of the rendered body, made once
---                              per read of the shared handle however many streams send it
---   records(body, next_cursors, count, sent) -> false when the client cannot be written to
---   error(message, final)   -> false when the client cannot be written to; `final` ends the stream
---   wait(source, generation, seconds) -> true when woken before `seconds` passed
---   heartbeat()             -> false when the client cannot be written to
-function _M.run(conf, format, request, cursors, fx, sink)
+-- The loop of `run`.
+local function pump(conf, format, request, cursors, fx, sink)
   local live = request.live
   local replay = request.replay
   local heartbeat = conf.heartbeat_interval / 1000
@@ -303,6 +303,8 @@ function _M.run(conf, format, request, cursors, fx, sink)
       if not sink.records(body, next_cursors, count, sent) then
         return
       end
+      metrics.count(request.records_key, count)
+      metrics.count(request.bytes_key, #body)
       cursors = next_cursors
     end
     if source == replay and within(live, cursors) then
@@ -323,6 +325,27 @@ function _M.run(conf, format, request, cursors, fx, sink)
         end
       end
     end
+  end
+end
+
+
+-- Streams until the client goes away, falls behind, the sink ends it, or the worker exits. The `sink`
+-- of the mode:
+--   ready()                 -> false to end the stream (websocket: the client closed, or its window holds)
+--   prepare(body)           -> (optional) what records() gets instead of the rendered body, made once
+--                              per read of the shared handle however many streams send it
+--   records(body, next_cursors, count, sent) -> false when the client cannot be written to
+--   error(message, final)   -> false when the client cannot be written to; `final` ends the stream
+--   wait(source, generation, seconds) -> true when woken before `seconds` passed
+--   heartbeat()             -> false when the client cannot be written to
+function _M.run(conf, format, request, cursors, fx, sink)
+  metrics.move(request.open_key, 1)
+  -- a stream ends by returning, also on a Lua error in it, which would otherwise leave it counted
+  local ok, err = pcall(pump, conf, format, request, cursors, fx, sink)
+  metrics.move(request.open_key, -1)
+  if not ok then
+    _M.end_catchup(request)
+    error(err, 0)
   end
 end
 

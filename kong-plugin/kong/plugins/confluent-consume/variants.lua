@@ -8,6 +8,7 @@
 local typedefs = require "kong.db.schema.typedefs"
 
 
+local kong = kong
 local pairs = pairs
 local ipairs = ipairs
 local next = next
@@ -42,6 +43,7 @@ local KAFKA_CONSUME_DEFAULTS = {
 -- consumer registry which consumers its configurations still use.
 function _M.handler(plugin_name)
   local consumers = require "kong.plugins.confluent-consume.consumers"
+  local metrics = require "kong.plugins.confluent-consume.metrics"
   local modes = {
     ["http-get"] = require "kong.plugins.confluent-consume.http_get",
     ["server-sent-events"] = require "kong.plugins.confluent-consume.sse",
@@ -52,6 +54,10 @@ function _M.handler(plugin_name)
     VERSION = "0.1.0",
   }
 
+  function handler:init_worker()
+    metrics.init_worker()
+  end
+
   function handler:configure(configs)
     consumers.retain(configs, plugin_name)
   end
@@ -60,7 +66,31 @@ function _M.handler(plugin_name)
     return modes[conf.mode].serve(conf, plugin_name)
   end
 
+  function handler:log(conf)
+    metrics.request(conf)
+  end
+
   return handler
+end
+
+
+-- The Status API routes of `plugin_name` (Kong loads a plugin's status_api.lua into its Status API,
+-- status_listen): GET /<plugin_name>/metrics, the node's metrics of both plugin names in Prometheus'
+-- text format. Each name has its own path, so that a node loading both has no route twice.
+function _M.status_api(plugin_name)
+  local metrics = require "kong.plugins.confluent-consume.metrics"
+  return {
+    ["/" .. plugin_name .. "/metrics"] = {
+      GET = function()
+        local body, err = metrics.render()
+        if not body then
+          kong.log.err("cannot render metrics: ", err)
+          return kong.response.exit(500, { message = "An unexpected error occurred" })
+        end
+        return kong.response.exit(200, body, { ["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8" })
+      end,
+    },
+  }
 end
 
 

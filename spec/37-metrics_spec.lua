@@ -8,6 +8,7 @@
 local helpers = require "spec.helpers.host"
 local http = require "spec.helpers.http"
 local proc = require "spec.helpers.proc"
+local ws = require "spec.helpers.ws"
 local cjson = require "cjson"
 
 
@@ -55,13 +56,14 @@ end
 
 
 describe("metrics scraped by Prometheus", function()
-  local host, prometheus_pid, outage_dir, topic, sse_topic, idle_topic
+  local host, prometheus_pid, outage_dir, topic, sse_topic, ws_topic, idle_topic
   local outage_port = helpers.next_ports()
   local outage_group = helpers.unique_name("outage-group")
 
   lazy_setup(function()
     topic = helpers.create_topic(helpers.unique_name("metrics"), 2)
     sse_topic = helpers.create_topic(helpers.unique_name("metrics-sse"), 2)
+    ws_topic = helpers.create_topic(helpers.unique_name("metrics-ws"), 2)
     idle_topic = helpers.create_topic(helpers.unique_name("metrics-idle"), 1)
     outage_dir = helpers.RUN_DIR .. "/metrics-outage-broker"
     helpers.sh("rm -rf " .. outage_dir)
@@ -72,11 +74,14 @@ describe("metrics scraped by Prometheus", function()
       consumer_group = { mode = "manual", consumer_group_id = outage_group },
     })
     outage.plugins[1].config.bootstrap_servers[1].port = outage_port
+    local ws_route = helpers.route("metrics-ws", ws_topic, { mode = "websocket", auto_offset_reset = "earliest" })
+    ws_route.protocols = { "http", "ws" }
     host = helpers.start_host({ status = true, check_client_abort = true, routes = {
       helpers.route("metrics-get", topic, { auto_offset_reset = "earliest", max_records = 7 }),
       helpers.route("metrics-sse", sse_topic, { mode = "server-sent-events", auto_offset_reset = "earliest",
                                                   heartbeat_interval = 1000 }),
       helpers.route("metrics-idle", idle_topic),
+      ws_route,
       outage,
     } })
 
@@ -175,6 +180,19 @@ scrape_configs:
     eventually_equal(host, 0, 'confluent_consume_streams_open{route="metrics-sse",mode="server-sent-events"}')
     eventually_equal(host, 1, 'confluent_consume_requests_total{route="metrics-sse",mode="server-sent-events",' ..
                         'status="200"}')
+  end)
+
+  it("counts a websocket stream as mode websocket while it is open, and the records it sent", function()
+    helpers.kafka_tool("produce", "--topic " .. ws_topic .. " --count 12 --partitions 2")
+    -- the client reads the 12 records, then keeps the connection open while the gauges are checked
+    local collect = ws.start(host, "metrics-ws.test", "/?from=earliest", { { read = 12, timeout = 10 }, { quiet = 15 } })
+    eventually_equal(host, 1, 'confluent_consume_streams_open{route="metrics-ws",mode="websocket"}')
+    eventually_equal(host, 12, 'confluent_consume_records_served_total{route="metrics-ws",mode="websocket"}')
+    local seen = collect()
+    assert.equal(12, #seen.records)
+    eventually_equal(host, 0, 'confluent_consume_streams_open{route="metrics-ws",mode="websocket"}')
+    -- the upgrade's status, as nginx logs it
+    eventually_equal(host, 1, 'confluent_consume_requests_total{route="metrics-ws",mode="websocket",status="101"}')
   end)
 
   it("shows a broker that goes down as connection errors of its group", function()

@@ -137,9 +137,10 @@ local function read_live(live, format, cursors, max_records, max_bytes, fx, prep
   end
   -- a read of message functions may have been cached, and prepared, while this one waited for it
   if prepare and hit[1] and not hit.prepared then
-    hit[1], hit.prepared = prepare(hit[1]), true
+    hit.prepared = prepare(hit[1])
   end
-  return unpack(hit, 1, 5)
+  local body, next_cursors, count, behind, sent = unpack(hit, 1, 5)
+  return body, next_cursors, count, behind, sent, hit.prepared
 end
 
 
@@ -275,10 +276,10 @@ local function pump(conf, format, request, cursors, fx, sink)
       return
     end
     local generation = source.generation
-    local body, next_cursors, count, behind, sent
+    local body, next_cursors, count, behind, sent, prepared
     if source == live then
-      body, next_cursors, count, behind, sent = read_live(live, format, cursors, conf.max_records,
-                                                          conf.max_bytes, fx, sink.prepare)
+      body, next_cursors, count, behind, sent, prepared = read_live(live, format, cursors, conf.max_records,
+                                                                    conf.max_bytes, fx, sink.prepare)
     elseif fx then
       body, next_cursors, count, behind, sent = read_through(source, cursors, conf.max_records, conf.max_bytes,
                                                              fx)
@@ -287,8 +288,8 @@ local function pump(conf, format, request, cursors, fx, sink)
       body, next_cursors, count, behind, sent = handle[FORMATS[format].method](handle, cursors, conf.max_records,
                                                                                conf.max_bytes)
     end
-    if body and source ~= live and sink.prepare then
-      body = sink.prepare(body)
+    if body and not prepared and sink.prepare then
+      prepared = sink.prepare(body)
     end
     if not body then
       sink.error(respond.kafka_message(conf, 503, "stream interrupted: " .. tostring(next_cursors)) ..
@@ -300,7 +301,7 @@ local function pump(conf, format, request, cursors, fx, sink)
       return
     end
     if count > 0 then
-      if not sink.records(body, next_cursors, count, sent) then
+      if not sink.records(prepared or body, next_cursors, count, sent) then
         return
       end
       metrics.count(request.records_key, count)

@@ -336,11 +336,14 @@ local function new_sink(conn)
     end
   end
 
-  -- The text frame around a read's payload is built once per read (stream.lua caches it with the
-  -- read) and written as it is: lua-resty-websocket's send_text would build, and copy, it once per
-  -- connection.
+  -- A read's text frame is its header and its payload, as lua-resty-websocket's build_frame would
+  -- concatenate them: the header is built once per read (stream.lua caches it with the read), and the
+  -- cosocket copies the two pieces into its buffer as it would one string. Concatenating them in Lua made
+  -- a new string of the whole read (a copy, its interning, fresh pages): a third more worker CPU per
+  -- record than SSE (docs/performance.md). build_frame given the payload's length and an empty payload
+  -- returns the header alone.
   function sink.prepare(payload)
-    return protocol.build_frame(true, TEXT, #payload, payload, false)
+    return { protocol.build_frame(true, TEXT, #payload, "", false), payload }
   end
 
   function sink.records(frame, next_cursors, _, sent)

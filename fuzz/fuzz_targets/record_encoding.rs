@@ -54,7 +54,7 @@ fuzz_target!(|input: Input<'_>| {
     assert!(record["headers"].is_object());
 
     let mut buffer = PartitionBuffer::new(input.topic, input.partition, offset);
-    assert!(buffer.append(Record { offset, json }));
+    assert!(buffer.append(Record { offset, timestamp: input.timestamp, json }));
     let mut partitions = vec![buffer];
     let all = Limits { max_records: 10, max_bytes: usize::MAX };
     let selection = select(&mut partitions, &[offset], 0, all, ReadMode::Shared);

@@ -240,7 +240,7 @@ local function served_up_to(ranges, offset)
 end
 
 
-local function take_claim(shm, entry, partitions, limits, timeout, one_by_one)
+local function take_claim(shm, entry, partitions, limits, timeout, one_by_one, unlock)
   local group = entry.group_id
   local t = now()
   if t >= (next_recovery[group] or 0) then
@@ -270,36 +270,43 @@ local function take_claim(shm, entry, partitions, limits, timeout, one_by_one)
     shm:delete(redo_flag_key(group))
   end
 
-  local handle = entry.handle
-  local read = one_by_one and handle.records or handle.take
-  local body, next_cursors, count = read(handle, cursors, max_records, limits.max_bytes)
-  if not body then
-    return nil, next_cursors
-  end
-  local claim = { body = body, count = count, starts = {}, ends = {} }
-  if count > 0 then
-    claim.id = shm:incr(CLAIM_ID_KEY, 1, 0)
-    local expires = ceil(t + timeout + CLAIM_GRACE)
-    local pid = worker_pid()
-    for i, p in ipairs(partitions) do
-      local from, to = cursors[i], next_cursors[i]
-      if to ~= from then
-        if redo[i] then
-          served_up_to(redo[i], to)
-          write_ranges(shm, partition_key("r:", group, p), redo[i])
+  -- the handle picks the records, calls `record` (the claim's bookkeeping, then `unlock`), and only
+  -- then renders them: other workers wait for the bookkeeping, never for a rendering of max_bytes
+  local claim = { count = 0, starts = {}, ends = {} }
+  local function record(next_cursors, count)
+    claim.count = count
+    if count > 0 then
+      claim.id = shm:incr(CLAIM_ID_KEY, 1, 0)
+      local expires = ceil(t + timeout + CLAIM_GRACE)
+      local pid = worker_pid()
+      for i, p in ipairs(partitions) do
+        local from, to = cursors[i], next_cursors[i]
+        if to ~= from then
+          if redo[i] then
+            served_up_to(redo[i], to)
+            write_ranges(shm, partition_key("r:", group, p), redo[i])
+          end
+          -- offset gaps (compaction, transaction markers) can carry a redo read past the frontier
+          if to > positions[i] then
+            shm:set(partition_key("n:", group, p), to)
+          end
+          local ckey = partition_key("c:", group, p)
+          local claims = read_claims(shm, ckey)
+          claims[#claims + 1] = { id = claim.id, start = from, stop = to, expires = expires, pid = pid }
+          write_claims(shm, ckey, claims)
+          claim.starts[i], claim.ends[i] = from, to
         end
-        -- offset gaps (compaction, transaction markers) can carry a redo read past the frontier
-        if to > positions[i] then
-          shm:set(partition_key("n:", group, p), to)
-        end
-        local ckey = partition_key("c:", group, p)
-        local claims = read_claims(shm, ckey)
-        claims[#claims + 1] = { id = claim.id, start = from, stop = to, expires = expires, pid = pid }
-        write_claims(shm, ckey, claims)
-        claim.starts[i], claim.ends[i] = from, to
       end
     end
+    unlock()
   end
+  local handle = entry.handle
+  local read = one_by_one and handle.records or handle.take
+  local body, err = read(handle, cursors, max_records, limits.max_bytes, record)
+  if not body then
+    return nil, err, claim
+  end
+  claim.body = body
   return claim
 end
 
@@ -369,11 +376,38 @@ local function locked(group, timeout, fn, ...)
 end
 
 
--- Takes the next records for this node from `entry`'s handle.
+-- Takes the next records for this node from `entry`'s handle: picked and recorded as a claim under the
+-- group's lock, rendered after its release.
 -- Returns a claim { body, count, starts, ends, id } or nil, err. `body` is the answer's JSON, or with
 -- `one_by_one` the records one by one (the handle's `records`), for message functions to go through.
 function _M.claim(entry, partitions, limits, timeout, one_by_one)
-  return locked(entry.group_id, timeout, take_claim, entry, partitions, limits, timeout, one_by_one)
+  local shm, err = dict()
+  if not shm then
+    return nil, err
+  end
+  local lock_key
+  lock_key, err = lock(shm, entry.group_id, timeout)
+  if not lock_key then
+    return nil, err
+  end
+  local held = true
+  local function unlock()
+    shm:delete(lock_key)
+    held = false
+  end
+  local ok, claim, claim_err, recorded = pcall(take_claim, shm, entry, partitions, limits, timeout, one_by_one,
+                                               unlock)
+  if held then
+    shm:delete(lock_key)
+  end
+  if not ok then
+    error(claim, 0)
+  end
+  if not claim and recorded and recorded.count > 0 then
+    -- recorded, then the rendering failed: its records go to the next claim
+    _M.settle(entry, partitions, recorded, false, timeout)
+  end
+  return claim, claim_err
 end
 
 

@@ -240,7 +240,7 @@ local function served_up_to(ranges, offset)
 end
 
 
-local function take_claim(shm, entry, partitions, limits, timeout, one_by_one, unlock)
+local function take_claim(shm, unlock, entry, partitions, limits, timeout, one_by_one)
   local group = entry.group_id
   local t = now()
   if t >= (next_recovery[group] or 0) then
@@ -304,14 +304,18 @@ local function take_claim(shm, entry, partitions, limits, timeout, one_by_one, u
   local read = one_by_one and handle.records or handle.take
   local body, err = read(handle, cursors, max_records, limits.max_bytes, record)
   if not body then
-    return nil, err, claim
+    if claim.count > 0 then
+      -- recorded, then the rendering failed: its records go to the next claim
+      _M.settle(entry, partitions, claim, false, timeout)
+    end
+    return nil, err
   end
   claim.body = body
   return claim
 end
 
 
-local function settle_claim(shm, entry, partitions, claim, delivered)
+local function settle_claim(shm, _, entry, partitions, claim, delivered)
   local group = entry.group_id
   local commits = {}
   for i, p in ipairs(partitions) do
@@ -357,7 +361,8 @@ local function settle_claim(shm, entry, partitions, claim, delivered)
 end
 
 
--- Runs fn(shm, ...) under the group's lock; the lock is released even if fn raises.
+-- Runs fn(shm, unlock, ...) under the group's lock; fn may release it early with unlock(), else it is
+-- released when fn returns or raises.
 local function locked(group, timeout, fn, ...)
   local shm, err = dict()
   if not shm then
@@ -367,8 +372,15 @@ local function locked(group, timeout, fn, ...)
   if not lock_key then
     return nil, lock_err
   end
-  local ok, result, result_err = pcall(fn, shm, ...)
-  shm:delete(lock_key)
+  local held = true
+  local function unlock()
+    if held then
+      held = false
+      shm:delete(lock_key)
+    end
+  end
+  local ok, result, result_err = pcall(fn, shm, unlock, ...)
+  unlock()
   if not ok then
     error(result, 0)
   end
@@ -381,33 +393,7 @@ end
 -- Returns a claim { body, count, starts, ends, id } or nil, err. `body` is the answer's JSON, or with
 -- `one_by_one` the records one by one (the handle's `records`), for message functions to go through.
 function _M.claim(entry, partitions, limits, timeout, one_by_one)
-  local shm, err = dict()
-  if not shm then
-    return nil, err
-  end
-  local lock_key
-  lock_key, err = lock(shm, entry.group_id, timeout)
-  if not lock_key then
-    return nil, err
-  end
-  local held = true
-  local function unlock()
-    shm:delete(lock_key)
-    held = false
-  end
-  local ok, claim, claim_err, recorded = pcall(take_claim, shm, entry, partitions, limits, timeout, one_by_one,
-                                               unlock)
-  if held then
-    shm:delete(lock_key)
-  end
-  if not ok then
-    error(claim, 0)
-  end
-  if not claim and recorded and recorded.count > 0 then
-    -- recorded, then the rendering failed: its records go to the next claim
-    _M.settle(entry, partitions, recorded, false, timeout)
-  end
-  return claim, claim_err
+  return locked(entry.group_id, timeout, take_claim, entry, partitions, limits, timeout, one_by_one)
 end
 
 

@@ -271,7 +271,8 @@ local function take_claim(shm, unlock, entry, partitions, limits, timeout, one_b
   end
 
   -- the handle picks the records, calls `record` (the claim's bookkeeping, then `unlock`), and only
-  -- then renders them: other workers wait for the bookkeeping, never for a rendering of max_bytes
+  -- then renders them: other workers wait for the bookkeeping, never for a rendering of max_bytes.
+  -- `record` runs inside the native call, so it must not yield (shared dict calls never do)
   local claim = { count = 0, starts = {}, ends = {} }
   local function record(next_cursors, count)
     claim.count = count

@@ -31,6 +31,8 @@ local function read_start(conf)
 end
 
 
+-- `chunk`: a string, or an array of them (several reads at once), written as one buffer chain: one
+-- write syscall at the flush.
 local function send(chunk)
   local ok, err = print(chunk)
   if ok then
@@ -50,9 +52,10 @@ local function always()
 end
 
 
--- The events a stream writes.
+-- The events a stream writes; reads that are ready together go out in one write (stream.lua's pump).
 local SINK = {
   ready = always,
+  coalesce = true,
   records = send,
   error = function(message)
     return send(error_event(message))

@@ -261,13 +261,55 @@ function _M.open(conf, plugin_name, format, start, request)
 end
 
 
--- The loop of `run`.
+-- One read of `source` at `cursors` (see read_live for the values).
+local function read_once(conf, format, live, source, cursors, fx, sink)
+  if source == live then
+    return read_live(live, format, cursors, conf.max_records, conf.max_bytes, fx, sink.prepare)
+  end
+  local body, next_cursors, count, behind, kafka_err, sent
+  if fx then
+    body, next_cursors, count, behind, kafka_err, sent = read_through(source, cursors, conf.max_records,
+                                                                      conf.max_bytes, fx)
+  else
+    local handle = source.handle
+    body, next_cursors, count, behind, kafka_err, sent = handle[FORMATS[format].method](handle, cursors,
+                                                                                        conf.max_records,
+                                                                                        conf.max_bytes)
+  end
+  return body, next_cursors, count, behind, kafka_err, sent
+end
+
+
+-- The loop of `run`. A sink that can write several reads at once (`sink.coalesce`) gets every read that
+-- is ready now in one write (one write syscall however many records), up to one read's limits: records
+-- that arrived while the stream waited its turn leave together, and a record that arrives alone is
+-- written as soon as the read after it finds nothing more, which the loop makes anyway before it waits.
+-- With thousands of streams per worker the kernel's work per write is most of the worker's CPU
+-- (docs/performance.md), and a worker that falls behind hands its streams more records per turn.
 local function pump(conf, format, request, cursors, fx, sink)
   local live = request.live
   local replay = request.replay
   local heartbeat = conf.heartbeat_interval / 1000
   local last_error
   local source = replay or live
+  -- reads not yet written (coalescing sinks): bodies, their records and bytes, and the last read's
+  -- cursors and `sent`
+  local pending, pending_count, pending_bytes, pending_cursors, pending_sent = {}, 0, 0, nil, nil
+
+  local function write_pending()
+    if pending_count == 0 then
+      return true
+    end
+    local out = #pending == 1 and pending[1] or pending
+    if not sink.records(out, pending_cursors, pending_count, pending_sent) then
+      return false
+    end
+    metrics.count(request.records_key, pending_count)
+    metrics.count(request.bytes_key, pending_bytes)
+    pending, pending_count, pending_bytes = {}, 0, 0
+    return true
+  end
+
   while true do
     if request.aborted or ngx.worker.exiting() or live.closed then
       -- the client reconnects with its cursor, to this or another worker
@@ -279,22 +321,16 @@ local function pump(conf, format, request, cursors, fx, sink)
     local generation = source.generation
     -- one native call per pass (none when another stream at this position read it): the read also
     -- tells the handle's Kafka error
-    local body, next_cursors, count, behind, kafka_err, sent, prepared
-    if source == live then
-      body, next_cursors, count, behind, kafka_err, sent, prepared = read_live(live, format, cursors,
-                                                                               conf.max_records, conf.max_bytes,
-                                                                               fx, sink.prepare)
-    elseif fx then
-      body, next_cursors, count, behind, kafka_err, sent = read_through(source, cursors, conf.max_records,
-                                                                        conf.max_bytes, fx)
-    else
-      local handle = source.handle
-      body, next_cursors, count, behind, kafka_err, sent = handle[FORMATS[format].method](handle, cursors,
-                                                                                          conf.max_records,
-                                                                                          conf.max_bytes)
-    end
+    local body, next_cursors, count, behind, kafka_err, sent, prepared = read_once(conf, format, live, source,
+                                                                                   cursors, fx, sink)
     if body and not prepared and sink.prepare then
       prepared = sink.prepare(body)
+    end
+    if not body or behind or count == 0 then
+      -- what was read before goes first, whatever this read found
+      if not write_pending() then
+        return
+      end
     end
     if not body then
       sink.error(respond.kafka_message(conf, 503, "stream interrupted: " .. tostring(next_cursors)) ..
@@ -306,12 +342,15 @@ local function pump(conf, format, request, cursors, fx, sink)
       return
     end
     if count > 0 then
-      if not sink.records(prepared or body, next_cursors, count, sent) then
-        return
-      end
-      metrics.count(request.records_key, count)
-      metrics.count(request.bytes_key, #body)
+      pending[#pending + 1] = prepared or body
+      pending_count, pending_bytes = pending_count + count, pending_bytes + #body
+      pending_cursors, pending_sent = next_cursors, sent
       cursors = next_cursors
+      if not sink.coalesce or pending_count >= conf.max_records or pending_bytes >= conf.max_bytes then
+        if not write_pending() then
+          return
+        end
+      end
     end
     if source == replay and within(live, cursors) then
       _M.end_catchup(request)
@@ -340,6 +379,7 @@ end
 --   prepare(body)           -> (optional) what records() gets instead of the rendered body, made once
 --                              per read of the shared handle however many streams send it
 --   records(body, next_cursors, count, sent) -> false when the client cannot be written to
+--   coalesce                -> (optional) true when records() takes an array of bodies, written as one
 --   error(message, final)   -> false when the client cannot be written to; `final` ends the stream
 --   wait(source, generation, seconds) -> true when woken before `seconds` passed
 --   heartbeat()             -> false when the client cannot be written to

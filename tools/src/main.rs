@@ -17,9 +17,10 @@
 //! kafka-tool watermarks  --topic T
 //! kafka-tool wait-ready  [--timeout-ms MS]
 //! kafka-tool sse-clients --port P --host H --events N [--path P] [--clients N] [--sample N] [--timeout-ms MS]
-//!                        [--ready-file F]   (many SSE clients against the gateway, for benchmarks)
+//!                        [--ready-file F] [--no-samples]   (many SSE clients against the gateway, for benchmarks)
 //! kafka-tool ws-clients  --port P --host H --events N [--path P] [--clients N] [--sample N] [--timeout-ms MS]
-//!                        [--ready-file F] [--acks]   (the same over WebSockets; --acks acknowledges every frame)
+//!                        [--ready-file F] [--no-samples] [--acks]   (the same over WebSockets; --acks acknowledges
+//!                        every frame)
 //! ```
 //!
 //! `produce --rate R` spreads the records evenly at R per second (fault tests need a producer still writing

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import resource
 import socket
 import subprocess
 import sys
@@ -23,11 +22,17 @@ RUN = os.path.join(ROOT, ".run", "bench")
 BROKER_PORT, SQLITE_BROKER_PORT, PROXY_PORT, ADMIN_PORT = 19392, 19393, 18900, 18901
 # A second host, identical but for CONFLUENT_CONSUME_METRICS=off: scenario 8 measures what metrics cost.
 OFF_PROXY_PORT, OFF_ADMIN_PORT = 18902, 18903
-# CC_BENCH_PORT_BASE=P moves the six ports to P..P+5 (brokers, then the hosts), for runs of several
+# Scenario 13's host of two workers, and scenario 14's KafkaSSE server.
+SCALE_PROXY_PORT, SCALE_ADMIN_PORT, KAFKA_SSE_PORT = 18904, 18905, 18906
+# CC_BENCH_PORT_BASE=P moves the nine ports to P..P+8 (brokers, then the hosts), for runs of several
 # checkouts on one machine.
 if os.environ.get("CC_BENCH_PORT_BASE"):
-    (BROKER_PORT, SQLITE_BROKER_PORT, PROXY_PORT, ADMIN_PORT, OFF_PROXY_PORT,
-     OFF_ADMIN_PORT) = range(int(os.environ["CC_BENCH_PORT_BASE"]), int(os.environ["CC_BENCH_PORT_BASE"]) + 6)
+    (BROKER_PORT, SQLITE_BROKER_PORT, PROXY_PORT, ADMIN_PORT, OFF_PROXY_PORT, OFF_ADMIN_PORT, SCALE_PROXY_PORT,
+     SCALE_ADMIN_PORT, KAFKA_SSE_PORT) = range(int(os.environ["CC_BENCH_PORT_BASE"]),
+                                               int(os.environ["CC_BENCH_PORT_BASE"]) + 9)
+# Scenario 13: this many SSE streams on one node of two workers (CC_BENCH_STREAMS lowers it on a machine
+# that cannot host them and their clients; the row says which count ran).
+STREAMS = int(os.environ.get("CC_BENCH_STREAMS", "10000"))
 # Each round reads one topic from the start, as scenarios 1 and 2 do (http-get: with a group of its own).
 METRICS_ROUNDS, METRICS_RECORDS = 10, 100000
 # Scenarios 1, 2 and 12 alternate the plugin and the raw consumer over this many rounds (each http-get round
@@ -60,9 +65,13 @@ def route(name, topic_name, mode, port=BROKER_PORT, **extra):
     return {"name": name, "hosts": [name + ".bench"], "plugins": [{"name": "confluent-consume", "config": config}]}
 
 
-def worker_pid(prefix="host"):
+def worker_pids(prefix="host"):
     master = open(os.path.join(RUN, prefix, "logs", "nginx.pid")).read().strip()
-    return int(sh("pgrep", "-P", master).split()[0])
+    return [int(p) for p in sh("pgrep", "-P", master).split()]
+
+
+def worker_pid(prefix="host"):
+    return worker_pids(prefix)[0]
 
 
 def rss_mb(pid):
@@ -82,21 +91,28 @@ def cpu_seconds(pid):
 
 
 class Usage:
-    """CPU share of this client process and of the nginx worker over a block, and the worker's peak RSS."""
+    """CPU share of this client process and of the nginx worker (or the sum of `pid`, a list of workers) over
+    a block, and the worker's peak RSS."""
 
     def __init__(self, pid):
-        self.pid = pid
+        self.pids = pid if isinstance(pid, list) else [pid]
+
+    def rss(self):
+        return sum(rss_mb(p) for p in self.pids)
+
+    def cpu(self):
+        return sum(cpu_seconds(p) for p in self.pids)
 
     def __enter__(self):
-        self.wall, self.client, self.worker = time.perf_counter(), time.process_time(), cpu_seconds(self.pid)
-        self.peak, self.start_rss, self.running = rss_mb(self.pid), rss_mb(self.pid), True
+        self.wall, self.client, self.worker = time.perf_counter(), time.process_time(), self.cpu()
+        self.peak, self.start_rss, self.running = self.rss(), self.rss(), True
         self.sampler = threading.Thread(target=self._sample, daemon=True)
         self.sampler.start()
         return self
 
     def _sample(self):
         while self.running:
-            self.peak = max(self.peak, rss_mb(self.pid))
+            self.peak = max(self.peak, self.rss())
             time.sleep(0.05)
 
     def __exit__(self, *exc):
@@ -104,7 +120,7 @@ class Usage:
         self.sampler.join()
         wall = time.perf_counter() - self.wall
         self.client_cpu = (time.process_time() - self.client) / wall
-        self.worker_cpu = (cpu_seconds(self.pid) - self.worker) / wall
+        self.worker_cpu = (self.cpu() - self.worker) / wall
         return False
 
     def note(self):
@@ -234,18 +250,20 @@ def sse_latency(host, topic_name, count=200):
     return lat, raw
 
 
-def stream_clients(kind, host, path, clients, records, sampled=0, ready=None):
+def stream_clients(kind, host, path, clients, records, sampled=0, ready=None, port=PROXY_PORT, samples=True):
     """kafka-tool sse-clients or ws-clients (`kind`): a thread per stream, since a Python client saturates a
-    core at 1,000 streams. Returns the running process; its last output line is the JSON summary."""
+    core at 1,000 streams. Returns the running process; its last output line is the JSON summary (without
+    the samples themselves unless `samples`)."""
     extra = ["--ready-file", ready] if ready else []
-    return subprocess.Popen([TOOL, kind, "--port", str(PROXY_PORT), "--host", host, "--path", path, "--clients",
+    extra += [] if samples else ["--no-samples"]
+    return subprocess.Popen([TOOL, kind, "--port", str(port), "--host", host, "--path", path, "--clients",
                              str(clients), "--events", str(records), "--sample", str(sampled), "--timeout-ms",
                              "60000", *extra], stdout=subprocess.PIPE, text=True)
 
 
-def tool_throughput(kind, host, total):
-    """Scenario 8: one kafka-tool stream client from the earliest record: records/s."""
-    out, _ = stream_clients(kind, host, "/?from=earliest", 1, total).communicate(timeout=120)
+def tool_throughput(kind, host, total, path="/?from=earliest", port=PROXY_PORT):
+    """Scenarios 9 and 14: one kafka-tool stream client from the earliest record: records/s."""
+    out, _ = stream_clients(kind, host, path, 1, total, port=port).communicate(timeout=120)
     result = json.loads(out.strip().splitlines()[-1])
     return result["min_events"] / result["seconds"]
 
@@ -266,29 +284,92 @@ def ws_latency(host, topic_name, count=200):
     return json.loads(out.strip().splitlines()[-1])["samples_ms"], json.loads(raw_out.strip().splitlines()[-1])
 
 
-def crowd(host, topic_name, pid, clients=1000, records=1000, sampled=100, interval_ms=10, kind="sse-clients"):
-    """Scenarios 4 and 10: `clients` streams on one worker (kafka-tool `kind`); `sampled` of them time every
-    record."""
+def crowd(host, topic_name, pid, clients=1000, records=1000, interval_ms=10, kind="sse-clients", port=PROXY_PORT,
+          samples=True):
+    """Scenarios 4, 11 and 13: `clients` streams (kafka-tool `kind`) on the worker `pid` (or the workers, a
+    list), every one timing every record: the quantiles are over all clients. The generator's CPU (its own
+    getrusage) and the load average stand beside them, to show whether the clients were the limit."""
     ready = os.path.join(RUN, "crowd.ready")
     if os.path.exists(ready):
         os.remove(ready)
-    proc = stream_clients(kind, host, "/?from=latest", clients, records, sampled, ready)
+    proc = stream_clients(kind, host, "/?from=latest", clients, records, clients, ready, port=port,
+                          samples=samples)
     while not os.path.exists(ready):
         time.sleep(0.05)
     time.sleep(0.5)
-    rss0, threads0 = rss_mb(pid), threads(pid)
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with Usage(pid) as usage:
+    pids = pid if isinstance(pid, list) else [pid]
+    threads0 = sum(threads(p) for p in pids)
+    with Usage(pids) as usage:
         asyncio.run(produce_stamped(topic_name, records, interval_ms))
-        threads1 = threads(pid)
-        out, _ = proc.communicate(timeout=120)
-    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = time.perf_counter() - usage.wall
-    client_cpu = (children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime) / wall
+        threads1 = sum(threads(p) for p in pids)
+        out, _ = proc.communicate(timeout=120 + records * interval_ms / 1000)
+    load = open("/proc/loadavg").read().split()[0]
     result = json.loads(out.strip().splitlines()[-1])
-    return {"complete": result["complete"], "lat": result["samples_ms"], "rss0": rss0, "rss_peak": usage.peak,
-            "threads0": threads0, "threads1": threads1,
-            "note": f"clients + producer CPU {client_cpu:.0%}, worker CPU {usage.worker_cpu:.0%}"}
+    generator_cpu = result["cpu_seconds"] / result["seconds"]
+    return {"complete": result["complete"], "lat": result.get("samples_ms", []), "p50": result["p50_ms"],
+            "p99": result["p99_ms"], "max": result["max_ms"], "rss0": usage.start_rss, "rss_peak": usage.peak,
+            "threads0": threads0, "threads1": threads1, "samples": result["samples"],
+            "note": f"generator CPU {generator_cpu:.0%} of a core, worker CPU {usage.worker_cpu:.0%}, "
+                    f"load {load}"}
+
+
+# scenario 14's KafkaSSE server, while it runs (stopped at the end of main)
+KAFKA_SSE = []
+
+
+def kafka_sse_rows(t1, tl):
+    """Scenario 14: Wikimedia's KafkaSSE on the same broker, at its defaults but for the fetch wait of every
+    route here: one stream from the earliest record (alternating rounds with ours) and the live latency of one
+    stream of each, reading the same stamped records at once."""
+    title = "14. KafkaSSE (npm kafka-sse 0.4.2, node-rdkafka; fetch.wait.max.ms 10 as ours, else its defaults)"
+    install = subprocess.run([os.path.join(ROOT, "scripts", "install-kafka-sse.sh")], capture_output=True, text=True)
+    if install.returncode != 0:
+        why = (install.stderr.strip().splitlines() or ["no output"])[-1]
+        return [(title, "–", f"not run: install-kafka-sse.sh failed: {why}", "–", "MISSED")]
+    log = open(os.path.join(RUN, "kafka-sse.log"), "w")
+    KAFKA_SSE.append(subprocess.Popen(["node", os.path.join(ROOT, "bench", "kafka-sse", "server.js"),
+                                       str(KAFKA_SSE_PORT), f"127.0.0.1:{BROKER_PORT}", str(FETCH_WAIT_MS)],
+                                      env=dict(os.environ, NODE_PATH=install.stdout.strip().splitlines()[-1]),
+                                      stdout=log, stderr=log))
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", KAFKA_SSE_PORT)).close()
+            break
+        except OSError:
+            if time.time() > deadline or KAFKA_SSE[0].poll() is not None:
+                return [(title, "–", "not run: its server did not start (.run/bench/kafka-sse.log)", "–", "MISSED")]
+            time.sleep(0.1)
+    ours, theirs, loads = [], [], []
+    for i in range(3):
+        loads.append(open("/proc/loadavg").read().split()[0])
+        for side in ((0, 1) if i % 2 == 0 else (1, 0)):
+            if side == 0:
+                ours.append(tool_throughput("sse-clients", "sse1d.bench", 100000))
+            else:
+                theirs.append(tool_throughput("sse-clients", "kafkasse", 100000, path=f"/{t1}?from=earliest",
+                                              port=KAFKA_SSE_PORT))
+    ratios = [o / t for o, t in zip(ours, theirs)]
+    median = sorted(ratios)[1]
+    o, t = ours[ratios.index(median)], theirs[ratios.index(median)]
+    rows = [(f"{title}: one SSE stream from the earliest record, 100k x 200 B JSON, 1 partition (ours: "
+             f"buffer_max_bytes 64 MiB, else defaults), median of 3 alternating rounds",
+             f"{o:,.0f} rec/s; ratio per round {', '.join(f'{r:.1f}' for r in ratios)}; load {'/'.join(loads)}",
+             f"KafkaSSE {t:,.0f} rec/s", f"{median:.1f}x KafkaSSE", "– (a peer)")]
+    ready = [os.path.join(RUN, f"peer{n}.ready") for n in (0, 1)]
+    procs = [stream_clients("sse-clients", "lat.bench", "/?from=latest", 1, 200, 1, ready[0]),
+             stream_clients("sse-clients", "kafkasse", f"/{tl}", 1, 200, 1, ready[1], port=KAFKA_SSE_PORT)]
+    while not all(os.path.exists(r) for r in ready):
+        time.sleep(0.05)
+    time.sleep(1.0)  # KafkaSSE assigns its consumer after its headers
+    asyncio.run(produce_stamped(tl, 200, 20))
+    ours, theirs = (json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in procs)
+    rows.append((f"{title}: live latency of one stream each, the same 200 records 20 ms apart: p50 / p99 / max",
+                 f"{ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} / {ours['max_ms']:.2f} ms",
+                 f"KafkaSSE {theirs['p50_ms']:.2f} / {theirs['p99_ms']:.2f} / {theirs['max_ms']:.2f} ms",
+                 f"{ours['p50_ms'] / theirs['p50_ms']:.2f} / {ours['p99_ms'] / theirs['p99_ms']:.2f} of KafkaSSE's",
+                 "– (a peer)"))
+    return rows
 
 
 def quick_p99(host, n=300):
@@ -564,10 +645,12 @@ def main():
             for interval in (20, 10):
                 c = crowd("crowd.bench", tc, pid, interval_ms=interval)
                 crowd_lat = crowd_lat or c["lat"]
-                c99 = percentile(c["lat"], 0.99)
+                c99 = c["p99"]
                 growth = c["rss_peak"] - c["rss0"]
-                rows.append((f"4. 1,000 SSE clients on one worker, 1,000 live records ({interval} ms apart)",
-                             f"{c['complete']}/1000 got all; p99 {c99:.1f} ms; RSS {c['rss0']:.0f} → "
+                rows.append((f"4. 1,000 SSE clients on one worker, 1,000 live records ({interval} ms apart), at "
+                             f"defaults; latency over all clients ({c['samples']:,} samples)",
+                             f"{c['complete']}/1000 got all; p50 {c['p50']:.1f}, p99 {c99:.1f}, max "
+                             f"{c['max']:.1f} ms; RSS {c['rss0']:.0f} → "
                              f"{c['rss_peak']:.0f} MB; threads {c['threads0']} → {c['threads1']} ({c['note']})",
                              f"raw p99 {raw_lat['p99_ms']:.2f} ms (3.)", f"RSS +{growth:.0f} MB",
                              check(f"4 at {interval} ms", c["complete"] == 1000 and c99 <= 50 and growth <= 200)))
@@ -638,12 +721,35 @@ def main():
 
         if wanted("11"):
             c = crowd("wscrowd.bench", tc, pid, interval_ms=20, kind="ws-clients")
-            c99 = percentile(c["lat"], 0.99)
+            c99 = c["p99"]
             growth = c["rss_peak"] - c["rss0"]
-            rows.append(("11. 1,000 WebSocket clients on one worker, 1,000 live records (20 ms apart: 50/s)",
-                         f"{c['complete']}/1000 got all; p99 {c99:.1f} ms; RSS {c['rss0']:.0f} → "
+            rows.append(("11. 1,000 WebSocket clients on one worker, 1,000 live records (20 ms apart: 50/s), at "
+                         f"defaults; latency over all clients ({c['samples']:,} samples)",
+                         f"{c['complete']}/1000 got all; p50 {c['p50']:.1f}, p99 {c99:.1f}, max "
+                         f"{c['max']:.1f} ms; RSS {c['rss0']:.0f} → "
                          f"{c['rss_peak']:.0f} MB; threads {c['threads0']} → {c['threads1']} ({c['note']})",
                          "–", f"RSS +{growth:.0f} MB", check("11 p99 <= 50 ms", c["complete"] == 1000 and c99 <= 50)))
+
+        if wanted("13"):
+            # a host of two workers, as the issue asks (one node), started for this scenario alone
+            sh(os.path.join(ROOT, "host", "bin", "kong-host"), "start", "--prefix", os.path.join(RUN, "host-scale"),
+               "--config", os.path.join(RUN, "kong.json"), "--workers", "2",
+               "--proxy-listen", f"127.0.0.1:{SCALE_PROXY_PORT}", "--admin-listen", f"127.0.0.1:{SCALE_ADMIN_PORT}")
+            c = crowd("crowd.bench", tc, worker_pids("host-scale"), clients=STREAMS, records=500, interval_ms=20,
+                      port=SCALE_PROXY_PORT, samples=False)
+            growth = c["rss_peak"] - c["rss0"]
+            rows.append((f"13. {STREAMS:,} SSE clients on one node of 2 workers (worker_connections 16384, "
+                         f"worker_rlimit_nofile: the hard limit), 500 live records 20 ms apart (50/s), at "
+                         f"defaults; latency over all clients ({c['samples']:,} samples); clients on the same "
+                         f"{os.cpu_count()} cores",
+                         f"{c['complete']:,}/{STREAMS:,} got all; p50 {c['p50']:.1f}, p99 {c['p99']:.1f}, max "
+                         f"{c['max']:.1f} ms; RSS of both workers {c['rss0']:.0f} → {c['rss_peak']:.0f} MB "
+                         f"({c['note']})", "–", f"RSS +{growth:.0f} MB",
+                         check(f"13 {STREAMS} streams: all complete, p99 <= 100 ms, RSS +300 MB at most",
+                               c["complete"] == STREAMS and c["p99"] <= 100 and growth <= 300)))
+
+        if wanted("14"):
+            rows += kafka_sse_rows(t1, tl)
 
         table = ["| # scenario | plugin | reference (same run) | ratio / delta | target |", "|---|---|---|---|---|"]
         table += ["| " + " | ".join(r) + " |" for r in rows]
@@ -660,7 +766,10 @@ def main():
         if missed:
             print("targets missed: " + ", ".join(missed))
     finally:
-        for prefix in ("host", "host-off"):
+        if KAFKA_SSE:
+            KAFKA_SSE[0].terminate()
+            KAFKA_SSE[0].wait()
+        for prefix in ("host", "host-off", "host-scale"):
             subprocess.run([os.path.join(ROOT, "host", "bin", "kong-host"), "stop", "--prefix",
                             os.path.join(RUN, prefix)], capture_output=True)
         for name in ("broker", "broker-sqlite"):

@@ -81,6 +81,14 @@ def rss_mb(pid):
     return 0.0
 
 
+def write_calls(pid):
+    """The write syscalls the process made so far (a stream's chunk is one writev)."""
+    for line in open(f"/proc/{pid}/io"):
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    return 0
+
+
 def threads(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -118,7 +126,7 @@ class Usage:
     def __exit__(self, *exc):
         self.running = False
         self.sampler.join()
-        wall = time.perf_counter() - self.wall
+        wall = self.wall_seconds = time.perf_counter() - self.wall
         self.client_cpu = (time.process_time() - self.client) / wall
         self.worker_cpu = (self.cpu() - self.worker) / wall
         return False
@@ -298,19 +306,21 @@ def crowd(host, topic_name, pid, clients=1000, records=1000, interval_ms=10, kin
         time.sleep(0.05)
     time.sleep(0.5)
     pids = pid if isinstance(pid, list) else [pid]
-    threads0 = sum(threads(p) for p in pids)
+    threads0, writes0 = sum(threads(p) for p in pids), sum(write_calls(p) for p in pids)
     with Usage(pids) as usage:
         asyncio.run(produce_stamped(topic_name, records, interval_ms))
         threads1 = sum(threads(p) for p in pids)
         out, _ = proc.communicate(timeout=120 + records * interval_ms / 1000)
+    writes = sum(write_calls(p) for p in pids) - writes0
     load = open("/proc/loadavg").read().split()[0]
     result = json.loads(out.strip().splitlines()[-1])
     generator_cpu = result["cpu_seconds"] / result["seconds"]
     return {"complete": result["complete"], "lat": result.get("samples_ms", []), "p50": result["p50_ms"],
             "p99": result["p99_ms"], "max": result["max_ms"], "rss0": usage.start_rss, "rss_peak": usage.peak,
             "threads0": threads0, "threads1": threads1, "samples": result["samples"],
-            "note": f"generator CPU {generator_cpu:.0%} of a core, worker CPU {usage.worker_cpu:.0%}, "
-                    f"load {load}"}
+            "note": f"generator CPU {generator_cpu:.0%} of a core, worker CPU {usage.worker_cpu:.0%} "
+                    f"({1e6 * usage.worker_cpu * usage.wall_seconds / (records * clients):.1f} µs per record "
+                    f"and stream), {writes / (records * clients):.2f} writes per record and stream, load {load}"}
 
 
 # scenario 14's KafkaSSE server, while it runs (stopped at the end of main)

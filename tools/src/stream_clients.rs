@@ -1,16 +1,22 @@
 //! `sse-clients` and `ws-clients`: many concurrent stream clients (server-sent events, or WebSockets of the
-//! `websocket` mode), one thread each, cheap enough that the benchmark measures the gateway rather than its
-//! client (a Python asyncio client saturated a core at 1,000 streams). Counts records per client;
+//! `websocket` mode), cheap enough that the benchmark measures the gateway rather than its client (a Python
+//! asyncio client saturated a core at 1,000 streams). SSE clients share a few threads polling their sockets
+//! (mio): a thread per client made thousands of threads runnable at each record, which the scheduler served
+//! before the gateway's two workers, so that 10,000 of them measured the scheduler. WebSocket clients keep a
+//! thread each (tungstenite's blocking client). Counts records per client;
 //! `--sample` clients also time each record from its `ts_us` stamp (set by `produce`) to its arrival.
 //! `ws-clients --acks` acknowledges every frame (for a `--path` with `acks=true`).
 //! The summary gives the quantiles over every timed record of every timed client, and the CPU seconds this
 //! process used (`cpu_seconds`), so that a benchmark can tell whether the clients, rather than the gateway,
 //! were the limit. `--no-samples` leaves the samples themselves out of it (10,000 clients time millions).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, Barrier, Mutex};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -66,24 +72,37 @@ fn clients(argv: &[String], flags: &[&str], protocol: impl Fn(&Args) -> Protocol
     let sample: usize = args.number("sample")?.unwrap_or(0);
     let timeout = Duration::from_millis(args.number("timeout-ms")?.unwrap_or(60_000));
     raise_fd_limit(clients)?;
-    let connected = Arc::new(Barrier::new(clients + 1));
     let results = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
-    let mut threads = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let client = Client { port, host: host.clone(), path: path.clone(), events, timed: i < sample, timeout };
-        let (connected, results) = (connected.clone(), results.clone());
-        threads.push(
-            std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
-                let seen = match protocol {
-                    Protocol::Sse => sse_client(&client, &connected),
-                    Protocol::WebSocket { acks } => ws_client(&client, acks, &connected),
-                };
-                results.lock().expect("results lock").push(seen);
-            })?,
-        );
+    // every client's stream is open (or failed) once this reaches `clients`
+    let opened = Arc::new(AtomicUsize::new(0));
+    let client = |i: usize| Client { port, host: host.clone(), path: path.clone(), events, timed: i < sample, timeout };
+    let mut threads = Vec::new();
+    match protocol {
+        Protocol::Sse => {
+            let pollers = SSE_POLLERS.min(clients.max(1));
+            for t in 0..pollers {
+                let mine: Vec<Client> = (t..clients).step_by(pollers).map(client).collect();
+                let (opened, results) = (opened.clone(), results.clone());
+                threads.push(std::thread::Builder::new().spawn(move || {
+                    let seen = sse_poller(&mine, &opened);
+                    results.lock().expect("results lock").extend(seen);
+                })?);
+            }
+        }
+        Protocol::WebSocket { acks } => {
+            for i in 0..clients {
+                let (c, opened, results) = (client(i), opened.clone(), results.clone());
+                threads.push(std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+                    let seen = ws_client(&c, acks, &opened);
+                    results.lock().expect("results lock").push(seen);
+                })?);
+            }
+        }
     }
-    connected.wait();
+    while opened.load(Ordering::Acquire) < clients {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     if let Some(file) = args.get("ready-file") {
         std::fs::write(file, clients.to_string())?;
     }
@@ -160,65 +179,151 @@ fn cpu_seconds() -> Result<f64> {
     Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
-/// One stream: counts `event: message` blocks until `events`, or the stream ends, or `timeout`.
-fn sse_client(c: &Client, connected: &Barrier) -> Seen {
-    let (port, host, path, events, timed, timeout) = (c.port, c.host.as_str(), c.path.as_str(), c.events, c.timed, c.timeout);
-    let mut seen = Seen { events: 0, delays_ms: Vec::new() };
-    let stream = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-        s.set_read_timeout(Some(timeout))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")?;
-        Ok(s)
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut headers_done = false;
-    let deadline = Instant::now() + timeout;
-    let Ok(mut stream) = stream else {
-        connected.wait();
-        return seen;
-    };
-    // Headers first: the stream is open (and positioned) once they arrived.
-    while !headers_done {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
-                if let Some(end) = find(&pending, b"\r\n\r\n") {
-                    pending.drain(..end + 4);
-                    headers_done = true;
-                }
-            }
+/// SSE clients per polling thread: two threads share the clients, one per core of the machine the
+/// benchmark was made on, whatever their number.
+const SSE_POLLERS: usize = 2;
+
+/// One SSE client's connection: its socket (until it ends) and the rest of its request to send.
+struct SseConn {
+    socket: Option<mio::net::TcpStream>,
+    request: Vec<u8>,
+    stream: SseStream,
+}
+
+/// What one SSE client has received.
+struct SseStream {
+    /// bytes received and not yet parsed: the response headers, then events
+    pending: Vec<u8>,
+    headers_done: bool,
+    seen: Seen,
+    done: bool,
+}
+
+impl SseStream {
+    /// Parses what arrived at `arrived_us`: the headers first (the stream is open and positioned once they
+    /// came), then `event: message` blocks; chunk-size lines sit between events, and an event is complete at
+    /// its blank line.
+    fn feed(&mut self, bytes: &[u8], arrived_us: i64, client: &Client) {
+        self.pending.extend_from_slice(bytes);
+        if !self.headers_done {
+            let Some(end) = find(&self.pending, b"\r\n\r\n") else { return };
+            self.pending.drain(..end + 4);
+            self.headers_done = true;
         }
-    }
-    connected.wait();
-    let mut arrived_us = now_us();
-    while headers_done && seen.events < events {
-        // Events that came with the headers, or with the last read, count before the next read: the server
-        // may have sent everything already.
-        while let Some(end) = find(&pending, b"\n\n") {
-            let block = &pending[..end];
+        let mut parsed = 0;
+        while let Some(end) = find(&self.pending[parsed..], b"\n\n") {
+            let block = &self.pending[parsed..parsed + end];
             if let Some(at) = find(block, b"event: message") {
-                seen.events += 1;
-                if timed {
+                self.seen.events += 1;
+                if client.timed {
                     if let Some(ts) = stamp(&block[at..]) {
-                        seen.delays_ms.push((arrived_us - ts) as f64 / 1e3);
+                        self.seen.delays_ms.push((arrived_us - ts) as f64 / 1e3);
                     }
                 }
             }
-            pending.drain(..end + 2);
+            parsed += end + 2;
         }
-        if seen.events >= events || Instant::now() >= deadline {
+        self.pending.drain(..parsed);
+        if self.seen.events >= client.events {
+            self.done = true;
+        }
+    }
+}
+
+/// The streams of `clients`, polled by this one thread: each connects, sends its GET, and counts
+/// `event: message` blocks until `events`, its stream ends, or `timeout`. `opened` counts the clients whose
+/// response headers came (or whose connection failed).
+fn sse_poller(clients: &[Client], opened: &AtomicUsize) -> Vec<Seen> {
+    let mut conns: Vec<SseConn> = clients
+        .iter()
+        .map(|c| SseConn {
+            socket: None,
+            request: format!("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", c.path, c.host)
+                .into_bytes(),
+            stream: SseStream {
+                pending: Vec::new(),
+                headers_done: false,
+                seen: Seen { events: 0, delays_ms: Vec::new() },
+                done: false,
+            },
+        })
+        .collect();
+    let Ok(mut poll) = Poll::new() else {
+        opened.fetch_add(clients.len(), Ordering::AcqRel);
+        return conns.into_iter().map(|c| c.stream.seen).collect();
+    };
+    let end = |conn: &mut SseConn, poll: &Poll, opened: &AtomicUsize| {
+        if let Some(mut socket) = conn.socket.take() {
+            let _ = poll.registry().deregister(&mut socket);
+        }
+        if !conn.stream.headers_done {
+            opened.fetch_add(1, Ordering::AcqRel);
+            conn.stream.headers_done = true;
+        }
+        conn.stream.done = true;
+    };
+    for (i, (conn, client)) in conns.iter_mut().zip(clients).enumerate() {
+        let address = SocketAddr::from(([127, 0, 0, 1], client.port));
+        match mio::net::TcpStream::connect(address) {
+            Ok(mut socket) => {
+                if poll.registry().register(&mut socket, Token(i), Interest::READABLE | Interest::WRITABLE).is_ok() {
+                    conn.socket = Some(socket);
+                } else {
+                    end(conn, &poll, opened);
+                }
+            }
+            Err(_) => end(conn, &poll, opened),
+        }
+    }
+    let deadline = Instant::now() + clients.first().map_or(Duration::ZERO, |c| c.timeout);
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut open = conns.iter().filter(|c| !c.stream.done).count();
+    while open > 0 && Instant::now() < deadline {
+        if poll.poll(&mut events, Some(deadline.saturating_duration_since(Instant::now()))).is_err() {
             break;
         }
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        arrived_us = now_us();
-        // Chunk-size lines sit between events; an event is complete at its blank line.
-        pending.extend_from_slice(&buf[..n]);
+        let arrived_us = now_us();
+        for event in &events {
+            let i = event.token().0;
+            let (conn, client) = (&mut conns[i], &clients[i]);
+            let Some(socket) = conn.socket.as_mut() else { continue };
+            let mut failed = false;
+            if event.is_writable() && !conn.request.is_empty() {
+                match socket.write(&conn.request) {
+                    Ok(n) => {
+                        conn.request.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => failed = true,
+                }
+            }
+            // edge-triggered: read until the socket has nothing more
+            while !failed && !conn.stream.done && event.is_readable() {
+                match socket.read(&mut buf) {
+                    Ok(0) => failed = true,
+                    Ok(n) => {
+                        let was_open = conn.stream.headers_done;
+                        conn.stream.feed(&buf[..n], arrived_us, client);
+                        if !was_open && conn.stream.headers_done {
+                            opened.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => failed = true,
+                }
+            }
+            if failed || conn.stream.done {
+                end(conn, &poll, opened);
+                open -= 1;
+            }
+        }
     }
-    seen
+    for conn in &mut conns {
+        end(conn, &poll, opened);
+    }
+    conns.into_iter().map(|c| c.stream.seen).collect()
 }
 
 /// A `websocket` mode frame, as far as the clients need it.
@@ -234,7 +339,7 @@ struct Frame<'a> {
 
 /// One WebSocket: counts records until `events`, or the connection ends, or `timeout`; with `acks`,
 /// acknowledges every frame by its cursor.
-fn ws_client(c: &Client, acks: bool, connected: &Barrier) -> Seen {
+fn ws_client(c: &Client, acks: bool, opened: &AtomicUsize) -> Seen {
     let mut seen = Seen { events: 0, delays_ms: Vec::new() };
     let socket = (|| -> Result<_> {
         let stream = TcpStream::connect(("127.0.0.1", c.port))?;
@@ -248,7 +353,7 @@ fn ws_client(c: &Client, acks: bool, connected: &Barrier) -> Seen {
             .map_err(|e| e.to_string())?;
         Ok(socket)
     })();
-    connected.wait();
+    opened.fetch_add(1, Ordering::AcqRel);
     let Ok(mut socket) = socket else {
         return seen;
     };

@@ -379,7 +379,9 @@ end
 --   prepare(body)           -> (optional) what records() gets instead of the rendered body, made once
 --                              per read of the shared handle however many streams send it
 --   records(body, next_cursors, count, sent) -> false when the client cannot be written to
---   coalesce                -> (optional) true when records() takes an array of bodies, written as one
+--   coalesce                -> (optional) true when records() takes an array of bodies, written as one;
+--                              `count` is then theirs together, `sent` the last read's alone (such a
+--                              sink must not need it: websocket's window does, and does not coalesce)
 --   error(message, final)   -> false when the client cannot be written to; `final` ends the stream
 --   wait(source, generation, seconds) -> true when woken before `seconds` passed
 --   heartbeat()             -> false when the client cannot be written to

@@ -187,8 +187,10 @@ function _M.open(conf, plugin_name, format, start, request)
   request.bytes_key = metrics.key("bytes_served", route, conf.mode)
   request.catchup_key = metrics.key("catchup_streams", route, conf.mode)
   request.open_key = metrics.key("streams_open", route, conf.mode)
-  local live, err = consumers.get(conf, plugin_name)
-  if not live then
+  local live, err, busy = consumers.get(conf, plugin_name)
+  if busy then
+    return nil, respond.consumers_busy(err)
+  elseif not live then
     return nil, respond.consumer_failed(conf, err)
   end
   request.live = live
@@ -236,7 +238,7 @@ function _M.open(conf, plugin_name, format, start, request)
                                      "(max_catchup_streams); retry")
     end
     local replay
-    replay, err = consumers.replay(conf, plugin_name, replay_start)
+    replay, err = consumers.replay(live, replay_start)
     if not replay then
       _M.end_catchup(request)
       return nil, respond.consumer_failed(conf, err)
@@ -340,9 +342,12 @@ end
 --   wait(source, generation, seconds) -> true when woken before `seconds` passed
 --   heartbeat()             -> false when the client cannot be written to
 function _M.run(conf, format, request, cursors, fx, sink)
+  local live = request.live
   metrics.move(request.open_key, 1)
+  live.streams = live.streams + 1
   -- a stream ends by returning, also on a Lua error in it, which would otherwise leave it counted
   local ok, err = pcall(pump, conf, format, request, cursors, fx, sink)
+  live.streams = live.streams - 1
   metrics.move(request.open_key, -1)
   if not ok then
     _M.end_catchup(request)

@@ -70,15 +70,16 @@ end
 
 
 -- With message functions (`fx`): the records come one by one, go through the chain, and are rendered
--- here. `done` (shared handle only) keeps what the chain made of each record.
+-- here. `done` (shared handle only) keeps what the chain made of each record. Returns what a native read
+-- does (`count` the records read, which move the cursors), and `served`: those the functions kept.
 local function read_through(source, cursors, max_records, max_bytes, fx, done)
   local by_partition, next_cursors, count, behind = source.handle:records(cursors, max_records, max_bytes)
   if not by_partition then
     return nil, next_cursors
   end
   message_functions.apply(fx.chain, by_partition, fx.partitions, done)
-  local body, sent = FORMATS[fx.format].render(fx.layout, cursors, fx.partitions, by_partition)
-  return body, next_cursors, count, behind, sent
+  local body, served, sent = FORMATS[fx.format].render(fx.layout, cursors, fx.partitions, by_partition)
+  return body, next_cursors, count, behind, sent, served
 end
 
 
@@ -139,8 +140,8 @@ local function read_live(live, format, cursors, max_records, max_bytes, fx, prep
   if prepare and hit[1] and not hit.prepared then
     hit.prepared = prepare(hit[1])
   end
-  local body, next_cursors, count, behind, sent = unpack(hit, 1, 5)
-  return body, next_cursors, count, behind, sent, hit.prepared
+  local body, next_cursors, count, behind, sent, served = unpack(hit, 1, 6)
+  return body, next_cursors, count, behind, sent, served, hit.prepared
 end
 
 
@@ -278,13 +279,15 @@ local function pump(conf, format, request, cursors, fx, sink)
       return
     end
     local generation = source.generation
-    local body, next_cursors, count, behind, sent, prepared
+    -- `served`: the records message functions kept of the `count` read (all of them without functions)
+    local body, next_cursors, count, behind, sent, served, prepared
     if source == live then
-      body, next_cursors, count, behind, sent, prepared = read_live(live, format, cursors, conf.max_records,
-                                                                    conf.max_bytes, fx, sink.prepare)
+      body, next_cursors, count, behind, sent, served, prepared = read_live(live, format, cursors,
+                                                                            conf.max_records, conf.max_bytes, fx,
+                                                                            sink.prepare)
     elseif fx then
-      body, next_cursors, count, behind, sent = read_through(source, cursors, conf.max_records, conf.max_bytes,
-                                                             fx)
+      body, next_cursors, count, behind, sent, served = read_through(source, cursors, conf.max_records,
+                                                                     conf.max_bytes, fx)
     else
       local handle = source.handle
       body, next_cursors, count, behind, sent = handle[FORMATS[format].method](handle, cursors, conf.max_records,
@@ -306,7 +309,7 @@ local function pump(conf, format, request, cursors, fx, sink)
       if not sink.records(prepared or body, next_cursors, count, sent) then
         return
       end
-      metrics.count(request.records_key, count)
+      metrics.count(request.records_key, served or count)
       metrics.count(request.bytes_key, #body)
       cursors = next_cursors
     end

@@ -417,3 +417,57 @@ end]] } }),
     assert.same(range(0, 199), offsets(summary.records))
   end)
 end)
+
+
+describe("websocket when the broker stops mid-stream", function()
+  local host, topic, broker_dir
+  local port = helpers.next_ports()
+
+  local function broker(action, extra)
+    helpers.broker(broker_dir, action, extra)
+  end
+
+  -- Waits for the file `path` a client creates with a `signal` step.
+  local function signalled(path)
+    return proc.wait_until(function()
+      local file = io.open(path)
+      if file then file:close() end
+      return file ~= nil
+    end, 30, 0.05)
+  end
+
+  lazy_setup(function()
+    broker_dir = helpers.RUN_DIR .. "/broker-ws-faults"
+    helpers.sh("rm -rf " .. broker_dir)
+    broker("start", "--port " .. port .. " --storage sqlite")
+    topic = helpers.create_topic(helpers.unique_name("wsdown"), 1, port)
+    local r = route("wsdown", topic, { auto_offset_reset = "latest", enforce_latest_offset_reset = true })
+    r.plugins[1].config.bootstrap_servers[1].port = port
+    host = helpers.start_host({ workers = 1, routes = { r } })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+    broker("stop")
+  end)
+
+  it("sends an error frame that is not final, keeps the connection open, and goes on without loss once " ..
+     "the broker is back", function()
+    local got_records, got_error = helpers.RUN_DIR .. "/wsdown.records", helpers.RUN_DIR .. "/wsdown.error"
+    os.remove(got_records)
+    os.remove(got_error)
+    local collect = ws_client.start(host, "wsdown.test", "/", {
+      { read = 5 }, { signal = got_records }, { read_errors = 1, timeout = 30 }, { signal = got_error },
+      { read = 10, timeout = 60 }, { close = true } })
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 5 --format text", port)
+    assert.truthy(signalled(got_records), "the first records did not arrive")
+    broker("stop", "--signal KILL")
+    assert.truthy(signalled(got_error), "no error frame")
+    broker("start", "--port " .. port .. " --storage sqlite")
+    helpers.kafka_tool("produce", "--topic " .. topic .. " --count 5 --format text", port)
+    local result = collect()
+    assert.same(range(0, 9), offsets(result.records))
+    assert.same({ type = "error", final = false, message = "Kafka is unavailable" }, result.errors[1])
+    assert.same({ code = 1000, reason = "" }, result.close)
+  end)
+end)

@@ -15,6 +15,7 @@ record sequences, as "partition:offset" lists; 1 means identical>, "records": <r
 Steps (each optional key applies to the one step):
   {"read": N, "timeout": S}        read frames until N records in all have arrived (fails after S s);
                                    with "ack_each": true, ack each frame's cursor as it arrives
+  {"read_errors": N, "timeout": S} read frames until N error frames in all have arrived (fails after S s)
   {"quiet": S}                     read for S s; the records that arrive are kept, and how many in "quiet"
   {"ack": "last"}                  ack the cursor of the last frame received (cumulative)
   {"ack": "cursor", "index": I}    ack the cursor of record I (1-based, in arrival order)
@@ -87,6 +88,8 @@ async def step(ws, state, s):
     if "read" in s:
         await read_until(ws, state, lambda: len(state.records) >= s["read"], s.get("timeout", 15),
                          s.get("ack_each", False))
+    elif "read_errors" in s:
+        await read_until(ws, state, lambda: len(state.errors) >= s["read_errors"], s.get("timeout", 15))
     elif "quiet" in s:
         before = len(state.records)
         try:

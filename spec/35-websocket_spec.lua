@@ -13,6 +13,10 @@ local function produce(topic, args)
 end
 
 
+-- Counts its calls in this worker (the chain lives as long as the configuration) and stamps the count.
+local COUNT = "local calls = 0 return function(m) calls = calls + 1 m.calls = calls return m end"
+
+
 -- One client of the route `name` (see spec/helpers/ws_client.py for `script`).
 local function ws(host, name, path, script)
   return ws_client.run(host, name .. ".test", path, script)
@@ -63,7 +67,7 @@ describe("websocket", function()
 
   lazy_setup(function()
     for _, name in ipairs({ "frames", "plain", "acks", "window", "resume", "bogus", "pause", "crash", "fx", "keepalive",
-                            "crowd", "behind", "change", "reload" }) do
+                            "crowd", "behind", "change", "reload", "count", "stamp", "nocommit" }) do
       T[name] = helpers.create_topic(helpers.unique_name(name), 1)
     end
     routes = {
@@ -97,6 +101,11 @@ end]] } }),
                                   buffer_max_bytes = 65536 }),
       route("change", T.change, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
       route("reload", T.reload, { auto_offset_reset = "latest", enforce_latest_offset_reset = true }),
+      route("count", T.count, { auto_offset_reset = "latest", enforce_latest_offset_reset = true,
+                                message_by_lua_functions = { COUNT } }),
+      route("stamp", T.stamp, { auto_offset_reset = "earliest" }),
+      route("nocommit", T.nocommit, { auto_offset_reset = "earliest", commit_strategy = "off",
+                                      consumer_group = { mode = "manual", consumer_group_id = T.nocommit .. "-g" } }),
     }
     host = helpers.start_host({ workers = 1, check_client_abort = true, routes = routes })
   end)
@@ -158,6 +167,53 @@ end]] } }),
     assert.same(range(4, 14), offsets(again.records))
     local live = ws(host, "plain", "/?from=latest", { { quiet = 1 }, { close = true } })
     assert.same({}, live.records)
+  end)
+
+  it("starts at the first record at or after ?from=<epoch ms>", function()
+    for i = 1, 3 do
+      helpers.kafka_tool("produce-one", "--topic " .. T.stamp .. " --value v" .. i)
+    end
+    local all = ws(host, "stamp", "/?from=earliest", { { read = 3 }, { close = true } })
+    assert.same({ 0, 1, 2 }, offsets(all.records))
+    assert.is_true(all.records[1].timestamp < all.records[2].timestamp, "records produced a process apart")
+    local from = ws(host, "stamp", "/?from=" .. string.format("%d", all.records[2].timestamp),
+                    { { read = 2 }, { close = true } })
+    assert.same({ 1, 2 }, offsets(from.records))
+  end)
+
+  it("runs a message function once per record per worker however many connections read", function()
+    local clients = {}
+    for i = 1, 4 do
+      clients[i] = ws_client.start(host, "count.test", "/", { { read = 20 }, { close = true } })
+    end
+    produce(T.count, "--count 20 --format text")
+    local seen = {}
+    for i, collect in ipairs(clients) do
+      local records = collect().records
+      assert.same(range(0, 19), offsets(records))
+      for _, r in ipairs(records) do
+        seen[r.offset] = seen[r.offset] or r.calls
+        assert.equal(seen[r.offset], r.calls, "connection " .. i .. ", offset " .. r.offset)
+      end
+    end
+    local calls = {}
+    for offset = 0, 19 do
+      calls[#calls + 1] = seen[offset]
+    end
+    table.sort(calls)
+    assert.same(range(1, 20), calls)
+  end)
+
+  it("with commit_strategy = off commits no acknowledgement: a new connection starts at auto_offset_reset",
+     function()
+    local t = T.nocommit
+    produce(t, "--count 3 --format text")
+    local first = ws(host, "nocommit", "/?acks=true", { { read = 3 }, { ack = "last" }, { quiet = 0.5 },
+                                                        { close = true } })
+    assert.same({ 0, 1, 2 }, offsets(first.records))
+    local again = ws(host, "nocommit", "/?acks=true", { { read = 3 }, { close = true } })
+    assert.same({ 0, 1, 2 }, offsets(again.records))
+    assert.equal(cjson.null, helpers.kafka_tool("committed", "--topic " .. t .. " --group " .. t .. "-g")["0"])
   end)
 
   it("commits only what was acknowledged: cumulative acks, single acks out of order", function()
@@ -452,7 +508,7 @@ describe("websocket when the broker stops mid-stream", function()
   end)
 
   it("sends an error frame that is not final, keeps the connection open, and goes on without loss once " ..
-     "the broker is back", function()
+     "the broker is back; meanwhile a new connection gets 503 before its upgrade", function()
     local got_records, got_error = helpers.RUN_DIR .. "/wsdown.records", helpers.RUN_DIR .. "/wsdown.error"
     os.remove(got_records)
     os.remove(got_error)
@@ -463,6 +519,10 @@ describe("websocket when the broker stops mid-stream", function()
     assert.truthy(signalled(got_records), "the first records did not arrive")
     broker("stop", "--signal KILL")
     assert.truthy(signalled(got_error), "no error frame")
+    -- meanwhile a new connection is refused before its upgrade
+    local status, _, _, body = host:get("/", { Host = "wsdown.test", Upgrade = "websocket" })
+    assert.equal(503, status)
+    assert.same({ message = "Kafka is unavailable" }, body)
     broker("start", "--port " .. port .. " --storage sqlite")
     helpers.kafka_tool("produce", "--topic " .. topic .. " --count 5 --format text", port)
     local result = collect()

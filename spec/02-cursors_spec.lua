@@ -31,10 +31,11 @@ local function dead_pid()
 end
 
 
--- A handle whose partitions hold offsets [0, size) each.
-local function fake_handle(sizes)
+-- A handle whose partitions hold offsets [0, size) each. As the native take does, it picks the records,
+-- calls `on_selected`, then renders; `rendered(dict)` (optional) sees the dict at the moment of rendering.
+local function fake_handle(sizes, rendered)
   return {
-    take = function(_, cursors, max_records)
+    take = function(_, cursors, max_records, _, on_selected)
       local next_cursors, count = {}, 0
       for i, size in ipairs(sizes) do
         local from = cursors[i]
@@ -42,7 +43,11 @@ local function fake_handle(sizes)
         next_cursors[i] = from + n
         count = count + n
       end
-      return "body", next_cursors, count
+      on_selected(next_cursors, count)
+      if rendered then
+        rendered()
+      end
+      return "body", next_cursors, count, false
     end,
   }
 end
@@ -175,6 +180,48 @@ describe("cursors", function()
     assert.same({ 0 }, assert(cursors.settle(entry, one, a, true, 1)), "b is still in flight")
     local c = assert(cursors.claim(entry, one, { max_records = 10, max_bytes = 1e6 }, 1))
     assert.same({ 4 }, c.starts, "a was delivered: [1, 4) is not served a third time")
+  end)
+
+  it("records a claim under the group's lock and renders its records after the lock is released", function()
+    local held_at_render
+    local entry = { group_id = "g" }
+    entry.handle = fake_handle({ 10 }, function() held_at_render = dict.data["lock:g"] ~= nil end)
+    local take = entry.handle.take
+    local held_at_selection
+    entry.handle.take = function(self, cursors_, max_records, max_bytes, on_selected)
+      held_at_selection = dict.data["lock:g"] ~= nil
+      return take(self, cursors_, max_records, max_bytes, on_selected)
+    end
+    local one = { partitions[1] }
+    local claim = assert(cursors.claim(entry, one, { max_records = 3, max_bytes = 1e6 }, 1))
+    assert.equal(3, claim.count)
+    assert.same({ 0 }, claim.starts)
+    assert.equal(3, dict.data["n:g\0t\0" .. "0"])
+    assert.is_true(held_at_selection)
+    assert.is_false(held_at_render)
+  end)
+
+  it("releases the lock and settles nothing when the handle refuses the read", function()
+    local entry = { group_id = "g", handle = { take = function() return nil, "Kafka is unavailable: x" end } }
+    local claim, err = cursors.claim(entry, partitions, { max_records = 1, max_bytes = 1 }, 1)
+    assert.is_nil(claim)
+    assert.equal("Kafka is unavailable: x", err)
+    assert.is_nil(dict.data["lock:g"])
+  end)
+
+  it("puts a recorded claim back when its rendering fails", function()
+    local entry = { group_id = "g", handle = {
+      take = function(_, cursors_, _, _, on_selected)
+        on_selected({ cursors_[1] + 2 }, 2)
+        return nil, "not enough memory"
+      end,
+    } }
+    local one = { partitions[1] }
+    local claim, err = cursors.claim(entry, one, { max_records = 2, max_bytes = 1e6 }, 1)
+    assert.is_nil(claim)
+    assert.equal("not enough memory", err)
+    assert.is_nil(dict.data["lock:g"])
+    assert.equal("0:2", dict.data["r:g\0t\0" .. "0"], "the range is served again")
   end)
 
   it("reports a missing shared dict clearly", function()

@@ -88,7 +88,25 @@ enum Rendered {
 
 /// A read of the buffer from `cursors` on, rendered as `format`. Queue and replay handles own their
 /// readers' cursors; broadcast handles are shared by many streams and are never changed by a read.
-fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: Format) -> LuaResult<MultiValue> {
+///
+/// Returns `body, next_cursors, count, behind, kafka_error` (the handle's current Kafka error or nil, so
+/// that a reader learns it without a `state()` call of its own), plus `sent` for a websocket frame.
+///
+/// With `on_selected` (http-get's claim, which holds the node-wide lock of cursors.lua) the records are
+/// picked first, then `on_selected(next_cursors, count)` runs, then they are rendered: the claim's
+/// bookkeeping and its lock's release happen in between, so that other workers never wait for a
+/// rendering, and a GET still makes one call for its records. The handle's own lock is not held while
+/// it runs (the callback may call the handle again without deadlocking it); what was picked stays in
+/// the buffer meanwhile, as only a read of this handle drops records of a queue or replay handle and
+/// the consumer thread only appends. A claim is refused while Kafka is unavailable, as a GET is.
+fn read(
+    lua: &Lua,
+    handle: &Handle,
+    cursors: &Table,
+    limits: Limits,
+    format: Format,
+    on_selected: Option<Function>,
+) -> LuaResult<MultiValue> {
     let shared = match handle.shared() {
         Ok(s) => s,
         Err(e) => return failure(lua, e),
@@ -99,6 +117,13 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
     if state.phase == Phase::Starting {
         return failure(lua, "consumer is not ready");
     }
+    if let (Some(_), Some(error)) = (&on_selected, &state.error) {
+        return failure(lua, format!("Kafka is unavailable: {error}"));
+    }
+    let kafka_error = match &state.error {
+        Some(e) => Value::String(lua.create_string(e)?),
+        None => Value::Nil,
+    };
     let mut offsets = Vec::with_capacity(state.partitions.len());
     for (i, p) in state.partitions.iter().enumerate() {
         let cursor: Option<i64> = cursors.raw_get(i + 1)?;
@@ -113,6 +138,12 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
     let selection = select(&mut state.partitions, &offsets, first, limits, mode);
     if selection.total > 0 {
         observe_ages(shared, &state.partitions, &offsets, &selection);
+    }
+    let next_cursors = lua.create_sequence_from(selection.next.iter().copied())?;
+    if let Some(on_selected) = on_selected {
+        drop(state);
+        on_selected.call::<()>((&next_cursors, selection.total))?;
+        state = shared.state.lock();
     }
     let rendered = match format {
         Format::Kong => Rendered::Body(render_kong(&state.partitions, &offsets, &selection)),
@@ -144,9 +175,10 @@ fn read(lua: &Lua, handle: &Handle, cursors: &Table, limits: Limits, format: For
     };
     let mut values = vec![
         first,
-        Value::Table(lua.create_sequence_from(selection.next.iter().copied())?),
+        Value::Table(next_cursors),
         Value::Integer(selection.total as i64),
         Value::Boolean(selection.behind),
+        kafka_error,
     ];
     if matches!(format, Format::WebSocket) {
         let table = lua.create_table_with_capacity(0, sent.len())?;
@@ -319,29 +351,41 @@ impl UserData for Handle {
             Ok(MultiValue::from_vec(vec![Value::Table(list)]))
         });
 
-        // take(cursors, max_records, max_bytes) -> body (Kong's JSON shape), next_cursors, count
-        // `cursors` is an array parallel to partitions(): the offset each partition continues from.
-        method(methods, "take", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
-            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Kong)
-        });
+        // take(cursors, max_records, max_bytes [, on_selected]) -> body (Kong's JSON shape), next_cursors,
+        // count, behind, kafka_error. `cursors` is an array parallel to partitions(): the offset each
+        // partition continues from; `on_selected(next_cursors, count)` runs between picking the records
+        // and rendering them (see `read`).
+        method(
+            methods,
+            "take",
+            |lua, this, (cursors, max_records, max_bytes, on_selected): (Table, usize, usize, Option<Function>)| {
+                read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Kong, on_selected)
+            },
+        );
 
-        // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind
+        // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind,
+        // kafka_error
         method(methods, "read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
-            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse)
+            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse, None)
         });
 
         // frame(cursors, max_records, max_bytes) -> payload (one websocket text frame), next_cursors, count,
-        // behind, sent: a read whose `sent[i]` lists the offsets of partition i it carries, as runs
-        // `{first, last, first, last, ...}` of consecutive offsets (see offset_runs)
+        // behind, kafka_error, sent: a read whose `sent[i]` lists the offsets of partition i it carries, as
+        // runs `{first, last, first, last, ...}` of consecutive offsets (see offset_runs)
         method(methods, "frame", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
-            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::WebSocket)
+            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::WebSocket, None)
         });
 
-        // records(cursors, max_records, max_bytes) -> by_partition, next_cursors, count, behind: a take
-        // (queue, replay) or read (broadcast) whose records come one by one (see records_table)
-        method(methods, "records", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
-            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Records)
-        });
+        // records(cursors, max_records, max_bytes [, on_selected]) -> by_partition, next_cursors, count,
+        // behind, kafka_error: a take (queue, replay) or read (broadcast) whose records come one by one
+        // (see records_table)
+        method(
+            methods,
+            "records",
+            |lua, this, (cursors, max_records, max_bytes, on_selected): (Table, usize, usize, Option<Function>)| {
+                read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Records, on_selected)
+            },
+        );
 
         // layout() -> the partition layout tag that starts this handle's stream cursors
         method(methods, "layout", |lua, this, ()| {

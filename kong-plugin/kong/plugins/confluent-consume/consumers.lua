@@ -367,19 +367,6 @@ function _M.await_ready(entry, deadline)
 end
 
 
--- The handle's current Kafka error (nil when healthy), asked of the native side once per doorbell ring
--- however many streams ask: it can only change with a ring.
-function _M.kafka_error(entry)
-  local cached = entry.error_cache
-  if not cached or cached.generation ~= entry.generation then
-    local _, err = entry.handle:state()
-    cached = { generation = entry.generation, err = err }
-    entry.error_cache = cached
-  end
-  return cached.err
-end
-
-
 -- Waits until the handle rings or `timeout` seconds pass. `generation` is the value read before the
 -- caller last looked at the handle, so a ring in between is never missed. With `wakeup` (a semaphore
 -- of the caller's) the wait is on it, and a ring posts it: whoever else posts it (a websocket's reader

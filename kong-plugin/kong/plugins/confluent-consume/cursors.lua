@@ -240,7 +240,7 @@ local function served_up_to(ranges, offset)
 end
 
 
-local function take_claim(shm, entry, partitions, limits, timeout, one_by_one)
+local function take_claim(shm, unlock, entry, partitions, limits, timeout, one_by_one)
   local group = entry.group_id
   local t = now()
   if t >= (next_recovery[group] or 0) then
@@ -270,41 +270,53 @@ local function take_claim(shm, entry, partitions, limits, timeout, one_by_one)
     shm:delete(redo_flag_key(group))
   end
 
-  local handle = entry.handle
-  local read = one_by_one and handle.records or handle.take
-  local body, next_cursors, count = read(handle, cursors, max_records, limits.max_bytes)
-  if not body then
-    return nil, next_cursors
-  end
-  local claim = { body = body, count = count, starts = {}, ends = {} }
-  if count > 0 then
-    claim.id = shm:incr(CLAIM_ID_KEY, 1, 0)
-    local expires = ceil(t + timeout + CLAIM_GRACE)
-    local pid = worker_pid()
-    for i, p in ipairs(partitions) do
-      local from, to = cursors[i], next_cursors[i]
-      if to ~= from then
-        if redo[i] then
-          served_up_to(redo[i], to)
-          write_ranges(shm, partition_key("r:", group, p), redo[i])
+  -- the handle picks the records, calls `record` (the claim's bookkeeping, then `unlock`), and only
+  -- then renders them: other workers wait for the bookkeeping, never for a rendering of max_bytes.
+  -- `record` runs inside the native call, so it must not yield (shared dict calls never do)
+  local claim = { count = 0, starts = {}, ends = {} }
+  local function record(next_cursors, count)
+    claim.count = count
+    if count > 0 then
+      claim.id = shm:incr(CLAIM_ID_KEY, 1, 0)
+      local expires = ceil(t + timeout + CLAIM_GRACE)
+      local pid = worker_pid()
+      for i, p in ipairs(partitions) do
+        local from, to = cursors[i], next_cursors[i]
+        if to ~= from then
+          if redo[i] then
+            served_up_to(redo[i], to)
+            write_ranges(shm, partition_key("r:", group, p), redo[i])
+          end
+          -- offset gaps (compaction, transaction markers) can carry a redo read past the frontier
+          if to > positions[i] then
+            shm:set(partition_key("n:", group, p), to)
+          end
+          local ckey = partition_key("c:", group, p)
+          local claims = read_claims(shm, ckey)
+          claims[#claims + 1] = { id = claim.id, start = from, stop = to, expires = expires, pid = pid }
+          write_claims(shm, ckey, claims)
+          claim.starts[i], claim.ends[i] = from, to
         end
-        -- offset gaps (compaction, transaction markers) can carry a redo read past the frontier
-        if to > positions[i] then
-          shm:set(partition_key("n:", group, p), to)
-        end
-        local ckey = partition_key("c:", group, p)
-        local claims = read_claims(shm, ckey)
-        claims[#claims + 1] = { id = claim.id, start = from, stop = to, expires = expires, pid = pid }
-        write_claims(shm, ckey, claims)
-        claim.starts[i], claim.ends[i] = from, to
       end
     end
+    unlock()
   end
+  local handle = entry.handle
+  local read = one_by_one and handle.records or handle.take
+  local body, err = read(handle, cursors, max_records, limits.max_bytes, record)
+  if not body then
+    if claim.count > 0 then
+      -- recorded, then the rendering failed: its records go to the next claim
+      _M.settle(entry, partitions, claim, false, timeout)
+    end
+    return nil, err
+  end
+  claim.body = body
   return claim
 end
 
 
-local function settle_claim(shm, entry, partitions, claim, delivered)
+local function settle_claim(shm, _, entry, partitions, claim, delivered)
   local group = entry.group_id
   local commits = {}
   for i, p in ipairs(partitions) do
@@ -350,7 +362,8 @@ local function settle_claim(shm, entry, partitions, claim, delivered)
 end
 
 
--- Runs fn(shm, ...) under the group's lock; the lock is released even if fn raises.
+-- Runs fn(shm, unlock, ...) under the group's lock; fn may release it early with unlock(), else it is
+-- released when fn returns or raises.
 local function locked(group, timeout, fn, ...)
   local shm, err = dict()
   if not shm then
@@ -360,8 +373,15 @@ local function locked(group, timeout, fn, ...)
   if not lock_key then
     return nil, lock_err
   end
-  local ok, result, result_err = pcall(fn, shm, ...)
-  shm:delete(lock_key)
+  local held = true
+  local function unlock()
+    if held then
+      held = false
+      shm:delete(lock_key)
+    end
+  end
+  local ok, result, result_err = pcall(fn, shm, unlock, ...)
+  unlock()
   if not ok then
     error(result, 0)
   end
@@ -369,7 +389,8 @@ local function locked(group, timeout, fn, ...)
 end
 
 
--- Takes the next records for this node from `entry`'s handle.
+-- Takes the next records for this node from `entry`'s handle: picked and recorded as a claim under the
+-- group's lock, rendered after its release.
 -- Returns a claim { body, count, starts, ends, id } or nil, err. `body` is the answer's JSON, or with
 -- `one_by_one` the records one by one (the handle's `records`), for message functions to go through.
 function _M.claim(entry, partitions, limits, timeout, one_by_one)

@@ -11,6 +11,7 @@ local client = require "kong.plugins.confluent-consume.client"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local metrics = require "kong.plugins.confluent-consume.metrics"
 local native = require "confluent_consume_native"
+local lrucache = require "resty.lrucache"
 
 
 local kong = kong
@@ -22,6 +23,10 @@ local ipairs = ipairs
 
 
 local _M = {}
+
+
+-- How many distinct query strings each configuration keeps parsed, per worker: clients repeat theirs.
+local PARSED_QUERIES = 64
 
 
 -- The handles this worker serves GETs from, each with what looking for abandoned claims needs.
@@ -73,14 +78,31 @@ local function watch_claims(conf, entry, partitions)
 end
 
 
--- wait, max_records and max_bytes from the query string, each bounded by the config (see the native
--- module's parse_query).
+-- conf table -> the limits parsed of each recent query string (an lrucache): a client that loops GETs
+-- sends the same query each time, and this spares each GET a call into the native module.
+local parsed_queries = setmetatable({}, { __mode = "k" })
+
+
+-- wait (in seconds), max_records and max_bytes from the query string, each bounded by the config (see
+-- the native module's parse_query). The table is shared by the GETs with the same query: read only.
 local function read_limits(conf)
-  local limits, err = native.parse_query(kong.request.get_raw_query(), conf)
+  local raw = kong.request.get_raw_query()
+  local cache = parsed_queries[conf]
+  if not cache then
+    cache = lrucache.new(PARSED_QUERIES)
+    parsed_queries[conf] = cache
+  end
+  local limits = cache:get(raw)
+  if limits then
+    return limits
+  end
+  local err
+  limits, err = native.parse_query(raw, conf)
   if not limits then
     return nil, err
   end
   limits.wait = limits.wait / 1000
+  cache:set(raw, limits)
   return limits
 end
 
@@ -157,11 +179,18 @@ function _M.serve(conf, plugin_name)
   request.entry = entry
   update_time()
   local started = now()
-  local partitions, status, message = consumers.await_ready(entry, started + conf.timeout / 1000)
+  -- a ready handle's partitions never change: only its first GETs ask for them (and for its state; a
+  -- later GET learns of a Kafka failure from its claim)
+  local partitions = entry.partitions
   if not partitions then
-    return respond.kafka_failure(conf, status, message)
+    local status, message
+    partitions, status, message = consumers.await_ready(entry, started + conf.timeout / 1000)
+    if not partitions then
+      return respond.kafka_failure(conf, status, message)
+    end
+    entry.partitions = partitions
+    watch_claims(conf, entry, partitions)
   end
-  watch_claims(conf, entry, partitions)
   local chain
   chain, err = message_functions.chain(conf)
   if err then
@@ -199,10 +228,7 @@ function _M.serve(conf, plugin_name)
       metrics.move(waiting, 1)
       consumers.wait(entry, generation, remaining)
       metrics.move(waiting, -1)
-      local _, kafka_err = entry.handle:state()
-      if kafka_err then
-        return respond.kafka_failure(conf, 503, "Kafka is unavailable: " .. kafka_err)
-      end
+      -- a Kafka failure meanwhile: the next claim is refused with it (503)
     end
   end
 end

@@ -73,13 +73,14 @@ end
 -- here. `done` (shared handle only) keeps what the chain made of each record. Returns what a native read
 -- does (`count` the records read, which move the cursors), and `served`: those the functions kept.
 local function read_through(source, cursors, max_records, max_bytes, fx, done)
-  local by_partition, next_cursors, count, behind = source.handle:records(cursors, max_records, max_bytes)
+  local by_partition, next_cursors, count, behind, kafka_err = source.handle:records(cursors, max_records,
+                                                                                      max_bytes)
   if not by_partition then
     return nil, next_cursors
   end
   message_functions.apply(fx.chain, by_partition, fx.partitions, done)
   local body, served, sent = FORMATS[fx.format].render(fx.layout, cursors, fx.partitions, by_partition)
-  return body, next_cursors, count, behind, sent, served
+  return body, next_cursors, count, behind, kafka_err, sent, served
 end
 
 
@@ -140,8 +141,8 @@ local function read_live(live, format, cursors, max_records, max_bytes, fx, prep
   if prepare and hit[1] and not hit.prepared then
     hit.prepared = prepare(hit[1])
   end
-  local body, next_cursors, count, behind, sent, served = unpack(hit, 1, 6)
-  return body, next_cursors, count, behind, sent, served, hit.prepared
+  local body, next_cursors, count, behind, kafka_err, sent, served = unpack(hit, 1, 7)
+  return body, next_cursors, count, behind, kafka_err, sent, served, hit.prepared
 end
 
 
@@ -279,19 +280,24 @@ local function pump(conf, format, request, cursors, fx, sink)
       return
     end
     local generation = source.generation
-    -- `served`: the records message functions kept of the `count` read (all of them without functions)
-    local body, next_cursors, count, behind, sent, served, prepared
+    -- one native call per pass (none when another stream at this position read it): the read also
+    -- tells the handle's Kafka error; `served`: the records message functions kept of the `count` read
+    -- (all of them without functions)
+    local body, next_cursors, count, behind, kafka_err, sent, served, prepared
     if source == live then
-      body, next_cursors, count, behind, sent, served, prepared = read_live(live, format, cursors,
-                                                                            conf.max_records, conf.max_bytes, fx,
-                                                                            sink.prepare)
+      body, next_cursors, count, behind, kafka_err, sent, served, prepared = read_live(live, format, cursors,
+                                                                                       conf.max_records,
+                                                                                       conf.max_bytes, fx,
+                                                                                       sink.prepare)
     elseif fx then
-      body, next_cursors, count, behind, sent, served = read_through(source, cursors, conf.max_records,
-                                                                     conf.max_bytes, fx)
+      body, next_cursors, count, behind, kafka_err, sent, served = read_through(source, cursors,
+                                                                                conf.max_records,
+                                                                                conf.max_bytes, fx)
     else
       local handle = source.handle
-      body, next_cursors, count, behind, sent = handle[FORMATS[format].method](handle, cursors, conf.max_records,
-                                                                               conf.max_bytes)
+      body, next_cursors, count, behind, kafka_err, sent = handle[FORMATS[format].method](handle, cursors,
+                                                                                          conf.max_records,
+                                                                                          conf.max_bytes)
     end
     if body and not prepared and sink.prepare then
       prepared = sink.prepare(body)
@@ -317,7 +323,6 @@ local function pump(conf, format, request, cursors, fx, sink)
       _M.end_catchup(request)
       replay, source = nil, live
     elseif count == 0 then
-      local kafka_err = consumers.kafka_error(source)
       if kafka_err ~= last_error then
         last_error = kafka_err
         if kafka_err and not sink.error(respond.kafka_message(conf, 503, "Kafka is unavailable: " .. kafka_err),

@@ -1,0 +1,92 @@
+-- How often a request calls into the native module (each call crosses from LuaJIT into Rust): a
+-- steady-state GET makes two calls (its read, its commit), a stream one per pass of its loop (its
+-- read). The host loads the cc-crossings test plugin, which counts every call of the native module and
+-- its handles made while serving a request, and answers the counts on a route of its own.
+local helpers = require "spec.helpers.host"
+local cjson = require "cjson"
+
+
+local function produce(topic, count)
+  return helpers.kafka_tool("produce", "--topic " .. topic .. " --count " .. count .. " --partitions 2")
+end
+
+
+-- The names of a count table, sorted.
+local function names(counts)
+  local list = {}
+  for name in pairs(counts or {}) do
+    list[#list + 1] = name
+  end
+  table.sort(list)
+  return list
+end
+
+
+describe("native calls per request", function()
+  local host, get_topic, sse_topic
+
+  -- the calls the requests made since the last look, by name (the doorbell timers' apart)
+  local function crossings()
+    local status, body = host:get("/", { Host = "crossings.test" })
+    assert.equal(200, status)
+    return (cjson.decode(body).access) or {}
+  end
+
+  lazy_setup(function()
+    get_topic = helpers.create_topic(helpers.unique_name("crossget"), 2)
+    sse_topic = helpers.create_topic(helpers.unique_name("crosssse"), 2)
+    produce(get_topic, 60)
+    host = helpers.start_host({
+      workers = 1,
+      fixture_plugins = { "cc-crossings" },
+      routes = {
+        helpers.route("get", get_topic, { auto_offset_reset = "earliest" }),
+        helpers.route("sse", sse_topic, { mode = "server-sent-events" }),
+        { name = "crossings", hosts = { "crossings.test" }, plugins = { { name = "cc-crossings", config = {} } } },
+      },
+    })
+  end)
+
+  lazy_teardown(function()
+    if host then host:stop() end
+  end)
+
+  it("makes two per GET once the route is warm: the claim's read (take) and the commit", function()
+    local conn = host:connect(30)
+    local function get()
+      local status, body = conn:request("GET", "/?max_records=5&wait=5000", { Host = "get.test" })
+      assert.equal(200, status)
+      return #helpers.records_of(cjson.decode(body))
+    end
+    assert.equal(5, get())  -- the first GET builds the handle and waits for it
+    crossings()
+    for _ = 1, 6 do
+      assert.equal(5, get())
+    end
+    conn:close()
+    assert.same({ commit = 6, take = 6 }, crossings())
+  end)
+
+  it("makes one per pass of a stream's loop: its read, which also tells the Kafka state", function()
+    local conn = host:connect(30)
+    local status = conn:send_request("GET", "/?from=latest", { Host = "sse.test", Accept = "text/event-stream" })
+    assert.equal(200, status)
+    -- the stream is live once a record produced now reaches it
+    produce(sse_topic, 1)
+    local events, why = conn:read_events(1, 20)
+    assert.equal("count", why)
+    crossings()
+    local records = 5
+    for i = 1, records do
+      produce(sse_topic, 1)
+      events, why = conn:read_events(1, 20)
+      assert.equal("count", why, "record " .. i)
+    end
+    conn:close()
+    local counts = crossings()
+    assert.same({ "read" }, names(counts))
+    -- per record one read that returns it and one that finds nothing more before the stream waits
+    -- (a ring for something else, e.g. a log line, adds a pass, so a little slack)
+    assert.is_true(counts.read <= 2 * records + 2, "reads: " .. counts.read)
+  end)
+end)

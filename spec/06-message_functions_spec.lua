@@ -111,7 +111,8 @@ describe("message functions", function()
     end
   end)
 
-  it("render http-get bodies and server-sent events as the native module does", function()
+  it("render http-get bodies, server-sent events and websocket frames as the native module does, with " ..
+     "how many records each serves", function()
     local by_partition = {
       { '{"offset":3,"v":1}', false, '{"offset":5,"v":2}', offsets = { 3, 4, 5 }, high_watermark = 6 },
       { offsets = {} },
@@ -120,10 +121,21 @@ describe("message functions", function()
     assert.equal(2, kept)
     assert.equal('{"t":{"partitions":{"0":{"records":[{"offset":3,"v":1},{"offset":5,"v":2}],"high_watermark":6}' ..
                  ',"1":{"records":[],"high_watermark":null}}}}', body)
-    local events = message_functions.render_sse("5f4034c2", { 3, 9 }, PARTITIONS, {
+    local events, served = message_functions.render_sse("5f4034c2", { 3, 9 }, PARTITIONS, {
       { '{"offset":3}', false, "{}", offsets = { 3, 4, 5 } }, { offsets = {} },
     })
     assert.equal('id: 5f4034c2-4.9\nevent: message\ndata: {"topic":"t","partition":0,"offset":3}\n\n' ..
                  'id: 5f4034c2-6.9\nevent: message\ndata: {"topic":"t","partition":0}\n\n', events)
+    assert.equal(2, served)
+    -- the offsets a frame carries come as runs of consecutive offsets, as the native `frame` gives them
+    local frame, sent
+    frame, served, sent = message_functions.render_websocket("5f4034c2", { 3, 9 }, PARTITIONS, {
+      { '{"offset":3}', '{"offset":4}', false, '{"offset":6}', offsets = { 3, 4, 5, 6 } }, { offsets = {} },
+    })
+    assert.equal('{"type":"records","records":[{"cursor":"5f4034c2-4.9","topic":"t","partition":0,"offset":3},' ..
+                 '{"cursor":"5f4034c2-5.9","topic":"t","partition":0,"offset":4},' ..
+                 '{"cursor":"5f4034c2-7.9","topic":"t","partition":0,"offset":6}],"cursor":"5f4034c2-7.9"}', frame)
+    assert.equal(3, served)
+    assert.same({ { 3, 4, 6, 6 } }, sent)
   end)
 end)

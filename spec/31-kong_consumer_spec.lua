@@ -1,12 +1,13 @@
--- consumer_group.mode = kong_consumer (http-get): each authenticated Kong consumer reads through a
--- consumer group of its own, named after its username, else custom_id, else id, and commits it
--- independently; a request without a consumer reads the plugin's random group, and the worker says so
+-- consumer_group.mode = kong_consumer (http-get, websocket acknowledgements): each authenticated Kong
+-- consumer reads through a consumer group of its own, named after its username, else custom_id, else id,
+-- and commits it independently; a request without a consumer reads the plugin's random group, and the worker says so
 -- once; max_consumer_groups bounds the Kafka consumers one plugin keeps open per worker.
 --
 -- Authentication is Kong's key-auth (bundled with the host), and cc-authenticate (spec/fixtures), a test
 -- plugin that authenticates the consumer its request headers describe, for consumers key-auth cannot
 -- present (one with neither username nor custom_id).
 local helpers = require "spec.helpers.host"
+local ws_client = require "spec.helpers.ws"
 local wait = require "spec.helpers.wait"
 local proc = require "spec.helpers.proc"
 local cjson = require "cjson"
@@ -70,7 +71,7 @@ describe("consumer_group.mode = kong_consumer", function()
   end
 
   lazy_setup(function()
-    for _, name in ipairs({ "keyed", "fields", "nobody", "bounded", "stream" }) do
+    for _, name in ipairs({ "keyed", "fields", "nobody", "bounded", "stream", "ws", "wsbounded" }) do
       topics[name] = helpers.create_topic(helpers.unique_name("kc-" .. name), 1)
     end
     host = helpers.start_host({
@@ -86,6 +87,8 @@ describe("consumer_group.mode = kong_consumer", function()
         route("nobody", topics.nobody, {}),
         route("bounded", topics.bounded, { "cc-authenticate" }, { max_consumer_groups = 1 }),
         route("stream", topics.stream, { "key-auth" }, { mode = "server-sent-events" }),
+        route("ws", topics.ws, { "key-auth" }, { mode = "websocket", max_records = 4 }),
+        route("wsbounded", topics.wsbounded, { "key-auth" }, { mode = "websocket", max_consumer_groups = 1 }),
       },
     })
     pid = host:worker_pids()[1]
@@ -204,5 +207,62 @@ describe("consumer_group.mode = kong_consumer", function()
     end
     local _, warnings_after = host:error_log():gsub("without an authenticated Kong consumer", "")
     assert.equal(warnings_before, warnings_after)
+  end)
+
+  -- The offsets of the records a WebSocket client received.
+  local function offsets(records)
+    local list = {}
+    for i, r in ipairs(records) do
+      list[i] = r.offset
+    end
+    return list
+  end
+
+  it("commits each Kong consumer's WebSocket acknowledgements to its own group: each acknowledges and " ..
+     "resumes independently", function()
+    local t = topics.ws
+    local function ws(key, script)
+      return ws_client.run(host, "ws.test", "/?acks=true&apikey=" .. key, script)
+    end
+    produce(t, 10)
+    -- alice acknowledges the first 6 records of 10
+    local first = ws(KEYS.alice, { { read = 10 }, { ack = "cursor", index = 6 }, { close = true } })
+    assert.same({ 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 }, offsets(first.records))
+    assert.equal(6, committed(t, alice, 6))
+    assert.equal(null, helpers.kafka_tool("committed", "--topic " .. t .. " --group " .. bob)["0"],
+                 "bob has acknowledged nothing yet")
+    -- bob starts at his own group's commits (none: auto_offset_reset) and acknowledges all 10
+    local other = ws(KEYS.bob, { { read = 10 }, { ack = "last" }, { close = true } })
+    assert.same(offsets(first.records), offsets(other.records))
+    assert.equal(10, committed(t, bob, 10))
+    assert.equal(6, committed(t, alice, 6), "bob's acknowledgements moved alice's group")
+    -- alice resumes at her last acknowledgement, not at bob's
+    local again = ws(KEYS.alice, { { read = 4 }, { ack = "last" }, { quiet = 0.5 }, { close = true } })
+    assert.same({ 6, 7, 8, 9 }, offsets(again.records))
+    assert.equal(10, committed(t, alice, 10))
+  end)
+
+  it("keeps a Kong consumer's Kafka consumer open while a WebSocket of it is: with max_consumer_groups " ..
+     "= 1 another consumer's upgrade gets a 503, and gets in once that WebSocket closed", function()
+    local t = topics.wsbounded
+    local upgrade = { Host = "wsbounded.test", Upgrade = "websocket", Connection = "Upgrade",
+                      ["Sec-WebSocket-Version"] = "13", ["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ==" }
+    local collect = ws_client.start(host, "wsbounded.test", "/?apikey=" .. KEYS.alice,
+                                    { { read = 1, timeout = 30 }, { close = true } })
+    local status, body, headers = host:get("/?apikey=" .. KEYS.bob, upgrade)
+    assert.equal(503, status)
+    assert.equal("1", headers["retry-after"])
+    assert.same({ message = "too many Kong consumers read through this plugin on this worker at once " ..
+                            "(max_consumer_groups); retry" }, cjson.decode(body))
+    produce(t, 1)
+    assert.same({ 0 }, offsets(collect().records))
+    -- alice's stream ends once the server has sent its close: wait for it to let go of the consumer
+    local later
+    assert.truthy(proc.wait_until(function()
+      later = ws_client.run(host, "wsbounded.test", "/?from=earliest&apikey=" .. KEYS.bob,
+                            { { read = 1 }, { close = true } })
+      return later.status == 101
+    end, 5), "bob's upgrade was refused after alice's WebSocket closed")
+    assert.same({ 0 }, offsets(later.records))
   end)
 end)

@@ -56,7 +56,7 @@ end
 
 
 describe("metrics scraped by Prometheus", function()
-  local host, prometheus_pid, outage_dir, topic, sse_topic, ws_topic, idle_topic
+  local host, prometheus_pid, outage_dir, topic, sse_topic, ws_topic, idle_topic, fx_topic
   local outage_port = helpers.next_ports()
   local outage_group = helpers.unique_name("outage-group")
 
@@ -65,6 +65,7 @@ describe("metrics scraped by Prometheus", function()
     sse_topic = helpers.create_topic(helpers.unique_name("metrics-sse"), 2)
     ws_topic = helpers.create_topic(helpers.unique_name("metrics-ws"), 2)
     idle_topic = helpers.create_topic(helpers.unique_name("metrics-idle"), 1)
+    fx_topic = helpers.create_topic(helpers.unique_name("metrics-fx"), 1)
     outage_dir = helpers.RUN_DIR .. "/metrics-outage-broker"
     helpers.sh("rm -rf " .. outage_dir)
     helpers.broker(outage_dir, "start", "--port " .. outage_port .. " --storage memory")
@@ -76,12 +77,18 @@ describe("metrics scraped by Prometheus", function()
     outage.plugins[1].config.bootstrap_servers[1].port = outage_port
     local ws_route = helpers.route("metrics-ws", ws_topic, { mode = "websocket", auto_offset_reset = "earliest" })
     ws_route.protocols = { "http", "ws" }
+    -- a message function that drops the records of even offsets
+    local drop_even = { "return function(m) if m.offset % 2 == 0 then return nil end return m end" }
     host = helpers.start_host({ status = true, check_client_abort = true, routes = {
       helpers.route("metrics-get", topic, { auto_offset_reset = "earliest", max_records = 7 }),
       helpers.route("metrics-sse", sse_topic, { mode = "server-sent-events", auto_offset_reset = "earliest",
                                                   heartbeat_interval = 1000 }),
       helpers.route("metrics-idle", idle_topic),
       ws_route,
+      helpers.route("metrics-sse-fx", fx_topic, { mode = "server-sent-events", auto_offset_reset = "earliest",
+                                                  message_by_lua_functions = drop_even }),
+      helpers.route("metrics-ws-fx", fx_topic, { mode = "websocket", auto_offset_reset = "earliest",
+                                                 message_by_lua_functions = drop_even }),
       outage,
     } })
 
@@ -193,6 +200,30 @@ scrape_configs:
     eventually_equal(host, 0, 'confluent_consume_streams_open{route="metrics-ws",mode="websocket"}')
     -- the upgrade's status, as nginx logs it
     eventually_equal(host, 1, 'confluent_consume_requests_total{route="metrics-ws",mode="websocket",status="101"}')
+  end)
+
+  it("counts as served only the records message functions keep, in server-sent-events and websocket",
+     function()
+    helpers.kafka_tool("produce", "--topic " .. fx_topic .. " --count 10")
+    -- each stream reads all 10 records and serves the 5 of odd offsets, then stays open a moment: a record
+    -- counted but not sent would show before it closes
+    local conn = host:connect()
+    local status = conn:send_request("GET", "/?from=earliest",
+                                     { Host = "metrics-sse-fx.test", Accept = "text/event-stream" })
+    assert.equal(200, status)
+    local events = conn:read_events(5, 10)
+    local offsets = {}
+    for _, e in ipairs(events) do
+      if e.event == "message" then offsets[#offsets + 1] = cjson.decode(e.data).offset end
+    end
+    assert.same({ 1, 3, 5, 7, 9 }, offsets)
+    eventually_equal(host, 5,
+                     'confluent_consume_records_served_total{route="metrics-sse-fx",mode="server-sent-events"}')
+    conn:close()
+    local seen = ws.run(host, "metrics-ws-fx.test", "/?from=earliest", { { read = 5 }, { quiet = 1 },
+                                                                          { close = true } })
+    assert.equal(5, #seen.records)
+    eventually_equal(host, 5, 'confluent_consume_records_served_total{route="metrics-ws-fx",mode="websocket"}')
   end)
 
   it("shows a broker that goes down as connection errors of its group", function()

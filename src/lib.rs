@@ -36,8 +36,8 @@ use mlua::{
 };
 
 use crate::buffer::{
-    collect_pieces, layout_tag, parse_cursor, render_kong, render_sse, render_websocket, select, selected,
-    selected_timestamps, Limits, Pieces, ReadMode,
+    collect_pieces, layout_tag, offset_runs, parse_cursor, render_kong, render_sse, render_websocket, select,
+    selected, selected_timestamps, Limits, Pieces, ReadMode,
 };
 use crate::client_frame::ClientFrame;
 use crate::consumer::{Level, Phase, Shared};
@@ -158,12 +158,13 @@ fn read(
         )),
         Format::Records => Rendered::Records(collect_pieces(&state.partitions, &offsets, &selection)),
     };
-    // websocket: per partition index (1-based) the offsets of its records in the frame, when it has any
+    // websocket: per partition index (1-based) the offsets of its records in the frame as runs (see
+    // offset_runs), when it has any
     let mut sent = Vec::new();
     if matches!(format, Format::WebSocket) {
         for (i, p) in state.partitions.iter().enumerate() {
             if selection.counts[i] > 0 {
-                sent.push((i + 1, selected(p, offsets[i], selection.counts[i]).map(|r| r.offset).collect::<Vec<_>>()));
+                sent.push((i + 1, offset_runs(selected(p, offsets[i], selection.counts[i]).map(|r| r.offset))));
             }
         }
     }
@@ -369,7 +370,8 @@ impl UserData for Handle {
         });
 
         // frame(cursors, max_records, max_bytes) -> payload (one websocket text frame), next_cursors, count,
-        // behind, kafka_error, sent: a read whose `sent[i]` lists the offsets of partition i it carries
+        // behind, kafka_error, sent: a read whose `sent[i]` lists the offsets of partition i it carries, as
+        // runs `{first, last, first, last, ...}` of consecutive offsets (see offset_runs)
         method(methods, "frame", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
             read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::WebSocket, None)
         });

@@ -5,6 +5,7 @@ Each of --clients connections to 127.0.0.1:--port (Host --host, path --path) run
 array of steps, and the program prints one JSON line. With one client: what it saw
   {"status": <handshake status, 101 when upgraded>,
    "records": [...every record received, in order...], "frames": <text frames received>,
+   "sizes": [...the number of records of each records frame, in order...],
    "errors": [...error frames...], "close": {"code": N, "reason": "..."} | null}
 With --ready-file F, F gets the number of clients once every one is connected (upgraded).
 With several: {"clients": N, "completed": <clients whose script ran to its end>, "distinct": <distinct
@@ -14,6 +15,7 @@ record sequences, as "partition:offset" lists; 1 means identical>, "records": <r
 Steps (each optional key applies to the one step):
   {"read": N, "timeout": S}        read frames until N records in all have arrived (fails after S s);
                                    with "ack_each": true, ack each frame's cursor as it arrives
+  {"read_errors": N, "timeout": S} read frames until N error frames in all have arrived (fails after S s)
   {"quiet": S}                     read for S s; the records that arrive are kept, and how many in "quiet"
   {"ack": "last"}                  ack the cursor of the last frame received (cumulative)
   {"ack": "cursor", "index": I}    ack the cursor of record I (1-based, in arrival order)
@@ -23,6 +25,8 @@ Steps (each optional key applies to the one step):
   {"stall": S}                     stop reading the socket for S s (the library answers no ping meanwhile)
   {"send_raw_unmasked": TEXT}      a text frame without the mask every client frame must have
   {"wait_close": S}                read until the server closes (its code and reason go to "close")
+  {"signal": PATH}                 create the file PATH (tells the spec this client got that far)
+  {"wait_file": PATH, "timeout": S}  wait until the file PATH exists (the spec's go-ahead; fails after S s)
   {"close": true}                  close normally (code 1000)
   {"drop": true}                   close the TCP connection without a close frame
 """
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 
 import websockets
@@ -40,6 +45,7 @@ class State:
     def __init__(self):
         self.records = []
         self.frames = 0
+        self.sizes = []
         self.errors = []
         self.close = None
         self.last_cursor = None
@@ -52,6 +58,7 @@ def take(state, text):
     state.frames += 1
     if frame.get("type") == "records":
         state.records.extend(frame["records"])
+        state.sizes.append(len(frame["records"]))
         state.last_cursor = frame["cursor"]
     elif frame.get("type") == "error":
         state.errors.append(frame)
@@ -81,6 +88,8 @@ async def step(ws, state, s):
     if "read" in s:
         await read_until(ws, state, lambda: len(state.records) >= s["read"], s.get("timeout", 15),
                          s.get("ack_each", False))
+    elif "read_errors" in s:
+        await read_until(ws, state, lambda: len(state.errors) >= s["read_errors"], s.get("timeout", 15))
     elif "quiet" in s:
         before = len(state.records)
         try:
@@ -122,6 +131,16 @@ async def step(ws, state, s):
         except ConnectionClosed:
             pass
         closed(ws, state)
+    elif "signal" in s:
+        with open(s["signal"], "w") as f:
+            f.write("1")
+    elif "wait_file" in s:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.get("timeout", 15)
+        while not os.path.exists(s["wait_file"]):
+            if loop.time() > deadline:
+                raise TimeoutError(f"no {s['wait_file']} after {s.get('timeout', 15)} s")
+            await asyncio.sleep(0.05)  # the poll interval of this wait-with-deadline
     elif s.get("close"):
         await ws.close()
         closed(ws, state)
@@ -161,8 +180,8 @@ async def client(args, script):
         result["status"] = e.status_code
     except (ConnectionClosed, TimeoutError, OSError) as e:
         result["failure"] = f"{type(e).__name__}: {e}"
-    result.update(records=state.records, frames=state.frames, errors=state.errors, close=state.close,
-                  quiet=state.quiet, pongs=state.pongs)
+    result.update(records=state.records, frames=state.frames, sizes=state.sizes, errors=state.errors,
+                  close=state.close, quiet=state.quiet, pongs=state.pongs)
     return result
 
 

@@ -4,8 +4,8 @@
 -- request and plugin whose consumer settings are identical, and closed when no configuration uses it any
 -- more (Kong's `configure` phase) or when the worker exits. Each handle has a doorbell: a timer holding a
 -- cosocket on the handle's Unix socket, woken by the consumer thread, which wakes the waiting requests.
--- With consumer_group.mode kong_consumer (http-get), each Kong consumer's group has a handle of its own,
--- at most max_consumer_groups per configuration and worker.
+-- With consumer_group.mode kong_consumer (http-get, websocket), each Kong consumer's group has a handle of
+-- its own, at most max_consumer_groups per configuration and worker.
 local native = require "confluent_consume_native"
 local semaphore = require "ngx.semaphore"
 
@@ -34,9 +34,9 @@ local handles = {}  -- consumer identity -> entry
 --     groups = { [group] = known }, group_count = <entries of groups> }
 -- Kong hands a plugin the same conf table for as long as its configuration lasts and a new one when it
 -- changes (its `__key__` names the plugin's place, not its revision, and stays), so a revision goes when
--- its table does. `groups` (consumer_group.mode kong_consumer, http-get) holds the settings of each Kong
--- consumer's group, { settings =, identity =, group_id =, used = <ngx.now()> }, at most
--- max_consumer_groups of them.
+-- its table does. `groups` (consumer_group.mode kong_consumer, http-get and websocket) holds the
+-- settings of each Kong consumer's group, { settings =, identity =, group_id =, used = <ngx.now()> }, at
+-- most max_consumer_groups of them.
 local known = setmetatable({}, { __mode = "k" })
 -- plugin name -> { identity -> true }: the consumers each plugin's configurations use (its last
 -- `configure`); Kong configures confluent-consume and kafka-consume separately
@@ -87,9 +87,10 @@ local function revision_of(conf, plugin_name)
     group_id = group_id,
     plugin_name = plugin_name,
     handover = handover,
-    -- streams (server-sent-events, websocket) share the route's one consumer whoever they authenticated
-    -- as: the event id is the position, and websocket acknowledgements commit to the route's own group
-    per_consumer = conf.mode == "http-get" and conf.consumer_group.mode == "kong_consumer",
+    -- http-get commits each Kong consumer's reads, and websocket its acknowledgements, to that consumer's
+    -- group; server-sent-events streams share the route's one consumer whoever they authenticated as: the
+    -- event id is the position, and no group is read or committed
+    per_consumer = conf.mode ~= "server-sent-events" and conf.consumer_group.mode == "kong_consumer",
     groups = {},
     group_count = 0,
   }
@@ -216,9 +217,11 @@ local function create(key, known_conf, start)
   local entry = {
     key = key,
     handle = handle,
+    known_conf = known_conf,  -- what a stream's catch-up handle of this group is built from
     group_id = known_conf.group_id,
     sema = semaphore.new(),
     generation = 0,
+    streams = 0,  -- the streams reading it (stream.lua): a Kong consumer's group is not evicted under them
     closed = false,
   }
   local ok, timer_err = timer_at(0, doorbell, entry)
@@ -241,12 +244,13 @@ end
 
 
 -- Makes room for one more Kong consumer's group in the full `revision`: forgets the least recently used
--- group no request waits on, and closes its handle. False when every one has waiting requests.
+-- group no request uses (a long-poll waiting on it, a websocket stream reading it), and closes its handle.
+-- False when every one is in use.
 local function evict_group(revision)
   local oldest_group, oldest
   for group, known_conf in pairs(revision.groups) do
     local entry = handles[known_conf.identity]
-    local waiting = entry and not entry.closed and entry.sema:count() < 0
+    local waiting = entry and not entry.closed and (entry.sema:count() < 0 or entry.streams > 0)
     if not waiting and (not oldest or known_conf.used < oldest.used) then
       oldest_group, oldest = group, known_conf
     end
@@ -326,14 +330,12 @@ function _M.get(conf, plugin_name)
 end
 
 
--- A private handle for one stream that catches up from `start` ({kind = "earliest" | "latest"},
--- {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}); close it with `_M.close`.
-function _M.replay(conf, plugin_name, start)
-  local revision, err = revision_of(conf, plugin_name)
-  if not revision then
-    return nil, err
-  end
-  return create(nil, revision, start)
+-- A private handle for one stream of the shared handle `live` that catches up from `start` ({kind =
+-- "earliest" | "committed"}, {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}), in
+-- `live`'s group (a Kong consumer's, in kong_consumer mode: "committed" is where its acknowledgements
+-- left off); close it with `_M.close`.
+function _M.replay(live, start)
+  return create(nil, live.known_conf, start)
 end
 
 

@@ -172,8 +172,7 @@ function _M.serve(conf, plugin_name)
   local entry, busy
   entry, err, busy = consumers.get(conf, plugin_name)
   if busy then
-    kong.response.set_header("Retry-After", 1)
-    return respond.error(503, err)
+    return respond.consumers_busy(err)
   elseif not entry then
     return respond.consumer_failed(conf, err)
   end

@@ -419,19 +419,20 @@ end
 
 
 -- The server-sent events of processed records, as the native `read` renders them: one per record
--- served, its id the cursor after it.
+-- served, its id the cursor after it; and how many records were served.
 function _M.render_sse(layout, cursors, partitions, by_partition)
   local out, n = {}, 0
   each_served(layout, cursors, partitions, by_partition, function(cursor, record)
     n = n + 1
     out[n] = "id: " .. cursor .. "\nevent: message\ndata: " .. record .. "\n\n"
   end)
-  return concat(out)
+  return concat(out), n
 end
 
 
--- The websocket frame of processed records, as the native `frame` renders it, and the offsets it
--- carries per partition index (`sent`, for the connection's acknowledgement window).
+-- The websocket frame of processed records, as the native `frame` renders it, how many records it
+-- carries, and their offsets per partition index as the native `frame` gives them (`sent`, runs `{first,
+-- last, ...}` of consecutive offsets, for the connection's acknowledgement window).
 function _M.render_websocket(layout, cursors, partitions, by_partition)
   local out, n, sent = {}, 0, {}
   local last = layout .. "-" .. concat(cursors, ".")
@@ -439,14 +440,19 @@ function _M.render_websocket(layout, cursors, partitions, by_partition)
     n = n + 1
     out[n] = '{"cursor":"' .. cursor .. '",' .. sub(record, 2)
     last = cursor
-    local offsets = sent[i]
-    if not offsets then
-      offsets = {}
-      sent[i] = offsets
+    local runs = sent[i]
+    if not runs then
+      runs = {}
+      sent[i] = runs
     end
-    offsets[#offsets + 1] = offset
+    local n = #runs
+    if n > 0 and runs[n] == offset - 1 then
+      runs[n] = offset
+    else
+      runs[n + 1], runs[n + 2] = offset, offset
+    end
   end)
-  return '{"type":"records","records":[' .. concat(out, ",") .. '],"cursor":"' .. last .. '"}', sent
+  return '{"type":"records","records":[' .. concat(out, ",") .. '],"cursor":"' .. last .. '"}', n, sent
 end
 
 return _M

@@ -44,4 +44,12 @@ function _M.consumer_failed(conf, err)
 end
 
 
+-- consumer_group.mode kong_consumer: this worker already reads max_consumer_groups Kong consumers' groups
+-- of the plugin, each in use. Not a Kafka failure: precise whatever error_handling says.
+function _M.consumers_busy(message)
+  kong.response.set_header("Retry-After", 1)
+  return _M.error(503, message)
+end
+
+
 return _M

@@ -272,8 +272,8 @@ return {
               len_max = 255,
           } },
           { consumer_group = {
-              description = "The Kafka consumer group whose offsets are read and committed (http-get; " ..
-                            "server-sent-events never reads or commits them).",
+              description = "The Kafka consumer group whose offsets are read and committed (http-get, " ..
+                            "websocket acknowledgements; server-sent-events never reads or commits them).",
               type = "record",
               required = true,
               fields = {
@@ -538,9 +538,9 @@ return {
               },
           } },
           { max_consumer_groups = {
-              description = "http-get with consumer_group.mode `kong_consumer`: most Kong consumers one " ..
-                            "worker keeps a Kafka consumer open for, per plugin; a new one closes the " ..
-                            "least recently used that no request waits on, else gets a 503.",
+              description = "http-get and websocket with consumer_group.mode `kong_consumer`: most Kong " ..
+                            "consumers one worker keeps a Kafka consumer open for, per plugin; a new one " ..
+                            "closes the least recently used that no request uses, else gets a 503.",
               type = "integer",
               required = true,
               default = 16,

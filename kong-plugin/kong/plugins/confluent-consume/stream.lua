@@ -70,7 +70,8 @@ end
 
 
 -- With message functions (`fx`): the records come one by one, go through the chain, and are rendered
--- here. `done` (shared handle only) keeps what the chain made of each record.
+-- here. `done` (shared handle only) keeps what the chain made of each record. Returns what a native read
+-- does (`count` the records read, which move the cursors), and `served`: those the functions kept.
 local function read_through(source, cursors, max_records, max_bytes, fx, done)
   local by_partition, next_cursors, count, behind, kafka_err = source.handle:records(cursors, max_records,
                                                                                       max_bytes)
@@ -78,8 +79,8 @@ local function read_through(source, cursors, max_records, max_bytes, fx, done)
     return nil, next_cursors
   end
   message_functions.apply(fx.chain, by_partition, fx.partitions, done)
-  local body, sent = FORMATS[fx.format].render(fx.layout, cursors, fx.partitions, by_partition)
-  return body, next_cursors, count, behind, kafka_err, sent
+  local body, served, sent = FORMATS[fx.format].render(fx.layout, cursors, fx.partitions, by_partition)
+  return body, next_cursors, count, behind, kafka_err, sent, served
 end
 
 
@@ -140,8 +141,8 @@ local function read_live(live, format, cursors, max_records, max_bytes, fx, prep
   if prepare and hit[1] and not hit.prepared then
     hit.prepared = prepare(hit[1])
   end
-  local body, next_cursors, count, behind, kafka_err, sent = unpack(hit, 1, 6)
-  return body, next_cursors, count, behind, kafka_err, sent, hit.prepared
+  local body, next_cursors, count, behind, kafka_err, sent, served = unpack(hit, 1, 7)
+  return body, next_cursors, count, behind, kafka_err, sent, served, hit.prepared
 end
 
 
@@ -188,8 +189,10 @@ function _M.open(conf, plugin_name, format, start, request)
   request.bytes_key = metrics.key("bytes_served", route, conf.mode)
   request.catchup_key = metrics.key("catchup_streams", route, conf.mode)
   request.open_key = metrics.key("streams_open", route, conf.mode)
-  local live, err = consumers.get(conf, plugin_name)
-  if not live then
+  local live, err, busy = consumers.get(conf, plugin_name)
+  if busy then
+    return nil, respond.consumers_busy(err)
+  elseif not live then
     return nil, respond.consumer_failed(conf, err)
   end
   request.live = live
@@ -237,7 +240,7 @@ function _M.open(conf, plugin_name, format, start, request)
                                      "(max_catchup_streams); retry")
     end
     local replay
-    replay, err = consumers.replay(conf, plugin_name, replay_start)
+    replay, err = consumers.replay(live, replay_start)
     if not replay then
       _M.end_catchup(request)
       return nil, respond.consumer_failed(conf, err)
@@ -266,17 +269,11 @@ local function read_once(conf, format, live, source, cursors, fx, sink)
   if source == live then
     return read_live(live, format, cursors, conf.max_records, conf.max_bytes, fx, sink.prepare)
   end
-  local body, next_cursors, count, behind, kafka_err, sent
   if fx then
-    body, next_cursors, count, behind, kafka_err, sent = read_through(source, cursors, conf.max_records,
-                                                                      conf.max_bytes, fx)
-  else
-    local handle = source.handle
-    body, next_cursors, count, behind, kafka_err, sent = handle[FORMATS[format].method](handle, cursors,
-                                                                                        conf.max_records,
-                                                                                        conf.max_bytes)
+    return read_through(source, cursors, conf.max_records, conf.max_bytes, fx)
   end
-  return body, next_cursors, count, behind, kafka_err, sent
+  local handle = source.handle
+  return handle[FORMATS[format].method](handle, cursors, conf.max_records, conf.max_bytes)
 end
 
 
@@ -292,9 +289,10 @@ local function pump(conf, format, request, cursors, fx, sink)
   local heartbeat = conf.heartbeat_interval / 1000
   local last_error
   local source = replay or live
-  -- reads not yet written (coalescing sinks): bodies, their records and bytes, and the last read's
-  -- cursors and `sent`
-  local pending, pending_count, pending_bytes, pending_cursors, pending_sent = {}, 0, 0, nil, nil
+  -- reads not yet written (coalescing sinks): bodies, their records, the records message functions kept
+  -- of them, their bytes, and the last read's cursors and `sent`
+  local pending, pending_count, pending_served, pending_bytes = {}, 0, 0, 0
+  local pending_cursors, pending_sent
 
   local function write_pending()
     if pending_count == 0 then
@@ -304,9 +302,9 @@ local function pump(conf, format, request, cursors, fx, sink)
     if not sink.records(out, pending_cursors, pending_count, pending_sent) then
       return false
     end
-    metrics.count(request.records_key, pending_count)
+    metrics.count(request.records_key, pending_served)
     metrics.count(request.bytes_key, pending_bytes)
-    pending, pending_count, pending_bytes = {}, 0, 0
+    pending, pending_count, pending_served, pending_bytes = {}, 0, 0, 0
     return true
   end
 
@@ -320,9 +318,11 @@ local function pump(conf, format, request, cursors, fx, sink)
     end
     local generation = source.generation
     -- one native call per pass (none when another stream at this position read it): the read also
-    -- tells the handle's Kafka error
-    local body, next_cursors, count, behind, kafka_err, sent, prepared = read_once(conf, format, live, source,
-                                                                                   cursors, fx, sink)
+    -- tells the handle's Kafka error; `served`: the records message functions kept of the `count` read
+    -- (all of them without functions)
+    local body, next_cursors, count, behind, kafka_err, sent, served, prepared = read_once(conf, format, live,
+                                                                                           source, cursors, fx,
+                                                                                           sink)
     if body and not prepared and sink.prepare then
       prepared = sink.prepare(body)
     end
@@ -344,6 +344,7 @@ local function pump(conf, format, request, cursors, fx, sink)
     if count > 0 then
       pending[#pending + 1] = prepared or body
       pending_count, pending_bytes = pending_count + count, pending_bytes + #body
+      pending_served = pending_served + (served or count)
       pending_cursors, pending_sent = next_cursors, sent
       cursors = next_cursors
       if not sink.coalesce or pending_count >= conf.max_records or pending_bytes >= conf.max_bytes then
@@ -386,9 +387,12 @@ end
 --   wait(source, generation, seconds) -> true when woken before `seconds` passed
 --   heartbeat()             -> false when the client cannot be written to
 function _M.run(conf, format, request, cursors, fx, sink)
+  local live = request.live
   metrics.move(request.open_key, 1)
+  live.streams = live.streams + 1
   -- a stream ends by returning, also on a Lua error in it, which would otherwise leave it counted
   local ok, err = pcall(pump, conf, format, request, cursors, fx, sink)
+  live.streams = live.streams - 1
   metrics.move(request.open_key, -1)
   if not ok then
     _M.end_catchup(request)

@@ -90,18 +90,22 @@ local function new_window(cursors)
 end
 
 
--- Records that a frame carrying `sent` (per partition index, its offsets) went out, up to `next_cursors`;
--- `limit` is the window's size.
+-- Records that a frame carrying `sent` (per partition index, its offsets as runs `{first, last, ...}` of
+-- consecutive offsets) went out, up to `next_cursors`; `limit` is the window's size.
 local function window_sent(window, sent, next_cursors, limit)
   local before = window.count
-  for i, offsets in pairs(sent) do
+  for i, runs in pairs(sent) do
     local queue, pending = window.queues[i], window.pending[i]
-    for _, offset in ipairs(offsets) do
-      queue.last = queue.last + 1
-      queue[queue.last] = offset
-      pending[offset] = true
+    local last = queue.last
+    for r = 1, #runs, 2 do
+      for offset = runs[r], runs[r + 1] do
+        last = last + 1
+        queue[last] = offset
+        pending[offset] = true
+      end
     end
-    window.count = window.count + #offsets
+    window.count = window.count + last - queue.last
+    queue.last = last
   end
   for i, c in ipairs(next_cursors) do
     window.sent_to[i] = c

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys

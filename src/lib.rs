@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod probe;
 pub mod query;
+pub mod registry;
 pub mod schema;
 pub mod settings;
 
@@ -533,6 +534,7 @@ fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
         for rule in field.rules {
             match *rule {
                 Rule::Between(lo, hi) => entry.raw_set("between", lua.create_sequence_from([lo, hi])?)?,
+                Rule::BetweenNumbers(lo, hi) => entry.raw_set("between", lua.create_sequence_from([lo, hi])?)?,
                 Rule::OneOf(values) => entry.raw_set("one_of", lua.create_sequence_from(values.iter().copied())?)?,
                 Rule::NotOneOf(values) => {
                     entry.raw_set("not_one_of", lua.create_sequence_from(values.iter().copied())?)?

@@ -1,0 +1,3 @@
+//! Confluent Schema Registry: records in Confluent's wire format decoded to JSON on the consumer thread.
+
+pub mod config;

@@ -15,6 +15,7 @@ pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod guard;
+pub mod http;
 pub mod metrics;
 pub mod oauth;
 pub mod probe;

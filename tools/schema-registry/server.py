@@ -385,8 +385,8 @@ class Auth:
             client, _, secret = (urllib.parse.unquote_plus(p) for p in decoded.partition(":"))
             return client, self._client_secret_ok(client, secret), "client_secret_basic"
         if form.get("client_assertion_type") == CLIENT_ASSERTION_TYPE:
-            client = self._client_from_jwt(form.get("client_assertion", ""))
-            return client or form.get("client_id"), client is not None, "client_secret_jwt"
+            client, verified = self._client_from_jwt(form.get("client_assertion", ""))
+            return client, verified, "client_secret_jwt"
         client = form.get("client_id")
         if "client_secret" in form:
             return client, self._client_secret_ok(client or "", form["client_secret"]), "client_secret_post"
@@ -398,25 +398,24 @@ class Auth:
                 hmac.compare_digest(secret, oauth2.get("client_secret", "")))
 
     def _client_from_jwt(self, assertion):
-        """The client id of a client_secret_jwt assertion (RFC 7523) signed with the client's secret, or None."""
+        """(the client id a client_secret_jwt assertion (RFC 7523) names, whether it is signed with that
+        client's secret and still valid)."""
         oauth2 = self.credentials.get("oauth2", {})
         try:
             header_b64, payload_b64, signature_b64 = assertion.split(".")
             header = json.loads(_b64url_decode(header_b64))
             payload = json.loads(_b64url_decode(payload_b64))
             digest = JWT_HASHES[header.get("alg")]
-        except (ValueError, KeyError):
-            return None
+            signature = _b64url_decode(signature_b64)
+        except (ValueError, KeyError, binascii.Error):
+            return None, False
+        client = payload.get("iss") if isinstance(payload, dict) else None
         expected = hmac.new(oauth2.get("client_secret", "").encode(), f"{header_b64}.{payload_b64}".encode(),
                             digest).digest()
-        if not hmac.compare_digest(expected, _b64url_decode(signature_b64)):
-            return None
-        client = oauth2.get("client_id")
-        if payload.get("iss") != client or payload.get("sub") != client:
-            return None
-        if not isinstance(payload.get("exp"), (int, float)) or payload["exp"] < time.time():
-            return None
-        return client
+        verified = (hmac.compare_digest(expected, signature) and client == oauth2.get("client_id") and
+                    payload.get("sub") == client and isinstance(payload.get("exp"), (int, float)) and
+                    payload["exp"] >= time.time())
+        return client, verified
 
     def token(self, headers, form):
         """(status, body, record) for a token request; `record` names no secret."""

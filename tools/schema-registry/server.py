@@ -38,6 +38,8 @@ Test-only endpoints (never authenticated, not part of Confluent's API):
 
 --state FILE keeps the schemas, subjects and configs across restarts (written after every change), so a
 spec can stop the registry and start it again on the same port with the same schemas. Binds 127.0.0.1 only.
+Runs in the serializers' virtualenv (tools/schema-registry/run server ...) for the protobuf package, which
+reads the descriptors; the rest is the standard library.
 """
 import argparse
 import base64
@@ -51,6 +53,9 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from google.protobuf import descriptor_pb2
+from google.protobuf.message import DecodeError
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SCHEMA_TYPES = ("AVRO", "PROTOBUF", "JSON")
@@ -95,7 +100,6 @@ class ProtoWriter:
     fully qualified (".pkg.Msg"), as the descriptor holds them."""
 
     def __init__(self, file_proto):
-        from google.protobuf import descriptor_pb2
         self.fd = descriptor_pb2.FieldDescriptorProto
         self.file = file_proto
         self.proto3 = file_proto.syntax == "proto3"
@@ -201,8 +205,6 @@ def decode_descriptor(text):
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    from google.protobuf import descriptor_pb2
-    from google.protobuf.message import DecodeError
     descriptor = descriptor_pb2.FileDescriptorProto()
     try:
         descriptor.ParseFromString(raw)
@@ -485,7 +487,7 @@ def make_handler(registry, auth, counters, delay):
             self.dispatch("DELETE")
 
         def log_message(self, *_):
-            pass  # the counters are the record; a request line could carry nothing secret, but stays quiet
+            pass  # the counters are the record (and a log line could carry what a client sent)
 
         def answer(self, status, body, content_type=CONTENT_TYPE):
             data = json.dumps(body).encode()

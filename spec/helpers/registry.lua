@@ -187,6 +187,7 @@ function Registry:try_produce(opts)
   write_file(records_file, table.concat(lines, "\n") .. "\n")
   local credentials_file = self.dir .. "/" .. n .. "-client.json"
   write_file(credentials_file, cjson.encode(self:client_properties()))
+  helpers.sh_ok("chmod 600 " .. credentials_file)
   local args = {
     "--format", opts.format, "--schema", opts.schema, "--topic", opts.topic, "--records", records_file,
     "--registry", self.url, "--registry-credentials", credentials_file,

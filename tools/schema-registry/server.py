@@ -502,14 +502,9 @@ def make_handler(registry, auth, counters, delay):
             except (BrokenPipeError, ConnectionResetError):
                 pass  # a client that stopped waiting
 
-        def read_body(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
-
         def read_json(self):
-            raw = self.read_body()
             try:
-                body = json.loads(raw or b"null")
+                body = json.loads(self.body or b"null")
             except ValueError as e:
                 raise ApiError(400, 400, f"Unexpected character in the request body ({e})")
             if not isinstance(body, dict):
@@ -517,6 +512,9 @@ def make_handler(registry, auth, counters, delay):
             return body
 
         def dispatch(self, method):
+            # read whatever the answer: a body left unread would be taken for the next request on the connection
+            length = int(self.headers.get("Content-Length") or 0)
+            self.body = self.rfile.read(length) if length else b""
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query))
             parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")] if url.path.strip("/") else []
@@ -530,7 +528,6 @@ def make_handler(registry, auth, counters, delay):
                 with counters.lock:
                     counters.requests += 1
                 if not auth.allows(self.headers):
-                    self.read_body()
                     with counters.lock:
                         counters.unauthorized += 1
                     raise ApiError(401, 401, "Unauthorized")
@@ -548,7 +545,6 @@ def make_handler(registry, auth, counters, delay):
                 with counters.lock:
                     return 200, list(counters.token_log), "application/json"
             if method == "POST" and parts == ["reset"]:
-                self.read_body()
                 with counters.lock:
                     counters.reset()
                 return 200, {}, "application/json"
@@ -561,7 +557,7 @@ def make_handler(registry, auth, counters, delay):
             raise ApiError(404, 404, "HTTP 404 Not Found")
 
         def token_endpoint(self):
-            form = dict(urllib.parse.parse_qsl(self.read_body().decode("utf-8", "replace"), keep_blank_values=True))
+            form = dict(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
             status, body, record = auth.token(self.headers, form)
             with counters.lock:
                 counters.token_requests += 1

@@ -223,6 +223,11 @@ describe("The project's Schema Registry with Confluent's client", function()
     local invalid = call("POST", "/subjects/" .. subject .. "/versions", { schema = "{not json" })
     assert.equal(422, invalid[1])
     assert.equal(42201, invalid[2].error_code)
+    -- an Avro schema naming a type no reference brings
+    invalid = call("POST", "/subjects/" .. subject .. "/versions", { schema = cjson.encode(
+      { type = "record", name = "Order", fields = { { name = "price", type = "demo.Nowhere" } } }) })
+    assert.same({ 422, { error_code = 42201, message = "Invalid schema: AVRO schema: unknown type demo.Nowhere" } },
+                invalid)
     invalid = call("POST", "/subjects/" .. subject .. "/versions", { schema = '"string"', schemaType = "XML" })
     assert.same({ 422, { error_code = 42201, message = "Invalid schema type XML" } }, invalid)
     assert.same({ 422, { error_code = 42202, message = "The specified version 'first' is not a valid version " ..

@@ -14,9 +14,11 @@ serializers and a consumer call, with Confluent's response shapes, content type
   GET  /schemas/ids/{id}                 a schema by its global id ({"schema", "schemaType" unless AVRO,
                                          "references" when it has any}); .../schema, .../versions, .../subjects
   GET  /schemas/types
-  GET|PUT /config, GET|PUT|DELETE /config/{subject}   compatibility levels (stored, not enforced)
+  GET|PUT /config, GET|PUT|DELETE /config/{subject}   compatibility levels
 
-Schema ids are global: the same schema (type, text, references) has one id under every subject. A Protobuf
+Schema ids are global: the same schema (type, text, references) has one id under every subject. An Avro
+schema is checked by fastavro (with the named types of its references), a JSON Schema against its
+metaschema (an invalid one: 42201); compatibility levels are stored but not enforced. A Protobuf
 schema registered as a base64 FileDescriptorProto (what Confluent's Python serializer sends) is stored as
 .proto text, as Confluent's registry does; `?format=serialized` returns the descriptor again.
 
@@ -39,7 +41,7 @@ Test-only endpoints (never authenticated, not part of Confluent's API):
 --state FILE keeps the schemas, subjects and configs across restarts (written after every change), so a
 spec can stop the registry and start it again on the same port with the same schemas. Binds 127.0.0.1 only.
 Runs in the serializers' virtualenv (tools/schema-registry/run server ...) for the protobuf package, which
-reads the descriptors; the rest is the standard library.
+reads the descriptors, fastavro and jsonschema, which check schemas; the rest is the standard library.
 """
 import argparse
 import base64
@@ -54,6 +56,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import fastavro
+import jsonschema
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
@@ -268,12 +272,38 @@ class Registry:
                 parsed = json.loads(text)
             except ValueError as e:
                 raise invalid_schema(f"not JSON ({e})")
+            self.check(schema_type, parsed, references)
             # Confluent stores the schema's canonical form: the same JSON without insignificant whitespace
             text = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
         entry = {"schemaType": schema_type, "schema": text, "references": references}
         if serialized is not None:
             entry["serialized"] = serialized
         return entry
+
+    def check(self, schema_type, parsed, references):
+        """Refuses (42201) what is no Avro schema, with the named types of its references, or no JSON Schema."""
+        try:
+            if schema_type == "JSON":
+                jsonschema.validators.validator_for(parsed).check_schema(parsed)
+                return
+            named = {}
+            for reference in self.referenced(references):
+                fastavro.parse_schema(json.loads(reference["schema"]), named_schemas=named)
+            fastavro.parse_schema(parsed, named_schemas=named)
+        except jsonschema.SchemaError as e:
+            raise invalid_schema(f"JSON schema: {e.message}")
+        except fastavro.schema.UnknownType as e:
+            raise invalid_schema(f"AVRO schema: unknown type {e.name}")
+        except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise invalid_schema(f"AVRO schema: {e}")
+
+    def referenced(self, references):
+        """The schemas `references` name, each after the ones it refers to itself."""
+        ordered = []
+        for reference in references:
+            entry = self.schemas[self.subjects[reference["subject"]][reference["version"] - 1] - 1]
+            ordered += self.referenced(entry["references"]) + [entry]
+        return ordered
 
     @staticmethod
     def same(a, b):

@@ -14,9 +14,11 @@ serializers and a consumer call, with Confluent's response shapes, content type
   GET  /schemas/ids/{id}                 a schema by its global id ({"schema", "schemaType" unless AVRO,
                                          "references" when it has any}); .../schema, .../versions, .../subjects
   GET  /schemas/types
-  GET|PUT /config, GET|PUT|DELETE /config/{subject}   compatibility levels (stored, not enforced)
+  GET|PUT /config, GET|PUT|DELETE /config/{subject}   compatibility levels
 
-Schema ids are global: the same schema (type, text, references) has one id under every subject. A Protobuf
+Schema ids are global: the same schema (type, text, references) has one id under every subject. An Avro
+schema is checked by fastavro (with the named types of its references), a JSON Schema against its
+metaschema (an invalid one: 42201); compatibility levels are stored but not enforced. A Protobuf
 schema registered as a base64 FileDescriptorProto (what Confluent's Python serializer sends) is stored as
 .proto text, as Confluent's registry does; `?format=serialized` returns the descriptor again.
 
@@ -38,6 +40,8 @@ Test-only endpoints (never authenticated, not part of Confluent's API):
 
 --state FILE keeps the schemas, subjects and configs across restarts (written after every change), so a
 spec can stop the registry and start it again on the same port with the same schemas. Binds 127.0.0.1 only.
+Runs in the serializers' virtualenv (tools/schema-registry/run server ...) for the protobuf package, which
+reads the descriptors, fastavro and jsonschema, which check schemas; the rest is the standard library.
 """
 import argparse
 import base64
@@ -51,6 +55,11 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fastavro
+import jsonschema
+from google.protobuf import descriptor_pb2
+from google.protobuf.message import DecodeError
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SCHEMA_TYPES = ("AVRO", "PROTOBUF", "JSON")
@@ -95,7 +104,6 @@ class ProtoWriter:
     fully qualified (".pkg.Msg"), as the descriptor holds them."""
 
     def __init__(self, file_proto):
-        from google.protobuf import descriptor_pb2
         self.fd = descriptor_pb2.FieldDescriptorProto
         self.file = file_proto
         self.proto3 = file_proto.syntax == "proto3"
@@ -201,8 +209,6 @@ def decode_descriptor(text):
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    from google.protobuf import descriptor_pb2
-    from google.protobuf.message import DecodeError
     descriptor = descriptor_pb2.FileDescriptorProto()
     try:
         descriptor.ParseFromString(raw)
@@ -266,12 +272,38 @@ class Registry:
                 parsed = json.loads(text)
             except ValueError as e:
                 raise invalid_schema(f"not JSON ({e})")
+            self.check(schema_type, parsed, references)
             # Confluent stores the schema's canonical form: the same JSON without insignificant whitespace
             text = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
         entry = {"schemaType": schema_type, "schema": text, "references": references}
         if serialized is not None:
             entry["serialized"] = serialized
         return entry
+
+    def check(self, schema_type, parsed, references):
+        """Refuses (42201) what is no Avro schema, with the named types of its references, or no JSON Schema."""
+        try:
+            if schema_type == "JSON":
+                jsonschema.validators.validator_for(parsed).check_schema(parsed)
+                return
+            named = {}
+            for reference in self.referenced(references):
+                fastavro.parse_schema(json.loads(reference["schema"]), named_schemas=named)
+            fastavro.parse_schema(parsed, named_schemas=named)
+        except jsonschema.SchemaError as e:
+            raise invalid_schema(f"JSON schema: {e.message}")
+        except fastavro.schema.UnknownType as e:
+            raise invalid_schema(f"AVRO schema: unknown type {e.name}")
+        except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise invalid_schema(f"AVRO schema: {e}")
+
+    def referenced(self, references):
+        """The schemas `references` name, each after the ones it refers to itself."""
+        ordered = []
+        for reference in references:
+            entry = self.schemas[self.subjects[reference["subject"]][reference["version"] - 1] - 1]
+            ordered += self.referenced(entry["references"]) + [entry]
+        return ordered
 
     @staticmethod
     def same(a, b):
@@ -385,8 +417,8 @@ class Auth:
             client, _, secret = (urllib.parse.unquote_plus(p) for p in decoded.partition(":"))
             return client, self._client_secret_ok(client, secret), "client_secret_basic"
         if form.get("client_assertion_type") == CLIENT_ASSERTION_TYPE:
-            client = self._client_from_jwt(form.get("client_assertion", ""))
-            return client or form.get("client_id"), client is not None, "client_secret_jwt"
+            client, verified = self._client_from_jwt(form.get("client_assertion", ""))
+            return client, verified, "client_secret_jwt"
         client = form.get("client_id")
         if "client_secret" in form:
             return client, self._client_secret_ok(client or "", form["client_secret"]), "client_secret_post"
@@ -398,25 +430,24 @@ class Auth:
                 hmac.compare_digest(secret, oauth2.get("client_secret", "")))
 
     def _client_from_jwt(self, assertion):
-        """The client id of a client_secret_jwt assertion (RFC 7523) signed with the client's secret, or None."""
+        """(the client id a client_secret_jwt assertion (RFC 7523) names, whether it is signed with that
+        client's secret and still valid)."""
         oauth2 = self.credentials.get("oauth2", {})
         try:
             header_b64, payload_b64, signature_b64 = assertion.split(".")
             header = json.loads(_b64url_decode(header_b64))
             payload = json.loads(_b64url_decode(payload_b64))
             digest = JWT_HASHES[header.get("alg")]
-        except (ValueError, KeyError):
-            return None
+            signature = _b64url_decode(signature_b64)
+        except (ValueError, KeyError, binascii.Error):
+            return None, False
+        client = payload.get("iss") if isinstance(payload, dict) else None
         expected = hmac.new(oauth2.get("client_secret", "").encode(), f"{header_b64}.{payload_b64}".encode(),
                             digest).digest()
-        if not hmac.compare_digest(expected, _b64url_decode(signature_b64)):
-            return None
-        client = oauth2.get("client_id")
-        if payload.get("iss") != client or payload.get("sub") != client:
-            return None
-        if not isinstance(payload.get("exp"), (int, float)) or payload["exp"] < time.time():
-            return None
-        return client
+        verified = (hmac.compare_digest(expected, signature) and client == oauth2.get("client_id") and
+                    payload.get("sub") == client and isinstance(payload.get("exp"), (int, float)) and
+                    payload["exp"] >= time.time())
+        return client, verified
 
     def token(self, headers, form):
         """(status, body, record) for a token request; `record` names no secret."""
@@ -486,7 +517,7 @@ def make_handler(registry, auth, counters, delay):
             self.dispatch("DELETE")
 
         def log_message(self, *_):
-            pass  # the counters are the record; a request line could carry nothing secret, but stays quiet
+            pass  # the counters are the record (and a log line could carry what a client sent)
 
         def answer(self, status, body, content_type=CONTENT_TYPE):
             data = json.dumps(body).encode()
@@ -501,14 +532,9 @@ def make_handler(registry, auth, counters, delay):
             except (BrokenPipeError, ConnectionResetError):
                 pass  # a client that stopped waiting
 
-        def read_body(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
-
         def read_json(self):
-            raw = self.read_body()
             try:
-                body = json.loads(raw or b"null")
+                body = json.loads(self.body or b"null")
             except ValueError as e:
                 raise ApiError(400, 400, f"Unexpected character in the request body ({e})")
             if not isinstance(body, dict):
@@ -516,6 +542,9 @@ def make_handler(registry, auth, counters, delay):
             return body
 
         def dispatch(self, method):
+            # read whatever the answer: a body left unread would be taken for the next request on the connection
+            length = int(self.headers.get("Content-Length") or 0)
+            self.body = self.rfile.read(length) if length else b""
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query))
             parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")] if url.path.strip("/") else []
@@ -529,7 +558,6 @@ def make_handler(registry, auth, counters, delay):
                 with counters.lock:
                     counters.requests += 1
                 if not auth.allows(self.headers):
-                    self.read_body()
                     with counters.lock:
                         counters.unauthorized += 1
                     raise ApiError(401, 401, "Unauthorized")
@@ -547,7 +575,6 @@ def make_handler(registry, auth, counters, delay):
                 with counters.lock:
                     return 200, list(counters.token_log), "application/json"
             if method == "POST" and parts == ["reset"]:
-                self.read_body()
                 with counters.lock:
                     counters.reset()
                 return 200, {}, "application/json"
@@ -560,7 +587,7 @@ def make_handler(registry, auth, counters, delay):
             raise ApiError(404, 404, "HTTP 404 Not Found")
 
         def token_endpoint(self):
-            form = dict(urllib.parse.parse_qsl(self.read_body().decode("utf-8", "replace"), keep_blank_values=True))
+            form = dict(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
             status, body, record = auth.token(self.headers, form)
             with counters.lock:
                 counters.token_requests += 1

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod probe;
 pub mod query;
+pub mod registry;
 pub mod schema;
 pub mod settings;
 

@@ -106,7 +106,7 @@ const MAX_NUMBER_DIGITS: usize = 300;
 /// The value as compact JSON (insignificant white space removed), or `None` when it is not valid JSON.
 /// A number beyond a double's range (`1e999`) counts as not valid: the grammar allows it, but strict
 /// parsers (serde_json, Go's encoding/json) refuse the whole body.
-fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
     let raw: &RawValue = serde_json::from_slice(value).ok()?;
     let text = raw.get().as_bytes();
     let mut out = Vec::with_capacity(text.len());

@@ -1,3 +1,10 @@
-//! Confluent Schema Registry: records in Confluent's wire format decoded to JSON on the consumer thread.
+//! Confluent Schema Registry: records in Confluent's wire format decoded to JSON with their writer's schema.
 
+pub mod avro;
 pub mod config;
+pub mod json_schema;
+pub mod protobuf;
+pub mod schema;
+pub mod wire;
+
+pub use schema::{compile, Compiled, DecodeError, Reference, Schema, SchemaType};

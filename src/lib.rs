@@ -283,7 +283,7 @@ where
 
 impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        // state() -> "starting"|"ready"|"closed", current_error_or_nil
+        // state() -> "starting"|"ready"|"closed", current_error_or_nil, "kafka"|"registry" (whose error)
         method(methods, "state", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
@@ -295,11 +295,13 @@ impl UserData for Handle {
                 Phase::Ready => "ready",
                 Phase::Closed => "closed",
             };
-            let error = match &state.error {
-                Some(e) => Value::String(lua.create_string(e)?),
-                None => Value::Nil,
+            let (error, source) = match (&state.error, &state.registry_error) {
+                (Some(e), _) => (Value::String(lua.create_string(e)?), "kafka"),
+                (None, Some(e)) => (Value::String(lua.create_string(e)?), "registry"),
+                (None, None) => (Value::Nil, "kafka"),
             };
-            Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(phase)?), error]))
+            let source = Value::String(lua.create_string(source)?);
+            Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(phase)?), error, source]))
         });
 
         // partitions() -> { {topic=, partition=, start=}, ... } in buffer order

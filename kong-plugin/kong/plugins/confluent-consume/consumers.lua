@@ -8,6 +8,7 @@
 -- at most max_consumer_groups per configuration and worker.
 local native = require "confluent_consume_native"
 local semaphore = require "ngx.semaphore"
+local respond = require "kong.plugins.confluent-consume.respond"
 
 
 local kong = kong
@@ -347,9 +348,9 @@ _M.wake = wake_all
 function _M.await_ready(entry, deadline)
   while true do
     local generation = entry.generation
-    local phase, kafka_err = entry.handle:state()
-    if kafka_err then
-      return nil, 503, "Kafka is unavailable: " .. kafka_err
+    local phase, err, source = entry.handle:state()
+    if err then
+      return nil, 503, respond.unavailable(err, source)
     end
     if phase == "ready" then
       return entry.handle:partitions()
@@ -365,13 +366,14 @@ function _M.await_ready(entry, deadline)
 end
 
 
--- The handle's current Kafka error (nil when healthy), asked of the native side once per doorbell ring
--- however many streams ask: it can only change with a ring.
+-- Why the handle cannot serve now (Kafka's or the schema registry's failure, as respond.unavailable says
+-- it; nil when healthy), asked of the native side once per doorbell ring however many streams ask: it
+-- can only change with a ring.
 function _M.kafka_error(entry)
   local cached = entry.error_cache
   if not cached or cached.generation ~= entry.generation then
-    local _, err = entry.handle:state()
-    cached = { generation = entry.generation, err = err }
+    local _, err, source = entry.handle:state()
+    cached = { generation = entry.generation, err = err and respond.unavailable(err, source) }
     entry.error_cache = cached
   end
   return cached.err

@@ -200,9 +200,9 @@ function _M.serve(conf, plugin_name)
       metrics.move(waiting, 1)
       consumers.wait(entry, generation, remaining)
       metrics.move(waiting, -1)
-      local _, kafka_err = entry.handle:state()
+      local kafka_err = consumers.kafka_error(entry)
       if kafka_err then
-        return respond.kafka_failure(conf, 503, "Kafka is unavailable: " .. kafka_err)
+        return respond.kafka_failure(conf, 503, kafka_err)
       end
     end
   end

@@ -15,6 +15,18 @@ local GENERIC = {
   [503] = "Kafka is unavailable",
   [504] = "timed out waiting for Kafka",
 }
+-- The start of the reason of a schema registry's failure, which the generic message names too: the
+-- client learns which of the two to look at, and nothing of the gateway's.
+local REGISTRY_UNAVAILABLE = "Schema registry is unavailable"
+
+
+-- The reason a handle cannot serve, from its state's `err` and `source` ("kafka" or "registry").
+function _M.unavailable(err, source)
+  if source == "registry" then
+    return REGISTRY_UNAVAILABLE .. ": " .. err
+  end
+  return "Kafka is unavailable: " .. err
+end
 
 
 function _M.error(status, message)
@@ -28,6 +40,9 @@ function _M.kafka_message(conf, status, reason)
   kong.log.err(reason)
   if conf.error_handling.return_error_message then
     return reason
+  end
+  if status == 503 and reason:sub(1, #REGISTRY_UNAVAILABLE) == REGISTRY_UNAVAILABLE then
+    return REGISTRY_UNAVAILABLE
   end
   return GENERIC[status]
 end

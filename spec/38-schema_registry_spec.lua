@@ -25,6 +25,27 @@ local function collect(host, headers, n, seconds)
 end
 
 
+-- The first `count` records of `topic` on the broker, as kafka-tool prints them (hex key, value, headers).
+local function records_on_broker(topic, count)
+  local output = helpers.sh_ok(string.format("%s consume --brokers %s:%d --topic %s --count %d --print",
+                                             helpers.KAFKA_TOOL, helpers.BROKER_HOST, helpers.BROKER_PORT,
+                                             topic, count))
+  local records = {}
+  for line in output:gmatch("[^\n]+") do
+    local decoded = cjson.decode(line)
+    if decoded.value_hex ~= nil or decoded.key_hex ~= nil then
+      records[#records + 1] = decoded
+    end
+  end
+  return records
+end
+
+
+local function hex(text)
+  return (text:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+
 -- The first `count` records of an SSE stream of the route at `host_header` from the earliest offsets.
 local function stream(host, host_header, count)
   local conn = host:connect(30)
@@ -45,6 +66,7 @@ end
 describe("schema_registry", function()
   local host, sr, sr_down, sr_basic, sr_oauth
   local routes, topics, H, produced = {}, {}, {}, {}
+  local dlq_group = helpers.unique_name("sr-dlq-group")
 
   local function route(name, topic_list, overrides)
     routes[#routes + 1] = helpers.route(name, topic_list, { auto_offset_reset = "earliest" }, nil, overrides)
@@ -65,7 +87,7 @@ describe("schema_registry", function()
     sr_basic = registry.start({ auth = "basic" })
     sr_oauth = registry.start({ auth = "oauth2" })
     for _, name in ipairs({ "avro", "protobuf", "json", "evolution", "unknown", "down", "basic", "oauth",
-                            "plain" }) do
+                            "plain", "dlq", "dead", "dlq_down" }) do
       topics[name] = helpers.create_topic(helpers.unique_name("sr-" .. name), 1)
     end
 
@@ -109,6 +131,15 @@ describe("schema_registry", function()
     sr_oauth:produce{ format = "avro", schema = FIXTURES .. "/order.avsc", topic = topics.oauth,
                       references = { MONEY_REFERENCE }, records = many }
     helpers.kafka_tool("produce", "--topic " .. topics.plain .. " --count 2 --format text")
+    -- a good record, one of an unknown id with a header, a good one: for the dead-letter topic
+    for _, name in ipairs({ "dlq", "dlq_down" }) do
+      sr:produce{ format = "avro", schema = FIXTURES .. "/order.avsc", topic = topics[name],
+                  references = { MONEY_REFERENCE }, records = { { value = order(1, "first") } } }
+      helpers.kafka_tool("produce-one", "--topic " .. topics[name] ..
+                         " --key dead-key --value-hex 000000270f7b7d --header trace=t-1")
+      sr:produce{ format = "avro", schema = FIXTURES .. "/order.avsc", topic = topics[name],
+                  references = { MONEY_REFERENCE }, records = { { value = order(3, "third") } } }
+    end
 
     local global = { schema_registry = registry_config(sr) }
     H.avro = route("sr-avro", topics.avro, global)
@@ -139,6 +170,14 @@ describe("schema_registry", function()
         mode = "basic", basic = { username = basic.username, password = "wrong-sr-password-77" } }) })
     H.bad_url = route("sr-bad-url", topics.basic, { schema_registry = {
       confluent = { url = "http://no-such-registry.invalid:8081" } } })
+    H.dlq = route("sr-dlq", topics.dlq, { schema_registry = registry_config(sr), enable_dlq = true,
+                                          dlq_topic = topics.dead, consumer_group = { mode = "manual",
+                                          consumer_group_id = dlq_group } })
+    H.dlq_off = route("sr-dlq-off", topics.dlq, { schema_registry = registry_config(sr), enable_dlq = false,
+                                                  dlq_topic = topics.dead })
+    -- a dead-letter topic that does not exist (the broker creates none): no write is acknowledged
+    H.dlq_down = route("sr-dlq-down", topics.dlq_down, { schema_registry = registry_config(sr), enable_dlq = true,
+                                                         dlq_topic = helpers.unique_name("sr-no-such-dlq") })
     local oauth = sr_oauth.credentials.oauth2
     H.oauth = route("sr-oauth", topics.oauth, { schema_registry = registry_config(sr_oauth, {
       mode = "oauth2",
@@ -351,5 +390,53 @@ describe("schema_registry", function()
     end
     assert.is_true(found)
     assert.is_nil(host:error_log():find(sr_oauth.credentials.oauth2.password, 1, true))
+  end)
+
+  it("with enable_dlq, writes a record that fails to decode to dlq_topic unchanged, with headers naming its " ..
+     "source and the error, leaves it out of the response and commits past it once written", function()
+    local records = collect(host, H.dlq, 2)
+    assert.equal(2, #records)
+    assert.same({ 0, 2 }, { records[1].offset, records[2].offset })
+    assert.equal("first", records[1].record.value.customer)
+    assert.equal("third", records[2].record.value.customer)
+    local dead = records_on_broker(topics.dead, 1)
+    assert.equal(1, #dead)
+    assert.equal(hex("dead-key"), dead[1].key_hex)
+    assert.equal("000000270f7b7d", dead[1].value_hex)
+    local headers = {}
+    for _, h in ipairs(dead[1].headers) do
+      headers[h[1]] = h[2] and h[2]:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end)
+    end
+    assert.equal("t-1", headers.trace)
+    assert.equal(topics.dlq, headers["kong-dlq-source-topic"])
+    assert.equal("0", headers["kong-dlq-source-partition"])
+    assert.equal("1", headers["kong-dlq-source-offset"])
+    assert.matches("value: schema 9999: the schema registry at " .. sr.url .. " answered 404", headers["kong-dlq-error"],
+                   1, true)
+    -- the partition's commit passes the dead letter once it is written
+    assert.truthy(proc.wait_until(function()
+      local committed = helpers.kafka_tool("committed", "--topic " .. topics.dlq .. " --group " .. dlq_group)
+      return committed["0"] == 3
+    end, 10), "offsets committed past the dead letter")
+  end)
+
+  it("without enable_dlq, serves the failing record with its value_error", function()
+    local records = collect(host, H.dlq_off, 3)
+    assert.equal(3, #records)
+    assert.matches("schema 9999", records[2].record.value_error, 1, true)
+  end)
+
+  it("answers 503 'Dead-letter topic is unavailable' when the dead-letter topic cannot be written, serving " ..
+     "the record before the failing one and none after it", function()
+    local records = collect(host, H.dlq_down, 1)
+    assert.equal(1, #records)
+    assert.equal("first", records[1].record.value.customer)
+    local status, body
+    assert.truthy(proc.wait_until(function()
+      status, body = host:get("/?wait=1000", H.dlq_down)
+      return status == 503
+    end, 30), "a 503 once the write failed")
+    assert.same({ message = "Dead-letter topic is unavailable" }, cjson.decode(body))
+    assert.matches("the dead-letter topic cannot be written", host:error_log(), 1, true)
   end)
 end)

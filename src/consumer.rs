@@ -26,7 +26,8 @@ use crate::guard;
 use crate::metrics::{self, GroupCounters};
 use crate::oauth;
 use crate::probe::{self, Listener};
-use crate::registry::decode::{Decoder, PAUSE_AT_QUEUED};
+use crate::dlq::DeadLetters;
+use crate::registry::decode::{Decoder, OwnedRecord, PAUSE_AT_QUEUED};
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
 /// How long an offset request of the start-up may take before it is retried.
@@ -79,6 +80,8 @@ pub struct State {
     /// Why a schema registry cannot serve the records that wait for it (its configuration), while it
     /// cannot.
     pub registry_error: Option<String>,
+    /// Why the dead-letter topic cannot be written, while it cannot.
+    pub dlq_error: Option<String>,
     pub partitions: Vec<PartitionBuffer>,
     pub log: VecDeque<(Level, String)>,
     /// Offsets to commit, by partition index.
@@ -114,6 +117,7 @@ impl Shared {
                 phase: Phase::Starting,
                 error: None,
                 registry_error: None,
+                dlq_error: None,
                 partitions: Vec::new(),
                 log: VecDeque::new(),
                 commits: Vec::new(),
@@ -505,6 +509,11 @@ struct Reader {
     topic_base: HashMap<String, (usize, usize)>,
     /// Decodes records through the topics' schema registries; `None` when no topic has one.
     decoder: Option<Decoder>,
+    /// The topic and Kafka partition of each buffer index, for dead letters.
+    partition_names: Vec<(String, i32)>,
+    /// The dead-letter topic's producer, created with the first dead letter, and its OAUTHBEARER tokens.
+    dead_letters: Option<DeadLetters>,
+    dead_letter_tokens: Option<oauth::Refresh>,
     last_watermarks: Option<Instant>,
     /// Partitions that had no committed offset, to be committed once their start is known.
     commit_start: Vec<usize>,
@@ -584,6 +593,7 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, StartError
             buffers.push(PartitionBuffer::new(topic, partition, 0));
         }
     }
+    reader.partition_names = buffers.iter().map(|b| (b.topic.clone(), b.partition)).collect();
     let starts = start_positions(consumer, shared, &buffers, tpl)?;
     let mut assignment = TopicPartitionList::new();
     for (i, buffer) in buffers.iter_mut().enumerate() {
@@ -838,16 +848,41 @@ impl Reader {
             wait = Duration::ZERO;
         }
         if let Some(decoder) = self.decoder.as_mut() {
-            for (partition, offset, timestamp, decided) in decoder.ready(|why| shared.log(Level::Warn, why)) {
+            if let Some(dead_letters) = &self.dead_letters {
+                if let Some(tokens) = self.dead_letter_tokens.as_mut() {
+                    dead_letters.refresh(tokens);
+                }
+                for (partition, offset, outcome) in dead_letters.acknowledgements() {
+                    decoder.acknowledge(partition, offset, outcome);
+                }
+            }
+            let (names, dead_letters) = (&self.partition_names, &mut self.dead_letters);
+            let tokens = &mut self.dead_letter_tokens;
+            let send = |partition: usize, record: &OwnedRecord, error: &str| {
+                let Some(topic) = shared.settings.dlq_topic.as_deref() else { return Err("no dlq_topic".into()) };
+                if dead_letters.is_none() {
+                    *dead_letters = Some(DeadLetters::new(&shared.settings, topic)?);
+                    *tokens = oauth::Refresh::of(shared.settings.authentication.as_ref());
+                }
+                let (source, kafka_partition) = &names[partition];
+                let dead_letters = dead_letters.as_ref().ok_or("no DLQ producer")?;
+                if let Some(tokens) = tokens.as_mut() {
+                    dead_letters.refresh(tokens);
+                }
+                dead_letters.send(record, partition, source, *kafka_partition, error)
+            };
+            for (partition, offset, timestamp, decided) in decoder.ready(|why| shared.log(Level::Warn, why), send) {
                 batch.push((partition, Record { offset, timestamp, json: decided.json }));
             }
             let registry_error = decoder.configuration_error().map(|e| shared.redact(e));
+            let dlq_error = decoder.dlq_error().map(|e| shared.redact(e));
             let mut state = shared.state.lock();
             for (i, p) in state.partitions.iter_mut().enumerate() {
                 p.waiting_on_registry = decoder.queued(i) >= PAUSE_AT_QUEUED;
             }
-            if state.registry_error != registry_error {
+            if state.registry_error != registry_error || state.dlq_error != dlq_error {
                 state.registry_error = registry_error;
+                state.dlq_error = dlq_error;
                 drop(state);
                 // requests waiting on the handle look at it again
                 shared.ring_pending.store(true, Ordering::Release);

@@ -9,6 +9,7 @@ pub mod buffer;
 pub mod client_frame;
 pub mod consumer;
 pub mod diagnosis;
+pub mod dlq;
 pub mod doorbell;
 pub mod encode;
 pub mod error;
@@ -283,7 +284,7 @@ where
 
 impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        // state() -> "starting"|"ready"|"closed", current_error_or_nil, "kafka"|"registry" (whose error)
+        // state() -> "starting"|"ready"|"closed", current_error_or_nil, "kafka"|"registry"|"dlq" (whose error)
         method(methods, "state", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
@@ -295,10 +296,11 @@ impl UserData for Handle {
                 Phase::Ready => "ready",
                 Phase::Closed => "closed",
             };
-            let (error, source) = match (&state.error, &state.registry_error) {
-                (Some(e), _) => (Value::String(lua.create_string(e)?), "kafka"),
-                (None, Some(e)) => (Value::String(lua.create_string(e)?), "registry"),
-                (None, None) => (Value::Nil, "kafka"),
+            let (error, source) = match (&state.error, &state.dlq_error, &state.registry_error) {
+                (Some(e), _, _) => (Value::String(lua.create_string(e)?), "kafka"),
+                (None, Some(e), _) => (Value::String(lua.create_string(e)?), "dlq"),
+                (None, None, Some(e)) => (Value::String(lua.create_string(e)?), "registry"),
+                (None, None, None) => (Value::Nil, "kafka"),
             };
             let source = Value::String(lua.create_string(source)?);
             Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(phase)?), error, source]))

@@ -33,7 +33,27 @@ pub struct OwnedRecord {
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     topic: usize,
+    /// A record that failed to decode under `enable_dlq`: on its way to the dead-letter topic.
+    dead: Option<DeadLetter>,
 }
+
+/// A failed record's way to the dead-letter topic.
+struct DeadLetter {
+    error: String,
+    state: Delivery,
+}
+
+enum Delivery {
+    /// To be written (again) from this moment.
+    Unsent(Instant),
+    /// Written, not yet acknowledged.
+    Sent,
+    /// Acknowledged by the broker: it leaves the queue, and the records behind it go on.
+    Acknowledged,
+}
+
+/// After a failed DLQ write, the next attempt.
+const DLQ_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl OwnedRecord {
     fn of(record: &RecordParts<'_>, topic: usize) -> Self {
@@ -44,6 +64,7 @@ impl OwnedRecord {
             value: record.value.map(<[u8]>::to_vec),
             headers: record.headers.iter().map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec))).collect(),
             topic,
+            dead: None,
         }
     }
 
@@ -75,6 +96,10 @@ enum Lookup {
 /// The decoding state of one consumer: owned by its thread.
 pub struct Decoder {
     deserializer: Deserializer,
+    /// `enable_dlq`: failed records go to the dead-letter topic instead of the response.
+    dlq: bool,
+    /// Why the dead-letter topic cannot be written, until a write succeeds: requests report it (503).
+    dlq_error: Option<String>,
     /// The distinct registries of the handle, and the index of each topic's.
     registries: Vec<Registry>,
     topic_registry: Vec<Option<usize>>,
@@ -116,6 +141,8 @@ impl Decoder {
             .collect();
         (!registries.is_empty()).then(|| Decoder {
             deserializer: settings.message_deserializer,
+            dlq: settings.dlq_topic.is_some(),
+            dlq_error: None,
             registries,
             topic_registry,
             fetcher: None,
@@ -140,6 +167,13 @@ impl Decoder {
             return None;
         }
         match self.decide(topic, record) {
+            Some(decided) if decided.failure.is_some() && self.dlq => {
+                let mut owned = OwnedRecord::of(record, topic);
+                let error = decided.failure.unwrap_or_default();
+                owned.dead = Some(DeadLetter { error, state: Delivery::Unsent(Instant::now()) });
+                self.queues.entry(partition).or_default().push_back(owned);
+                None
+            }
             Some(decided) => Some(decided),
             None => {
                 self.queues.entry(partition).or_default().push_back(OwnedRecord::of(record, topic));
@@ -148,15 +182,68 @@ impl Decoder {
         }
     }
 
+    /// Takes the broker's answer to the dead letter of `partition` at `offset`.
+    pub fn acknowledge(&mut self, partition: usize, offset: i64, outcome: Result<(), String>) {
+        let head = self.queues.get_mut(&partition).and_then(VecDeque::front_mut);
+        let Some(dead) = head.filter(|h| h.offset == offset).and_then(|h| h.dead.as_mut()) else { return };
+        match outcome {
+            Ok(()) => {
+                dead.state = Delivery::Acknowledged;
+                self.dlq_error = None;
+            }
+            Err(why) => {
+                dead.state = Delivery::Unsent(Instant::now() + DLQ_RETRY_AFTER);
+                self.dlq_error = Some(format!("the dead-letter topic cannot be written: {why}"));
+            }
+        }
+    }
+
+    /// Why the dead-letter topic cannot be written, while it cannot.
+    pub fn dlq_error(&self) -> Option<&str> {
+        self.dlq_error.as_deref()
+    }
+
     /// The records that no longer wait, by partition in order, after taking the fetches' results.
-    /// `on_failure` hears each schema that could not be had (for the error log).
-    pub fn ready(&mut self, mut on_failure: impl FnMut(&str)) -> Vec<(usize, i64, Option<i64>, Decided)> {
+    /// `on_failure` hears each schema that could not be had (for the error log); `send` writes a dead
+    /// letter (partition, record, error), whose acknowledgement comes to [`Decoder::acknowledge`].
+    pub fn ready(
+        &mut self,
+        mut on_failure: impl FnMut(&str),
+        mut send: impl FnMut(usize, &OwnedRecord, &str) -> Result<(), String>,
+    ) -> Vec<(usize, i64, Option<i64>, Decided)> {
         self.take_results(&mut on_failure);
         let mut out = Vec::new();
         let mut queues = std::mem::take(&mut self.queues);
         for (&partition, queue) in queues.iter_mut() {
-            while let Some(head) = queue.front() {
+            while let Some(head) = queue.front_mut() {
+                if let Some(dead) = head.dead.as_mut() {
+                    match dead.state {
+                        Delivery::Acknowledged => {
+                            queue.pop_front();
+                            continue;
+                        }
+                        Delivery::Unsent(at) if Instant::now() >= at => {
+                            let error = dead.error.clone();
+                            let sent = send(partition, head, &error);
+                            if let Some(dead) = head.dead.as_mut() {
+                                dead.state = match sent {
+                                    Ok(()) => Delivery::Sent,
+                                    Err(why) => {
+                                        self.dlq_error = Some(format!("the dead-letter topic cannot be written: {why}"));
+                                        Delivery::Unsent(Instant::now() + DLQ_RETRY_AFTER)
+                                    }
+                                };
+                            }
+                        }
+                        Delivery::Unsent(_) | Delivery::Sent => {}
+                    }
+                    break;
+                }
                 let Some(decided) = self.decide(head.topic, &head.parts()) else { break };
+                if let (Some(error), true) = (&decided.failure, self.dlq) {
+                    head.dead = Some(DeadLetter { error: error.clone(), state: Delivery::Unsent(Instant::now()) });
+                    continue;
+                }
                 out.push((partition, head.offset, head.timestamp, decided));
                 queue.pop_front();
             }

@@ -5,6 +5,7 @@
 -- otherwise the client gets its status's generic message and the reason goes to the error log. Errors in
 -- the client's own input (400) always say what is wrong: they hold nothing of the gateway's.
 local kong = kong
+local pairs = pairs
 
 
 local _M = {}
@@ -15,17 +16,18 @@ local GENERIC = {
   [503] = "Kafka is unavailable",
   [504] = "timed out waiting for Kafka",
 }
--- The start of the reason of a schema registry's failure, which the generic message names too: the
--- client learns which of the two to look at, and nothing of the gateway's.
-local REGISTRY_UNAVAILABLE = "Schema registry is unavailable"
+-- What a 503 names when the cause is not Kafka's: the client learns which part to look at, and nothing
+-- of the gateway's (the reason starts with it, see `unavailable`).
+local UNAVAILABLE = {
+  kafka = "Kafka is unavailable",
+  registry = "Schema registry is unavailable",
+  dlq = "Dead-letter topic is unavailable",
+}
 
 
--- The reason a handle cannot serve, from its state's `err` and `source` ("kafka" or "registry").
+-- The reason a handle cannot serve, from its state's `err` and `source` ("kafka", "registry" or "dlq").
 function _M.unavailable(err, source)
-  if source == "registry" then
-    return REGISTRY_UNAVAILABLE .. ": " .. err
-  end
-  return "Kafka is unavailable: " .. err
+  return (UNAVAILABLE[source] or UNAVAILABLE.kafka) .. ": " .. err
 end
 
 
@@ -41,8 +43,12 @@ function _M.kafka_message(conf, status, reason)
   if conf.error_handling.return_error_message then
     return reason
   end
-  if status == 503 and reason:sub(1, #REGISTRY_UNAVAILABLE) == REGISTRY_UNAVAILABLE then
-    return REGISTRY_UNAVAILABLE
+  if status == 503 then
+    for _, generic in pairs(UNAVAILABLE) do
+      if reason:sub(1, #generic + 1) == generic .. ":" then
+        return generic
+      end
+    end
   end
   return GENERIC[status]
 end

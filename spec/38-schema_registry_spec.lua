@@ -87,7 +87,7 @@ describe("schema_registry", function()
     sr_basic = registry.start({ auth = "basic" })
     sr_oauth = registry.start({ auth = "oauth2" })
     for _, name in ipairs({ "avro", "protobuf", "json", "evolution", "unknown", "down", "basic", "oauth",
-                            "plain", "dlq", "dead", "dlq_down" }) do
+                            "plain", "dlq", "dead", "dlq_down", "slow", "fast" }) do
       topics[name] = helpers.create_topic(helpers.unique_name("sr-" .. name), 1)
     end
 
@@ -131,6 +131,10 @@ describe("schema_registry", function()
     sr_oauth:produce{ format = "avro", schema = FIXTURES .. "/order.avsc", topic = topics.oauth,
                       references = { MONEY_REFERENCE }, records = many }
     helpers.kafka_tool("produce", "--topic " .. topics.plain .. " --count 2 --format text")
+    -- a schema no route fetched yet by id (demo.Money was only ever a reference), beside plain records
+    sr:produce{ format = "avro", schema = FIXTURES .. "/money.avsc", topic = topics.slow,
+                records = { { value = { currency = "CHF", units = 7 } } } }
+    helpers.kafka_tool("produce", "--topic " .. topics.fast .. " --count 3 --format text")
     -- a good record, one of an unknown id with a header, a good one: for the dead-letter topic
     for _, name in ipairs({ "dlq", "dlq_down" }) do
       sr:produce{ format = "avro", schema = FIXTURES .. "/order.avsc", topic = topics[name],
@@ -178,6 +182,7 @@ describe("schema_registry", function()
     -- a dead-letter topic that does not exist (the broker creates none): no write is acknowledged
     H.dlq_down = route("sr-dlq-down", topics.dlq_down, { schema_registry = registry_config(sr), enable_dlq = true,
                                                          dlq_topic = helpers.unique_name("sr-no-such-dlq") })
+    H.slow = route("sr-slow", { topics.slow, topics.fast }, { schema_registry = registry_config(sr) })
     local oauth = sr_oauth.credentials.oauth2
     H.oauth = route("sr-oauth", topics.oauth, { schema_registry = registry_config(sr_oauth, {
       mode = "oauth2",
@@ -438,5 +443,19 @@ describe("schema_registry", function()
     end, 30), "a 503 once the write failed")
     assert.same({ message = "Dead-letter topic is unavailable" }, cjson.decode(body))
     assert.matches("the dead-letter topic cannot be written", host:error_log(), 1, true)
+  end)
+
+  it("serves the records that need no new schema while a slow registry is asked for one", function()
+    sr:set_delay(3)
+    finally(function() sr:set_delay(0) end)
+    -- the registry answers after 3 s: the plain records come before that
+    local first = collect(host, H.slow, 3, 2.5)
+    assert.equal(3, #first)
+    for _, r in ipairs(first) do
+      assert.equal(topics.fast, r.topic)
+    end
+    local later = collect(host, H.slow, 1, 10)
+    assert.equal(1, #later)
+    assert.same({ currency = "CHF", units = 7 }, later[1].record.value)
   end)
 end)

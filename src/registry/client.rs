@@ -270,7 +270,7 @@ fn token_agent(oauth: &OAuth2) -> Result<Agent, String> {
         tls_verify: oauth.ssl_verify,
         timeout: oauth.timeout,
         proxy,
-        keep_alive: true,
+        keep_alive: oauth.keep_alive,
     }))
 }
 
@@ -398,6 +398,7 @@ mod tests {
             https_proxy: None,
             no_proxy: Vec::new(),
             ssl_verify: true,
+            keep_alive: true,
             timeout: Duration::from_secs(1),
         }
     }

@@ -99,6 +99,8 @@ pub struct OAuth2 {
     /// Hosts reached without a proxy (`no_proxy`, comma-separated).
     pub no_proxy: Vec<String>,
     pub ssl_verify: bool,
+    /// Keep the connection to the token endpoint open for the next token request.
+    pub keep_alive: bool,
     pub timeout: Duration,
 }
 
@@ -181,6 +183,8 @@ struct OAuth2ClientConf {
     #[serde(default)]
     ssl_verify: Option<bool>,
     #[serde(default)]
+    keep_alive: Option<bool>,
+    #[serde(default)]
     timeout: Option<u64>,
 }
 
@@ -257,6 +261,7 @@ fn oauth(conf: OAuth2Conf, client: OAuth2ClientConf, field: &str) -> Result<OAut
             .filter(|h| !h.is_empty())
             .collect(),
         ssl_verify: client.ssl_verify.unwrap_or(true),
+        keep_alive: client.keep_alive.unwrap_or(true),
         timeout: Duration::from_millis(client.timeout.unwrap_or(DEFAULT_TOKEN_TIMEOUT_MS)),
     })
 }

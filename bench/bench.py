@@ -4,7 +4,9 @@
 Starts its own brokers (tansu) and host (one nginx worker) on loopback ports of its own,
 runs the scenarios, prints a Markdown table, writes it to bench/results/latest.md and draws the latency
 chart bench/results/latency.png. `bench.py 1 7` runs only scenarios 1 and 7 and writes no results file. The reference is `kafka-tool` (a raw librdkafka consumer with assign()
-and the same fetch wait) reading the same topic. The HTTP clients are this Python process; its CPU use is
+and the same fetch wait) reading the same topic; for scenario 15 (Schema Registry: Avro and Protobuf records
+decoded through the project's registry, tools/schema-registry/) it is the same records under
+message_deserializer = noop, read in the same run. The HTTP clients are this Python process; its CPU use is
 reported beside each throughput figure to show whether it, rather than the plugin, was the limit.
 """
 import asyncio
@@ -25,8 +27,8 @@ BROKER_PORT, SQLITE_BROKER_PORT, PROXY_PORT, ADMIN_PORT = 19392, 19393, 18900, 1
 OFF_PROXY_PORT, OFF_ADMIN_PORT = 18902, 18903
 # Scenario 13's host of two workers, and scenario 14's KafkaSSE server.
 SCALE_PROXY_PORT, SCALE_ADMIN_PORT, KAFKA_SSE_PORT = 18904, 18905, 18906
-# CC_BENCH_PORT_BASE=P moves the nine ports to P..P+8 (brokers, then the hosts), for runs of several
-# checkouts on one machine.
+# CC_BENCH_PORT_BASE=P moves the nine ports to P..P+8 (brokers, then the hosts) and the registry's (below)
+# to P+9, for runs of several checkouts on one machine.
 if os.environ.get("CC_BENCH_PORT_BASE"):
     (BROKER_PORT, SQLITE_BROKER_PORT, PROXY_PORT, ADMIN_PORT, OFF_PROXY_PORT, OFF_ADMIN_PORT, SCALE_PROXY_PORT,
      SCALE_ADMIN_PORT, KAFKA_SSE_PORT) = range(int(os.environ["CC_BENCH_PORT_BASE"]),
@@ -46,6 +48,13 @@ DEFAULTS = "defaults: max_records 1000, max_bytes 1 MiB"
 WS_ROUNDS = 7
 TOOL = os.path.join(ROOT, "target", "release", "kafka-tool")
 FETCH_WAIT_MS = 10
+# Scenario 15: the project's Schema Registry (tools/schema-registry/server.py) and its fixtures' schemas.
+REGISTRY_PORT = 19394
+if os.environ.get("CC_BENCH_PORT_BASE"):
+    REGISTRY_PORT = int(os.environ["CC_BENCH_PORT_BASE"]) + 9
+REGISTRY_TOOLS = os.path.join(ROOT, "tools", "schema-registry")
+FIXTURES = os.path.join(ROOT, "spec", "fixtures", "registry")
+SR_RECORDS = 100000
 
 
 def sh(*args, **kw):
@@ -215,6 +224,70 @@ def first_record_ms(host, path, marker):
     ms = (time.perf_counter() - t0) * 1000
     conn.close()
     return ms
+
+
+def registry(method, path):
+    """A request to the bench's registry: its decoded JSON answer."""
+    conn = socket.create_connection(("127.0.0.1", REGISTRY_PORT))
+    conn.sendall(f"{method} {path} HTTP/1.1\r\nHost: registry\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    response = b""
+    while chunk := conn.recv(65536):
+        response += chunk
+    conn.close()
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
+def start_registry():
+    """The project's registry on REGISTRY_PORT; returns its process once it answers."""
+    server = subprocess.Popen([os.path.join(REGISTRY_TOOLS, "run"), "server", "--port", str(REGISTRY_PORT)],
+                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(RUN, "registry.log"), "w"))
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            registry("GET", "/_test/counters")
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the bench's registry did not start: see .run/bench/registry.log")
+            time.sleep(0.05)
+
+
+def sr_records(fmt, first, count):
+    """JSON lines of `count` orders for produce.py (tools/schema-registry/), ids from `first`: about 200 B
+    of JSON each once decoded, as the other scenarios' records."""
+    lines = []
+    for i in range(first, first + count):
+        if fmt == "avro":
+            value = {"id": i, "customer": f"customer-{i % 1000:04d}", "note": None if i % 2 else f"note {i}",
+                     "status": ("NEW", "PAID", "SHIPPED")[i % 3], "tag": {"$bytes": "AAEC"},
+                     "amount": {"$decimal": f"{i % 10000}.{i % 100:02d}"}, "placed_at": 1700000000000 + i,
+                     "price": {"currency": "EUR", "units": i % 500}}
+        else:
+            value = {"id": str(i), "customer": f"customer-{i % 1000:04d}", "status": ("NEW", "PAID", "SHIPPED")[i % 3],
+                     "tag": "AAEC", "placedAt": "2024-01-01T00:00:00Z", "price": {"currency": "EUR", "units": str(i % 500)},
+                     "labels": {"region": "eu"}, "card": "visa"}
+        lines.append(json.dumps({"value": value}))
+    return "\n".join(lines) + "\n"
+
+
+def sr_produce(fmt, topic_name):
+    """Scenario 15's records with Confluent's serializers: half under the subject's first version, half under
+    its second. Returns the distinct schema ids."""
+    if fmt == "avro":
+        variants = [["--schema", os.path.join(FIXTURES, name), "--reference",
+                     f"demo.Money=demo.Money={os.path.join(FIXTURES, 'money.avsc')}"]
+                    for name in ("order.avsc", "order-v2.avsc")]
+    else:
+        variants = [["--schema", os.path.join(FIXTURES, name)] for name in ("order.proto", "order-v2.proto")]
+    ids = set()
+    half = SR_RECORDS // 2
+    for n, extra in enumerate(variants):
+        out = subprocess.run([os.path.join(REGISTRY_TOOLS, "run"), "produce", "--format", fmt, "--topic", topic_name,
+                              "--registry", f"http://127.0.0.1:{REGISTRY_PORT}",
+                              "--broker", f"127.0.0.1:{BROKER_PORT}", *extra],
+                             input=sr_records(fmt, n * half, half), capture_output=True, text=True, check=True)
+        ids.update(json.loads(out.stdout.strip().splitlines()[-1])["schema_ids"])
+    return sorted(ids)
 
 
 def sse_throughput(host, total, port=PROXY_PORT):
@@ -498,6 +571,7 @@ def main():
        "--port", str(BROKER_PORT), "--storage", "memory")
     sh(os.path.join(ROOT, "scripts", "broker.sh"), "start", "--dir", os.path.join(RUN, "broker-sqlite"),
        "--port", str(SQLITE_BROKER_PORT), "--storage", "sqlite")
+    registry_server = None
     try:
         t1, t3, tl = topic("bench-p1", 1), topic("bench-p3", 3), topic("bench-latency", 1)
         tc, ti = topic("bench-crowd", 1), topic("bench-idle", 1)
@@ -528,6 +602,15 @@ def main():
             routes += [route(f"get1d{i}", t1, "http-get", buffer_max_bytes=67108864),
                        route(f"get1w{i}", t1, "http-get", buffer_max_bytes=67108864),
                        route(f"get1{i}", t1, "http-get", **whole), route(f"get3{i}", t3, "http-get", **whole)]
+        # scenario 15: per format a topic read through the registry and, for reference, the same topic
+        # under message_deserializer = noop (the records' bytes as they are), each in http-get and SSE
+        sr_topics = {fmt: topic(f"bench-{fmt}", 1) for fmt in ("avro", "protobuf")}
+        decoded = dict(schema_registry={"confluent": {"url": f"http://127.0.0.1:{REGISTRY_PORT}"}}, **whole)
+        for fmt, t in sr_topics.items():
+            routes += [route(f"{fmt}-get", t, "http-get", **decoded),
+                       route(f"{fmt}-sse", t, "server-sent-events", **decoded),
+                       route(f"{fmt}-noop-get", t, "http-get", message_deserializer="noop", **whole),
+                       route(f"{fmt}-noop-sse", t, "server-sent-events", message_deserializer="noop", **whole)]
         # scenario 8: per round an http-get route (so a group) for the host with metrics (`meton<i>`) and one
         # for the host without (`metoff<i>`), and one SSE route
         routes.append(route("metsse", tmet, "server-sent-events", **whole))
@@ -794,6 +877,24 @@ def main():
         if wanted("14"):
             rows += kafka_sse_rows(t1, tl)
 
+        if wanted("15"):
+            registry_server = start_registry()
+            for fmt, label in (("avro", "Avro"), ("protobuf", "Protobuf")):
+                ids = sr_produce(fmt, sr_topics[fmt])
+                for mode, measure, mode_label in (("get", get_throughput, "http-get"), ("sse", sse_throughput, "SSE")):
+                    noop = measure(f"{fmt}-noop-{mode}.bench", SR_RECORDS)
+                    registry("POST", "/_test/reset")
+                    with Usage(pid) as u:
+                        got = measure(f"{fmt}-{mode}.bench", SR_RECORDS)
+                    fetches = registry("GET", "/_test/counters")["schema_id_requests"]
+                    ratio = got / noop
+                    rows.append((f"15. {mode_label}, {SR_RECORDS // 1000}k {label} records of {len(ids)} schema ids "
+                                 f"(Confluent's serializer), decoded to JSON through the registry, one client",
+                                 f"{got:,.0f} rec/s ({u.note()}); {fetches} schema fetches (GET /schemas/ids)",
+                                 f"{noop:,.0f} rec/s, the same records under noop", f"{ratio:.2f}",
+                                 check(f"15 {label} {mode_label} >= 0.5 of noop, fetches <= {len(ids)} ids",
+                                       ratio >= 0.5 and fetches <= len(ids))))
+
         table = ["| # scenario | plugin | reference (same run) | ratio / delta | target |", "|---|---|---|---|---|"]
         table += ["| " + " | ".join(r) + " |" for r in rows]
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -814,6 +915,9 @@ def main():
         if KAFKA_SSE:
             KAFKA_SSE[0].terminate()
             KAFKA_SSE[0].wait()
+        if registry_server is not None:
+            registry_server.terminate()
+            registry_server.wait()
         for prefix in ("host", "host-off", "host-scale"):
             subprocess.run([os.path.join(ROOT, "host", "bin", "kong-host"), "stop", "--prefix",
                             os.path.join(RUN, prefix)], capture_output=True)

@@ -8,6 +8,7 @@ PACKAGES=(
   socat curl pkg-config libssl-dev build-essential
   lua-nginx-websocket  # lua-resty-websocket (Kong bundles it as resty.websocket.*): websocket mode
   python3-websockets  # the WebSocket clients of the specs (spec/helpers/ws_client.py)
+  python3-venv  # the virtualenv of Confluent's serializers (tools/schema-registry/venv.sh) with Debian's python3
   chromium
   zip unzip binutils git  # make rock (git archive, zip) and spec/14 (unzip, readelf, objdump)
   prometheus  # spec/37 scrapes the host's Status API with a Prometheus of its own, on a loopback port
@@ -36,6 +37,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing cargo-fuzz"
   cargo install --locked --quiet cargo-fuzz@0.13.2
 fi
+
+# Confluent's serializers (confluent-kafka with Avro, Protobuf and JSON Schema) and the project's Schema
+# Registry run in a virtualenv of their own, cached outside the work tree (tools/schema-registry/venv.sh).
+"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tools/schema-registry/venv.sh" install
 
 # The browser spec (spec/16-browser_spec.lua) drives Debian's chromium through playwright-core.
 BROWSER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/spec/browser"

@@ -147,6 +147,18 @@ local function base_for(path)
                          client_key = "-----BEGIN PRIVATE KEY-----\n" }
   elseif path:find("^consumer_group%.") then
     config.consumer_group = { mode = "manual", consumer_group_id = "g" }
+  elseif path:find("schema_registry%.") then
+    -- every record of a registry present, so that a value at one of its fields is judged alone
+    local registry = { confluent = {
+      url = "http://127.0.0.1:8081",
+      authentication = {
+        basic = { username = "u", password = "p" },
+        oauth2 = { token_endpoint = "https://idp.example/token" },
+        oauth2_client = {},
+      },
+    } }
+    config.schema_registry = copy(registry)
+    config.topics[1].schema_registry = copy(registry)
   end
   return config
 end
@@ -402,6 +414,62 @@ describe("the consumer identity", function()
     assert.not_equal(base, identity({ topics = { { name = "other" } } }))
     assert.not_equal(base, identity({ mode = "server-sent-events" }))
     assert.not_equal(base, identity({ consumer_group = { mode = "manual", consumer_group_id = "g" } }))
+    -- the registry decides how records render, the DLQ where failing ones go
+    local registry = { confluent = { url = "http://127.0.0.1:8081" } }
+    local with_registry = identity({ schema_registry = registry })
+    assert.not_equal(base, with_registry)
+    assert.equal(with_registry, identity({ topics = { { name = "orders", schema_registry = registry } } }))
+    assert.not_equal(with_registry, identity({ schema_registry = { confluent = { url = "http://127.0.0.1:8082" } } }))
+    assert.not_equal(with_registry, identity({ schema_registry = { confluent = {
+      url = "http://127.0.0.1:8081", authentication = { mode = "basic", basic = { username = "u", password = "p" } } } } }))
+    assert.not_equal(base, identity({ enable_dlq = true, dlq_topic = "dead" }))
+    assert.equal(base, identity({ enable_dlq = false, dlq_topic = "dead" }))
+  end)
+
+  it("agrees with schema.lua's entity checks on the registries' credentials and the DLQ", function()
+    local function registry(authentication)
+      return { confluent = { url = "http://127.0.0.1:8081", authentication = authentication } }
+    end
+    local oauth2 = { token_endpoint = "https://idp.example/token" }
+    local cases = {
+      { true, { schema_registry = registry({ mode = "basic", basic = { username = "u", password = "p" } }) } },
+      { false, { schema_registry = registry({ mode = "basic" }) },
+        "basic authentication details required when mode is 'basic'" },
+      { false, { topics = { { name = "orders", schema_registry = registry({ mode = "basic" }) } } },
+        "basic authentication details required when mode is 'basic'" },
+      { true, { schema_registry = registry({ mode = "oauth2", oauth2 = oauth2 }) } },
+      { false, { schema_registry = registry({ mode = "oauth2" }) },
+        "oauth2 authentication details required when mode is 'oauth2'" },
+      { false, { schema_registry = registry({ mode = "oauth2", oauth2 = { token_endpoint = oauth2.token_endpoint,
+                                                                          grant_type = "password" } }) } },
+      { true, { schema_registry = registry({ mode = "oauth2", oauth2 = { token_endpoint = oauth2.token_endpoint,
+                grant_type = "password", username = "u", password = "p" } }) } },
+      { true, { schema_registry = registry({ mode = "none", basic = { username = "u", password = "p" } }) } },
+      { true, { enable_dlq = true, dlq_topic = "dead" } },
+      { false, { enable_dlq = true }, "dlq_topic is required when enable_dlq is true" },
+      { true, { enable_dlq = false } },
+    }
+    for i, case in ipairs(cases) do
+      local expected, overrides, message = case[1], case[2], case[3]
+      local config = base_for("")
+      for k, v in pairs(overrides) do
+        config[k] = copy(v)
+      end
+      local entity, err = kong_schema.validate_plugin({ name = "confluent-consume", config = config },
+                                                      { schema = plugin_schema })
+      assert.equal(expected, entity ~= nil, "case " .. i .. " in Kong: " .. cjson.encode(err))
+      if message then
+        assert.matches(message, cjson.encode(err), 1, true)
+      end
+      -- natively, on the conf as Kong would hand it over without the entity check
+      local conf = kong_schema.fill_defaults(config_def(plugin_schema), copy(config))
+      conf.__plugin_id = "p"
+      local settings, native_err = native.settings(conf)
+      assert.equal(expected, settings ~= nil, "case " .. i .. " natively: " .. tostring(native_err))
+      if message then
+        assert.matches(message, native_err, 1, true)
+      end
+    end
   end)
 
   it("sees cluster_api_key / cluster_api_secret as SASL PLAIN credentials", function()

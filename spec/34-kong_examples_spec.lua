@@ -38,12 +38,14 @@ describe("Kong's documented examples", function()
   local host
 
   local token_url, token_requests_file, token_endpoint
+  local registry_port
 
   lazy_setup(function()
     host = helpers.start_host({ workers = 1 })
     local run = helpers.RUN_DIR .. "/kong-examples"
     helpers.sh_ok("rm -rf " .. run .. " && mkdir -p " .. run)
     local token_port = helpers.next_ports()
+    registry_port = helpers.next_ports()
     token_url = string.format("http://127.0.0.1:%d/oauth2/token", token_port)
     token_requests_file = run .. "/token-requests.jsonl"
     token_endpoint = proc.spawn(string.format("TOKEN_ENDPOINT_SECRET=%s exec python3 " ..
@@ -77,6 +79,8 @@ describe("Kong's documented examples", function()
       group_id = helpers.unique_name("example-group"),
       key = "EXAMPLE-API-KEY", secret = "EXAMPLE-API-SECRET",
       token_endpoint_url = token_url, client_id = CLIENT_ID, client_secret = CLIENT_SECRET,
+      -- no registry listens here: the examples' records carry no schema id, so none is asked
+      registry_url = string.format("http://127.0.0.1:%d", registry_port),
     }
     helpers.kafka_tool("produce", "--topic " .. values.topic .. " --count " .. RECORDS .. " --format text")
     local status, route = host:admin("POST", "/routes", { name = name, hosts = { name .. ".test" } })

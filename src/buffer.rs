@@ -40,6 +40,8 @@ pub struct PartitionBuffer {
     /// A seek the consumer thread has yet to perform.
     pub seek_request: Option<i64>,
     pub paused: bool,
+    /// Many records of this partition wait for a schema from the registry: fetching pauses.
+    pub waiting_on_registry: bool,
 }
 
 impl PartitionBuffer {
@@ -58,6 +60,7 @@ impl PartitionBuffer {
             committed: None,
             seek_request: None,
             paused: false,
+            waiting_on_registry: false,
         }
     }
 

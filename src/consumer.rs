@@ -26,6 +26,8 @@ use crate::guard;
 use crate::metrics::{self, GroupCounters};
 use crate::oauth;
 use crate::probe::{self, Listener};
+use crate::dlq::DeadLetters;
+use crate::registry::decode::{Decoder, OwnedRecord, PAUSE_AT_QUEUED};
 use crate::settings::{CommitStrategy, Delivery, OffsetReset, Settings, Start};
 
 /// How long an offset request of the start-up may take before it is retried.
@@ -75,12 +77,31 @@ pub struct State {
     pub phase: Phase,
     /// The current reason Kafka cannot serve, cleared once it answers again.
     pub error: Option<String>,
+    /// Why a schema registry cannot serve the records that wait for it (its configuration), while it
+    /// cannot.
+    pub registry_error: Option<String>,
+    /// Why the dead-letter topic cannot be written, while it cannot.
+    pub dlq_error: Option<String>,
     pub partitions: Vec<PartitionBuffer>,
     pub log: VecDeque<(Level, String)>,
     /// Offsets to commit, by partition index.
     pub commits: Vec<(usize, i64)>,
     /// Round-robin start for reads.
     pub rotation: usize,
+}
+
+impl State {
+    /// Why the handle cannot serve now, as a 503 says it: whose failure (Kafka's first, then the
+    /// dead-letter topic's, then the schema registry's) and its reason; `None` while it can serve.
+    /// respond.lua recognises these prefixes to answer their generic messages.
+    pub fn unavailable(&self) -> Option<String> {
+        match (&self.error, &self.dlq_error, &self.registry_error) {
+            (Some(e), _, _) => Some(format!("Kafka is unavailable: {e}")),
+            (None, Some(e), _) => Some(format!("Dead-letter topic is unavailable: {e}")),
+            (None, None, Some(e)) => Some(format!("Schema registry is unavailable: {e}")),
+            (None, None, None) => None,
+        }
+    }
 }
 
 /// The part of a handle that outlives any one call.
@@ -109,6 +130,8 @@ impl Shared {
             state: Mutex::new(State {
                 phase: Phase::Starting,
                 error: None,
+                registry_error: None,
+                dlq_error: None,
                 partitions: Vec::new(),
                 log: VecDeque::new(),
                 commits: Vec::new(),
@@ -413,11 +436,16 @@ fn run(consumer: &KafkaConsumer, shared: &Shared, doorbell: &mut Doorbell) {
         #[cfg(feature = "fault-injection")]
         crate::fault::consumer_turn();
         refresh_token();
-        apply_requests(consumer, shared);
+        for partition in apply_requests(consumer, shared) {
+            // read again from the seek's offset: what waited belongs to the old position
+            if let Some(decoder) = reader.decoder.as_mut() {
+                decoder.forget(partition);
+            }
+        }
         let urgent = {
             let state = shared.state.lock();
             state.partitions.iter().any(|p| p.paused || p.start.is_none() || p.seek_request.is_some())
-        };
+        } || reader.decoder.as_ref().is_some_and(Decoder::waiting);
         let timeout = Duration::from_millis(if urgent { 5 } else { 100 });
         let got = reader.read_batch(consumer, shared, timeout);
         reader.refresh_positions(consumer, shared);
@@ -491,8 +519,15 @@ fn sleep_unless_closed(shared: &Shared, total: Duration) {
 /// Partition lookups and the state of `latest` resolution, owned by the consumer thread.
 #[derive(Default)]
 struct Reader {
-    /// Index of partition 0 of each topic in the buffer list.
-    topic_base: HashMap<String, usize>,
+    /// Index of partition 0 of each topic in the buffer list, and the topic's index in `topics`.
+    topic_base: HashMap<String, (usize, usize)>,
+    /// Decodes records through the topics' schema registries; `None` when no topic has one.
+    decoder: Option<Decoder>,
+    /// The topic and Kafka partition of each buffer index, for dead letters.
+    partition_names: Vec<(String, i32)>,
+    /// The dead-letter topic's producer, created with the first dead letter, and its OAUTHBEARER tokens.
+    dead_letters: Option<DeadLetters>,
+    dead_letter_tokens: Option<oauth::Refresh>,
     last_watermarks: Option<Instant>,
     /// Partitions that had no committed offset, to be committed once their start is known.
     commit_start: Vec<usize>,
@@ -543,7 +578,8 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, StartError
     let mut buffers = Vec::new();
     let mut reader = Reader::default();
     let mut tpl = TopicPartitionList::new();
-    for topic in &settings.topics {
+    reader.decoder = Decoder::of(settings);
+    for (topic_index, topic) in settings.topics.iter().enumerate() {
         let metadata = consumer
             .fetch_metadata(Some(topic), METADATA_TIMEOUT)
             .map_err(|e| {
@@ -565,12 +601,13 @@ fn start(consumer: &KafkaConsumer, shared: &Shared) -> Result<Reader, StartError
         if meta.partitions().is_empty() {
             return Err(missing());
         }
-        reader.topic_base.insert(topic.clone(), buffers.len());
+        reader.topic_base.insert(topic.clone(), (buffers.len(), topic_index));
         for partition in 0..meta.partitions().len() as i32 {
             tpl.add_partition(topic, partition);
             buffers.push(PartitionBuffer::new(topic, partition, 0));
         }
     }
+    reader.partition_names = buffers.iter().map(|b| (b.topic.clone(), b.partition)).collect();
     let starts = start_positions(consumer, shared, &buffers, tpl)?;
     let mut assignment = TopicPartitionList::new();
     for (i, buffer) in buffers.iter_mut().enumerate() {
@@ -693,32 +730,39 @@ fn start_positions(
     Ok(starts)
 }
 
-/// Performs the seeks, commits and pause/resume changes the requests asked for.
-fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
+/// Performs the seeks, commits and pause/resume changes the requests asked for. Returns the buffer indices
+/// of the partitions that seeked.
+fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) -> Vec<usize> {
     let limit = shared.settings.buffer_max_bytes;
     let broadcast = shared.settings.delivery == Delivery::Broadcast;
     let commits = take_commits(shared);
     let (seeks, pause, mut resume) = {
         let mut state = shared.state.lock();
         let (mut seeks, mut pause, mut resume) = (Vec::new(), Vec::new(), Vec::new());
-        for p in state.partitions.iter_mut() {
+        for (i, p) in state.partitions.iter_mut().enumerate() {
             if broadcast {
                 // The live edge never waits for a slow stream: the oldest records go instead.
                 p.evict_to_fit(limit);
-            } else if let Some(offset) = p.seek_request.take() {
-                seeks.push((p.topic.clone(), p.partition, offset, p.paused));
+            }
+            // A full buffer (but for a broadcast's), or a long queue of records waiting for a schema.
+            let full = p.waiting_on_registry || (!broadcast && p.bytes() >= limit);
+            let drained = !p.waiting_on_registry && (broadcast || p.bytes() < limit / 4 * 3);
+            let seek = if broadcast { None } else { p.seek_request.take() };
+            if let Some(offset) = seek {
+                seeks.push((i, p.topic.clone(), p.partition, offset, p.paused));
                 p.paused = false;
-            } else if !p.paused && p.bytes() >= limit {
+            } else if !p.paused && full {
                 p.paused = true;
                 pause.push((p.topic.clone(), p.partition));
-            } else if p.paused && p.bytes() < limit / 4 * 3 {
+            } else if p.paused && drained {
                 p.paused = false;
                 resume.push((p.topic.clone(), p.partition));
             }
         }
         (seeks, pause, resume)
     };
-    for (topic, partition, offset, was_paused) in seeks {
+    let seeked = seeks.iter().map(|s| s.0).collect();
+    for (_, topic, partition, offset, was_paused) in seeks {
         if was_paused {
             resume.push((topic.clone(), partition));
         }
@@ -747,6 +791,7 @@ fn apply_requests(consumer: &KafkaConsumer, shared: &Shared) {
     if !commits.is_empty() && shared.settings.commit_strategy == CommitStrategy::Auto {
         commit(consumer, shared, &commits, CommitMode::Async);
     }
+    seeked
 }
 
 fn commit(consumer: &KafkaConsumer, shared: &Shared, offsets: &[(String, i32, i64)], mode: CommitMode) {
@@ -798,20 +843,64 @@ impl Reader {
             match consumer.poll(wait) {
                 None => break,
                 Some(Ok(message)) => {
-                    if let Some(&base) = self.topic_base.get(message.topic()) {
+                    if let Some(&(base, topic)) = self.topic_base.get(message.topic()) {
                         let parts = parts(&message);
-                        let record = Record {
-                            offset: message.offset(),
-                            timestamp: parts.timestamp,
-                            json: encode_record(&parts, deserializer),
+                        let partition = base + message.partition() as usize;
+                        let json = match self.decoder.as_mut() {
+                            Some(decoder) => decoder.offer(partition, topic, &parts).map(|d| d.json),
+                            None => Some(encode_record(&parts, deserializer)),
                         };
-                        batch_bytes += record.json.len();
-                        batch.push((base + message.partition() as usize, record));
+                        if let Some(json) = json {
+                            let record = Record { offset: parts.offset, timestamp: parts.timestamp, json };
+                            batch_bytes += record.json.len();
+                            batch.push((partition, record));
+                        }
                     }
                 }
                 Some(Err(err)) => shared.log(Level::Warn, &format!("consume error: {err}")),
             }
             wait = Duration::ZERO;
+        }
+        if let Some(decoder) = self.decoder.as_mut() {
+            if let Some(dead_letters) = &self.dead_letters {
+                if let Some(tokens) = self.dead_letter_tokens.as_mut() {
+                    dead_letters.refresh(tokens);
+                }
+                for (partition, offset, outcome) in dead_letters.acknowledgements() {
+                    decoder.acknowledge(partition, offset, outcome);
+                }
+            }
+            let (names, dead_letters) = (&self.partition_names, &mut self.dead_letters);
+            let tokens = &mut self.dead_letter_tokens;
+            let send = |partition: usize, record: &OwnedRecord, error: &str| {
+                let Some(topic) = shared.settings.dlq_topic.as_deref() else { return Err("no dlq_topic".into()) };
+                if dead_letters.is_none() {
+                    *dead_letters = Some(DeadLetters::new(&shared.settings, topic)?);
+                    *tokens = oauth::Refresh::of(shared.settings.authentication.as_ref());
+                }
+                let (source, kafka_partition) = &names[partition];
+                let dead_letters = dead_letters.as_ref().ok_or("no DLQ producer")?;
+                if let Some(tokens) = tokens.as_mut() {
+                    dead_letters.refresh(tokens);
+                }
+                dead_letters.send(record, partition, source, *kafka_partition, error)
+            };
+            for (partition, offset, timestamp, decided) in decoder.ready(|why| shared.log(Level::Warn, why), send) {
+                batch.push((partition, Record { offset, timestamp, json: decided.json }));
+            }
+            let registry_error = decoder.configuration_error().map(|e| shared.redact(e));
+            let dlq_error = decoder.dlq_error().map(|e| shared.redact(e));
+            let mut state = shared.state.lock();
+            for (i, p) in state.partitions.iter_mut().enumerate() {
+                p.waiting_on_registry = decoder.queued(i) >= PAUSE_AT_QUEUED;
+            }
+            if state.registry_error != registry_error || state.dlq_error != dlq_error {
+                state.registry_error = registry_error;
+                state.dlq_error = dlq_error;
+                drop(state);
+                // requests waiting on the handle look at it again
+                shared.ring_pending.store(true, Ordering::Release);
+            }
         }
         if batch.is_empty() {
             return 0;

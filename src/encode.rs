@@ -22,8 +22,24 @@ pub struct RecordParts<'a> {
     pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
+/// How a key or value is rendered besides as `message_deserializer` says.
+pub enum Part<'a> {
+    /// As the deserializer says (keys: as a string).
+    Raw,
+    /// Already JSON: a schema registry's decoding.
+    Rendered(&'a [u8]),
+    /// Its decoding failed: the raw bytes (as a string or base64), and the cause as `key_error` /
+    /// `value_error`.
+    Failed(String),
+}
+
 /// Renders one record as compact JSON.
 pub fn encode_record(record: &RecordParts<'_>, deserializer: Deserializer) -> Box<[u8]> {
+    encode_record_with(record, deserializer, Part::Raw, Part::Raw)
+}
+
+/// Renders one record as compact JSON, its key and value as `key` and `value` say.
+pub fn encode_record_with(record: &RecordParts<'_>, deserializer: Deserializer, key: Part<'_>, value: Part<'_>) -> Box<[u8]> {
     let value_len = record.value.map_or(0, <[u8]>::len);
     let mut out = Vec::with_capacity(64 + value_len + record.key.map_or(0, <[u8]>::len));
     out.extend_from_slice(b"{\"offset\":");
@@ -34,24 +50,55 @@ pub fn encode_record(record: &RecordParts<'_>, deserializer: Deserializer) -> Bo
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"key\":");
-    write_bytes(&mut out, record.key);
+    let key_error = match key {
+        Part::Rendered(json) => {
+            out.extend_from_slice(json);
+            None
+        }
+        Part::Raw => {
+            write_bytes(&mut out, record.key);
+            None
+        }
+        Part::Failed(why) => {
+            write_bytes(&mut out, record.key);
+            Some(why)
+        }
+    };
     out.extend_from_slice(b",\"value\":");
-    let mut value_error = false;
-    match (deserializer, record.value) {
-        (Deserializer::Json, Some(value)) => match minified_json(value) {
-            Some(json) => out.extend_from_slice(&json),
+    let value_error = match (value, deserializer, record.value) {
+        (Part::Rendered(json), _, _) => {
+            out.extend_from_slice(json);
+            None
+        }
+        (Part::Failed(why), _, value) => {
+            write_bytes(&mut out, value);
+            Some(why)
+        }
+        (Part::Raw, Deserializer::Json, Some(value)) => match minified_json(value) {
+            Some(json) => {
+                out.extend_from_slice(&json);
+                None
+            }
             None => {
-                value_error = true;
                 write_bytes(&mut out, Some(value));
+                Some("not valid JSON".to_owned())
             }
         },
-        (_, value) => write_bytes(&mut out, value),
-    }
+        (Part::Raw, _, value) => {
+            write_bytes(&mut out, value);
+            None
+        }
+    };
     out.extend_from_slice(b",\"headers\":{");
     write_headers(&mut out, &record.headers);
     out.push(b'}');
-    if value_error {
-        out.extend_from_slice(b",\"value_error\":\"not valid JSON\"");
+    if let Some(why) = key_error {
+        out.extend_from_slice(b",\"key_error\":");
+        write_str(&mut out, &why);
+    }
+    if let Some(why) = value_error {
+        out.extend_from_slice(b",\"value_error\":");
+        write_str(&mut out, &why);
     }
     out.push(b'}');
     out.into_boxed_slice()
@@ -106,7 +153,7 @@ const MAX_NUMBER_DIGITS: usize = 300;
 /// The value as compact JSON (insignificant white space removed), or `None` when it is not valid JSON.
 /// A number beyond a double's range (`1e999`) counts as not valid: the grammar allows it, but strict
 /// parsers (serde_json, Go's encoding/json) refuse the whole body.
-fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn minified_json(value: &[u8]) -> Option<Vec<u8>> {
     let raw: &RawValue = serde_json::from_slice(value).ok()?;
     let text = raw.get().as_bytes();
     let mut out = Vec::with_capacity(text.len());

@@ -9,16 +9,19 @@ pub mod buffer;
 pub mod client_frame;
 pub mod consumer;
 pub mod diagnosis;
+pub mod dlq;
 pub mod doorbell;
 pub mod encode;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod guard;
+pub mod http;
 pub mod metrics;
 pub mod oauth;
 pub mod probe;
 pub mod query;
+pub mod registry;
 pub mod schema;
 pub mod settings;
 
@@ -89,8 +92,8 @@ enum Rendered {
 /// A read of the buffer from `cursors` on, rendered as `format`. Queue and replay handles own their
 /// readers' cursors; broadcast handles are shared by many streams and are never changed by a read.
 ///
-/// Returns `body, next_cursors, count, behind, kafka_error` (the handle's current Kafka error or nil, so
-/// that a reader learns it without a `state()` call of its own), plus `sent` for a websocket frame.
+/// Returns `body, next_cursors, count, behind, kafka_error` (why the handle cannot serve now, as
+/// `State::unavailable` says it, or nil: a reader learns it without a `state()` call of its own), plus `sent` for a websocket frame.
 ///
 /// With `on_selected` (http-get's claim, which holds the node-wide lock of cursors.lua) the records are
 /// picked first, then `on_selected(next_cursors, count)` runs, then they are rendered: the claim's
@@ -98,7 +101,8 @@ enum Rendered {
 /// rendering, and a GET still makes one call for its records. The handle's own lock is not held while
 /// it runs (the callback may call the handle again without deadlocking it); what was picked stays in
 /// the buffer meanwhile, as only a read of this handle drops records of a queue or replay handle and
-/// the consumer thread only appends. A claim is refused while Kafka is unavailable, as a GET is.
+/// the consumer thread only appends. A claim is refused while the handle cannot serve (Kafka, its
+/// registry or its dead-letter topic), as a GET is.
 fn read(
     lua: &Lua,
     handle: &Handle,
@@ -117,11 +121,12 @@ fn read(
     if state.phase == Phase::Starting {
         return failure(lua, "consumer is not ready");
     }
-    if let (Some(_), Some(error)) = (&on_selected, &state.error) {
-        return failure(lua, format!("Kafka is unavailable: {error}"));
+    let unavailable = state.unavailable();
+    if let (Some(_), Some(reason)) = (&on_selected, &unavailable) {
+        return failure(lua, reason);
     }
-    let kafka_error = match &state.error {
-        Some(e) => Value::String(lua.create_string(e)?),
+    let kafka_error = match unavailable {
+        Some(reason) => Value::String(lua.create_string(reason)?),
         None => Value::Nil,
     };
     let mut offsets = Vec::with_capacity(state.partitions.len());
@@ -314,7 +319,8 @@ where
 
 impl UserData for Handle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        // state() -> "starting"|"ready"|"closed", current_error_or_nil
+        // state() -> "starting"|"ready"|"closed", why_unavailable_or_nil (State::unavailable: whose failure
+        // and its reason)
         method(methods, "state", |lua, this, ()| {
             let shared = match this.shared() {
                 Ok(s) => s,
@@ -326,8 +332,8 @@ impl UserData for Handle {
                 Phase::Ready => "ready",
                 Phase::Closed => "closed",
             };
-            let error = match &state.error {
-                Some(e) => Value::String(lua.create_string(e)?),
+            let error = match state.unavailable() {
+                Some(reason) => Value::String(lua.create_string(reason)?),
                 None => Value::Nil,
             };
             Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(phase)?), error]))
@@ -579,6 +585,7 @@ fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
         for rule in field.rules {
             match *rule {
                 Rule::Between(lo, hi) => entry.raw_set("between", lua.create_sequence_from([lo, hi])?)?,
+                Rule::BetweenNumbers(lo, hi) => entry.raw_set("between", lua.create_sequence_from([lo, hi])?)?,
                 Rule::OneOf(values) => entry.raw_set("one_of", lua.create_sequence_from(values.iter().copied())?)?,
                 Rule::NotOneOf(values) => {
                     entry.raw_set("not_one_of", lua.create_sequence_from(values.iter().copied())?)?

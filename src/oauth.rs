@@ -11,8 +11,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use rdkafka::client::{Client, ClientContext};
 use serde::Deserialize;
-use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
+use crate::http;
 use crate::settings::{Authentication, OAuthBearer};
 
 /// Bound of one token request, from connecting to the last byte of the answer. The request runs on the
@@ -23,18 +23,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
 /// A token is renewed once this share of its lifetime has passed, as librdkafka renews its own.
 const RENEW_AT_SHARE_OF_LIFETIME: f64 = 0.8;
-/// How much of an endpoint's error answer a message quotes.
-const QUOTED_ANSWER_CHARS: usize = 200;
 
-/// A token as librdkafka takes it.
-struct Token {
-    value: String,
+/// A token from a token endpoint.
+pub struct Token {
+    pub value: String,
     /// The Kafka principal: the JWT's `sub`, else the client id.
-    principal: String,
+    pub principal: String,
     /// When the token expires, in ms since the Unix epoch.
-    expires_at_ms: i64,
+    pub expires_at_ms: i64,
     /// How long it lives from now.
-    lifetime: Duration,
+    pub lifetime: Duration,
 }
 
 impl fmt::Debug for Token {
@@ -69,53 +67,59 @@ struct Claims {
 /// did: a form POST of `grant_type` and the space-joined `scope`, the client id and secret as HTTP Basic.
 ///
 /// # Errors
-/// Why no token came, for an error message: the transport's failure (connection, TLS, timeout), or the
-/// endpoint's status and the start of its answer, or an answer without a usable token. The client secret
-/// is never part of it.
+/// As [`request_token`].
 fn fetch(oauth: &OAuthBearer) -> Result<Token, String> {
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::NativeTls)
-        // native-tls on Linux is OpenSSL with its default verify paths: the system's CA store, or the
-        // CAs SSL_CERT_FILE / SSL_CERT_DIR name
-        .root_certs(RootCerts::PlatformVerifier)
-        .disable_verification(!oauth.token_endpoint_tls_verify)
-        .build();
-    let agent = ureq::Agent::config_builder()
-        .tls_config(tls)
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        // an answer that is not a token is reported as it is, with its status
-        .http_status_as_error(false)
-        // the credentials go to the configured endpoint only
-        .max_redirects(0)
-        .build()
-        .new_agent();
     let credentials = STANDARD.encode(format!("{}:{}", oauth.client_id, oauth.client_secret));
     let scope = oauth.scopes.join(" ");
-    let mut form = vec![("grant_type", "client_credentials")];
+    let mut form = vec![("grant_type".to_owned(), "client_credentials".to_owned())];
     if !scope.is_empty() {
-        form.push(("scope", scope.as_str()));
+        form.push(("scope".to_owned(), scope));
     }
-    let mut response = agent
-        .post(&oauth.token_endpoint_url)
-        .header("Authorization", &format!("Basic {credentials}"))
-        .header("Accept", "application/json")
-        .send_form(form)
-        .map_err(transport_failure)?;
-    let status = response.status();
-    let body = response.body_mut().read_to_string().map_err(transport_failure)?;
-    if !status.is_success() {
-        let quoted: String = body.chars().take(QUOTED_ANSWER_CHARS).collect();
-        return Err(format!("the token endpoint answered {status}: {quoted}"));
-    }
-    token_from_answer(&body, &oauth.client_id, SystemTime::now())
+    let agent = http::agent(http::AgentOptions {
+        tls_verify: oauth.token_endpoint_tls_verify,
+        timeout: REQUEST_TIMEOUT,
+        proxy: None,
+        keep_alive: true,
+    });
+    let request = TokenRequest {
+        endpoint: &oauth.token_endpoint_url,
+        form,
+        headers: vec![("Authorization".to_owned(), format!("Basic {credentials}"))],
+        timeout: REQUEST_TIMEOUT,
+    };
+    request_token(&agent, &request, &oauth.client_id)
 }
 
-/// Why a request failed in transport; ureq's "timeout: global" says less than this.
-fn transport_failure(error: ureq::Error) -> String {
-    match error {
-        ureq::Error::Timeout(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-        other => other.to_string(),
+/// A token request: a form POST to an OAuth 2.0 token endpoint.
+pub struct TokenRequest<'a> {
+    pub endpoint: &'a str,
+    pub form: Vec<(String, String)>,
+    /// Extra headers (the client's HTTP Basic credentials, the configuration's token headers).
+    pub headers: Vec<(String, String)>,
+    /// The agent's bound, for the message of a request that took too long.
+    pub timeout: Duration,
+}
+
+/// Posts `request` with `agent` and reads the token from the answer; `client_id` is the principal of an
+/// opaque token.
+///
+/// # Errors
+/// Why no token came, for an error message: the transport's failure (connection, TLS, timeout), or the
+/// endpoint's status and the start of its answer, or an answer without a usable token. No credential of
+/// the request is part of it.
+pub fn request_token(agent: &ureq::Agent, request: &TokenRequest<'_>, client_id: &str) -> Result<Token, String> {
+    let mut post = agent.post(request.endpoint).header("Accept", "application/json");
+    for (name, value) in &request.headers {
+        post = post.header(name, value);
     }
+    let form = request.form.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut response = post.send_form(form).map_err(|e| http::transport_failure(e, request.timeout))?;
+    let status = response.status();
+    let body = response.body_mut().read_to_string().map_err(|e| http::transport_failure(e, request.timeout))?;
+    if !status.is_success() {
+        return Err(format!("the token endpoint answered {status}: {}", http::quoted(&body)));
+    }
+    token_from_answer(&body, client_id, SystemTime::now())
 }
 
 /// The token of a successful answer `body` received at `now`.

@@ -14,6 +14,8 @@ use crate::error::Error;
 pub enum Kind {
     String,
     Integer,
+    /// Kong's `number`: an integer or a fraction.
+    Number,
     Boolean,
     Array,
     Record,
@@ -27,6 +29,7 @@ impl Kind {
         match self {
             Kind::String => "string",
             Kind::Integer => "integer",
+            Kind::Number => "number",
             Kind::Boolean => "boolean",
             Kind::Array => "array",
             Kind::Record => "record",
@@ -38,6 +41,7 @@ impl Kind {
         match self {
             Kind::String => value.is_string(),
             Kind::Integer => value.is_i64() || value.is_u64(),
+            Kind::Number => value.is_number(),
             Kind::Boolean => value.is_boolean(),
             // Lua has one table type: an empty table comes over as an empty object.
             Kind::Array => value.is_array() || value.as_object().is_some_and(|o| o.is_empty()),
@@ -51,6 +55,8 @@ impl Kind {
 pub enum Rule {
     /// `between = { lo, hi }`.
     Between(i64, i64),
+    /// `between = { lo, hi }` of a `number` field, whose bounds may be fractions.
+    BetweenNumbers(f64, f64),
     /// `one_of = { ... }`.
     OneOf(&'static [&'static str]),
     /// `not_one_of = { ... }`.
@@ -117,27 +123,114 @@ const fn confluent_only(path: &'static str, kind: Kind, required: bool, rules: &
     Field { path, kind, required, rules, confluent_only: true }
 }
 
-use Kind::{Array, Boolean, Integer, Map, Record, String as Str};
-use Rule::{Between, Host, LenMax, LenMin, LuaFunction, Match, NotOneOf, OneOf, Uuid};
+use Kind::{Array, Boolean, Integer, Map, Number, Record, String as Str};
+use Rule::{Between, BetweenNumbers, Host, LenMax, LenMin, LuaFunction, Match, NotOneOf, OneOf, Uuid};
 
 const MIB: i64 = 1024 * 1024;
 const PEM: Rule = Match("%-%-%-%-%-BEGIN ", is_pem);
 const MODES: &[&str] = &["http-get", "server-sent-events", "websocket"];
 const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 const TOKEN_ENDPOINT_URL: Rule = Match("^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$", is_http_url);
+const HTTP_URL: Rule = TOKEN_ENDPOINT_URL;
+const TOPIC_NAME: &[Rule] =
+    &[LenMin(1), LenMax(249), Match("^[%w%._%-]+$", is_topic_name), NotOneOf(&[".", ".."])];
+
+/// The fields of schema.lua's `schema_registry_record`, under `$at` (the global record and each topic's).
+macro_rules! schema_registry_fields {
+    ($at:literal) => {
+        [
+            field($at, Record, false, &[]),
+            field(concat!($at, ".confluent"), Record, false, &[]),
+            field(concat!($at, ".confluent.url"), Str, false, &[HTTP_URL]),
+            field(concat!($at, ".confluent.ssl_verify"), Boolean, true, &[]),
+            field(concat!($at, ".confluent.ttl"), Number, false, &[BetweenNumbers(0.0, 3600.0)]),
+            field(concat!($at, ".confluent.authentication"), Record, true, &[]),
+            field(concat!($at, ".confluent.authentication.mode"), Str, true, &[OneOf(&["none", "basic", "oauth2"])]),
+            field(concat!($at, ".confluent.authentication.basic"), Record, false, &[]),
+            field(concat!($at, ".confluent.authentication.basic.username"), Str, true, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.basic.password"), Str, true, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2"), Record, false, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2.token_endpoint"), Str, true, &[HTTP_URL]),
+            field(
+                concat!($at, ".confluent.authentication.oauth2.grant_type"),
+                Str,
+                true,
+                &[OneOf(&["client_credentials", "password"])],
+            ),
+            field(concat!($at, ".confluent.authentication.oauth2.client_id"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2.client_secret"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2.username"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2.password"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2.scopes"), Array, true, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2.scopes[]"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2.audience"), Array, true, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2.audience[]"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2.token_headers"), Map, false, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2.token_headers{}"), Str, false, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2.token_post_args"), Map, false, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2.token_post_args{}"), Str, false, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2_client"), Record, false, &[]),
+            field(
+                concat!($at, ".confluent.authentication.oauth2_client.auth_method"),
+                Str,
+                true,
+                &[OneOf(&["client_secret_post", "client_secret_basic", "client_secret_jwt", "none"])],
+            ),
+            field(
+                concat!($at, ".confluent.authentication.oauth2_client.client_secret_jwt_alg"),
+                Str,
+                true,
+                &[OneOf(&["HS512", "HS256"])],
+            ),
+            field(
+                concat!($at, ".confluent.authentication.oauth2_client.http_version"),
+                Number,
+                true,
+                &[BetweenNumbers(1.0, 1.1)],
+            ),
+            field(concat!($at, ".confluent.authentication.oauth2_client.http_proxy"), Str, false, &[HTTP_URL]),
+            field(
+                concat!($at, ".confluent.authentication.oauth2_client.http_proxy_authorization"),
+                Str,
+                false,
+                &[LenMin(1)],
+            ),
+            field(concat!($at, ".confluent.authentication.oauth2_client.https_proxy"), Str, false, &[HTTP_URL]),
+            field(
+                concat!($at, ".confluent.authentication.oauth2_client.https_proxy_authorization"),
+                Str,
+                false,
+                &[LenMin(1)],
+            ),
+            field(concat!($at, ".confluent.authentication.oauth2_client.no_proxy"), Str, false, &[LenMin(1)]),
+            field(concat!($at, ".confluent.authentication.oauth2_client.keep_alive"), Boolean, true, &[]),
+            field(concat!($at, ".confluent.authentication.oauth2_client.ssl_verify"), Boolean, true, &[]),
+            field(
+                concat!($at, ".confluent.authentication.oauth2_client.timeout"),
+                Integer,
+                true,
+                &[Between(0, (1 << 31) - 2)],
+            ),
+        ]
+    };
+}
 
 /// Every field of schema.lua's `config`, in its order.
-pub const FIELDS: &[Field] = &[
+pub const FIELDS: &[Field] = &concat_fields();
+
+const TOPIC_REGISTRY: [Field; 37] = schema_registry_fields!("topics[].schema_registry");
+const GLOBAL_REGISTRY: [Field; 37] = schema_registry_fields!("schema_registry");
+
+/// The fields of schema.lua's `config` around the registry records, in its order: up to the topics'
+/// registry, then up to the global registry, then the rest.
+const BEFORE_TOPIC_REGISTRY: &[Field] = &[
     field("bootstrap_servers", Array, true, &[LenMin(1)]),
     field("bootstrap_servers[].host", Str, true, &[Host]),
     field("bootstrap_servers[].port", Integer, true, &[Between(0, 65535)]),
     field("topics", Array, true, &[LenMin(1)]),
-    field(
-        "topics[].name",
-        Str,
-        true,
-        &[LenMin(1), LenMax(249), Match("^[%w%._%-]+$", is_topic_name), NotOneOf(&[".", ".."])],
-    ),
+    field("topics[].name", Str, true, TOPIC_NAME),
+];
+const BEFORE_GLOBAL_REGISTRY: &[Field] = &[
     field("mode", Str, true, &[OneOf(MODES)]),
     field("message_deserializer", Str, true, &[OneOf(&["noop", "json"])]),
     field("auto_offset_reset", Str, true, &[OneOf(&["earliest", "latest"])]),
@@ -202,8 +295,37 @@ pub const FIELDS: &[Field] = &[
     // configuration is first served; nothing here runs Lua or needs the functions.
     field("message_by_lua_functions", Array, false, &[]),
     field("message_by_lua_functions[]", Str, false, &[LenMin(1), LuaFunction]),
+];
+const AFTER_GLOBAL_REGISTRY: &[Field] = &[
+    field("enable_dlq", Boolean, false, &[]),
+    field("dlq_topic", Str, false, TOPIC_NAME),
     field("max_consumer_groups", Integer, true, &[Between(1, 1000)]),
 ];
+
+const FIELD_COUNT: usize = BEFORE_TOPIC_REGISTRY.len()
+    + TOPIC_REGISTRY.len()
+    + BEFORE_GLOBAL_REGISTRY.len()
+    + GLOBAL_REGISTRY.len()
+    + AFTER_GLOBAL_REGISTRY.len();
+
+/// [`FIELDS`], put together at compile time (a const slice cannot be concatenated otherwise).
+const fn concat_fields() -> [Field; FIELD_COUNT] {
+    const PARTS: [&[Field]; 5] =
+        [BEFORE_TOPIC_REGISTRY, &TOPIC_REGISTRY, BEFORE_GLOBAL_REGISTRY, &GLOBAL_REGISTRY, AFTER_GLOBAL_REGISTRY];
+    let mut out = [const { field("", Boolean, false, &[]) }; FIELD_COUNT];
+    let (mut part, mut at) = (0, 0);
+    while part < PARTS.len() {
+        let mut i = 0;
+        while i < PARTS[part].len() {
+            let f = &PARTS[part][i];
+            out[at] = Field { path: f.path, kind: f.kind, required: f.required, rules: f.rules, confluent_only: f.confluent_only };
+            at += 1;
+            i += 1;
+        }
+        part += 1;
+    }
+    out
+}
 
 /// Checks `conf` (the `config` of a `plugin`; other keys, such as Kong's `__key__`, are ignored) against
 /// [`FIELDS`]. A value under a field of the other plugin only (kafka-consume given `cluster_api_key`) is
@@ -289,6 +411,7 @@ fn check_value(value: &Value, shown: &str, field: &Field) -> Result<(), Error> {
     for rule in field.rules {
         let ok = match *rule {
             Rule::Between(lo, hi) => value.as_i64().is_some_and(|v| (lo..=hi).contains(&v)),
+            Rule::BetweenNumbers(lo, hi) => value.as_f64().is_some_and(|v| (lo..=hi).contains(&v)),
             Rule::OneOf(values) => value.as_str().is_some_and(|v| values.contains(&v)),
             Rule::NotOneOf(values) => value.as_str().is_some_and(|v| !values.contains(&v)),
             Rule::LenMin(n) => length(value) >= n,
@@ -309,6 +432,7 @@ fn check_value(value: &Value, shown: &str, field: &Field) -> Result<(), Error> {
 fn message(rule: &Rule) -> String {
     match rule {
         Rule::Between(lo, hi) => format!("value should be between {lo} and {hi}"),
+        Rule::BetweenNumbers(lo, hi) => format!("value should be between {lo} and {hi}"),
         Rule::OneOf(values) => format!("expected one of: {}", values.join(", ")),
         Rule::NotOneOf(values) => format!("must not be one of: {}", values.join(", ")),
         Rule::LenMin(n) => format!("length must be at least {n}"),
@@ -402,14 +526,31 @@ pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A schema registry record with every sub-record set, as Kong hands a configured one over (defaults
+    /// filled), so that a test changing one field judges that field alone.
+    pub(crate) fn registry() -> Value {
+        json!({ "confluent": {
+            "url": "http://127.0.0.1:8081", "ssl_verify": true, "ttl": 300,
+            "authentication": {
+                "mode": "none",
+                "basic": { "username": "u", "password": "p" },
+                "oauth2": { "token_endpoint": "https://idp.example/token", "grant_type": "client_credentials",
+                            "scopes": ["openid"], "audience": [] },
+                "oauth2_client": { "auth_method": "client_secret_post", "client_secret_jwt_alg": "HS512",
+                                   "http_version": 1.1, "keep_alive": true, "ssl_verify": true, "timeout": 10000 },
+            },
+        } })
+    }
+
     /// A conf as Kong hands it over: every default filled in (Kong fills the `oauthbearer` records'
-    /// defaults even when they are not configured).
+    /// defaults even when they are not configured), with a registry globally and for its topic.
     pub(crate) fn conf() -> Value {
         json!({
+            "schema_registry": registry(),
             "oauthbearer": { "token_endpoint_tls_verify": true, "extensions": {} },
             "authentication": { "oauthbearer": { "token_endpoint_tls_verify": true, "extensions": {} } },
             "bootstrap_servers": [{ "host": "127.0.0.1", "port": 9092 }],
-            "topics": [{ "name": "orders" }],
+            "topics": [{ "name": "orders", "schema_registry": registry() }],
             "mode": "http-get", "message_deserializer": "noop", "auto_offset_reset": "latest",
             "commit_strategy": "auto", "timeout": 10000, "keepalive": 60000, "keepalive_enabled": false,
             "enforce_latest_offset_reset": false,
@@ -484,6 +625,12 @@ pub(crate) mod tests {
                         accepted(f.path, json!(hi));
                         assert!(refused(f.path, json!(lo - 1)).ends_with(&message(rule)));
                         assert!(refused(f.path, json!(hi + 1)).ends_with(&message(rule)));
+                    }
+                    Rule::BetweenNumbers(lo, hi) => {
+                        accepted(f.path, json!(lo));
+                        accepted(f.path, json!(hi));
+                        assert!(refused(f.path, json!(lo - 0.5)).ends_with(&message(rule)));
+                        assert!(refused(f.path, json!(hi + 0.5)).ends_with(&message(rule)));
                     }
                     Rule::OneOf(values) => {
                         for v in values {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::registry::config::{self as registry_config, Registry};
 use crate::schema::{self, bad, Plugin};
 
 /// Where a partition without a committed offset starts.
@@ -314,6 +315,9 @@ impl OAuthBearerConf {
 #[derive(Deserialize)]
 struct Topic {
     name: String,
+    /// The topic's own `schema_registry`, which wins over the global one.
+    #[serde(default)]
+    schema_registry: Option<Value>,
 }
 
 /// The fields of the plugin's `config` that shape a consumer. The others (request limits, stream timing)
@@ -346,6 +350,12 @@ struct Conf {
     security: Security,
     fetch_wait_max_ms: u32,
     buffer_max_bytes: usize,
+    #[serde(default)]
+    schema_registry: Option<Value>,
+    #[serde(default)]
+    enable_dlq: Option<bool>,
+    #[serde(default)]
+    dlq_topic: Option<String>,
     /// Kong's id of the plugin instance (a string): a `random` consumer group is named after it. Not a
     /// field of schema.lua, so its type is checked here.
     #[serde(rename = "__plugin_id", default)]
@@ -377,6 +387,11 @@ pub struct Settings {
     pub delivery: Delivery,
     /// Start position of a `Replay` handle.
     pub start: Option<Start>,
+    /// The registry of each topic (in `topics` order): its own `schema_registry`, else the global one;
+    /// `None`: its records render as without a registry.
+    pub registries: Vec<Option<Registry>>,
+    /// `dlq_topic` when `enable_dlq`: where records that fail to decode go instead of the response.
+    pub dlq_topic: Option<String>,
 }
 
 /// The keys of [`Settings::identity`]'s hash: random per process, so an identity says nothing about the
@@ -435,7 +450,24 @@ impl Settings {
             (Some(_), None) => return bad("security.certificate_id", "the certificate was not handed over"),
             (None, _) => {}
         }
+        let global = registry_config::registry(conf.schema_registry.as_ref(), "schema_registry")?;
+        let registries = conf
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let own = registry_config::registry(t.schema_registry.as_ref(), &format!("topics[{}].schema_registry", i + 1))?;
+                Ok(own.or_else(|| global.clone()))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let dlq_topic = match (conf.enable_dlq, conf.dlq_topic) {
+            (Some(true), Some(topic)) => Some(topic),
+            (Some(true), None) => return bad("dlq_topic", "dlq_topic is required when enable_dlq is true"),
+            _ => None,
+        };
         Ok(Settings {
+            registries,
+            dlq_topic,
             bootstrap_servers: conf.bootstrap_servers,
             topics: conf.topics.into_iter().map(|t| t.name).collect(),
             group_id,
@@ -502,7 +534,8 @@ impl Settings {
             Authentication::OAuthBearer(o) => vec![o.client_secret.clone()],
         });
         let key = self.security.client_key.iter().cloned();
-        auth.chain(key).filter(|p| !p.is_empty()).collect()
+        let registries = self.registries.iter().flatten().flat_map(Registry::secrets);
+        auth.chain(key).chain(registries).filter(|p| !p.is_empty()).collect()
     }
 
     /// Whether the connection to the brokers uses TLS.
@@ -709,6 +742,8 @@ mod tests {
             socket_dir: "/tmp".into(),
             delivery: Delivery::Queue,
             start: None,
+            registries: vec![None],
+            dlq_topic: None,
         }
     }
 

@@ -349,9 +349,9 @@ _M.wake = wake_all
 function _M.await_ready(entry, deadline)
   while true do
     local generation = entry.generation
-    local phase, kafka_err = entry.handle:state()
-    if kafka_err then
-      return nil, 503, "Kafka is unavailable: " .. kafka_err
+    local phase, err = entry.handle:state()
+    if err then
+      return nil, 503, err
     end
     if phase == "ready" then
       return entry.handle:partitions()

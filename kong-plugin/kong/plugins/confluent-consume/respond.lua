@@ -5,6 +5,7 @@
 -- otherwise the client gets its status's generic message and the reason goes to the error log. Errors in
 -- the client's own input (400) always say what is wrong: they hold nothing of the gateway's.
 local kong = kong
+local ipairs = ipairs
 
 
 local _M = {}
@@ -14,6 +15,13 @@ local GENERIC = {
   [500] = "cannot create the Kafka consumer",
   [503] = "Kafka is unavailable",
   [504] = "timed out waiting for Kafka",
+}
+-- What a 503 names, by whose failure it is: the client learns which part to look at, and nothing of the
+-- gateway's. The native side's reasons start with these (State::unavailable in src/consumer.rs).
+local UNAVAILABLE = {
+  "Kafka is unavailable",
+  "Schema registry is unavailable",
+  "Dead-letter topic is unavailable",
 }
 
 
@@ -28,6 +36,13 @@ function _M.kafka_message(conf, status, reason)
   kong.log.err(reason)
   if conf.error_handling.return_error_message then
     return reason
+  end
+  if status == 503 then
+    for _, generic in ipairs(UNAVAILABLE) do
+      if reason:sub(1, #generic + 1) == generic .. ":" then
+        return generic
+      end
+    end
   end
   return GENERIC[status]
 end

@@ -9,12 +9,308 @@ local message_functions = require "kong.plugins.confluent-consume.message_functi
 local NULL = require("cjson").null -- ngx.null is the same value inside nginx
 
 
+local ipairs = ipairs
+local pairs = pairs
+
+
 local MIB = 1024 * 1024
 local SASL_MECHANISMS = { "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER" }
 
 
 local function present(value)
   return value ~= nil and value ~= NULL
+end
+
+
+local HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$"
+
+
+-- Kong's `schema_registry` record (3.15): the Confluent Schema Registry whose schemas decode records in
+-- Confluent's wire format. The same record sits in `config` and in each `topics[]` item, where it wins.
+local function schema_registry_record(description)
+  return {
+    description = description,
+    type = "record",
+    required = false,
+    fields = {
+      { confluent = {
+          description = "A Confluent Schema Registry (or any registry serving its REST API).",
+          type = "record",
+          required = false,
+          fields = {
+            { url = {
+                description = "Base URL of the registry (http or https); unset: no registry, records " ..
+                              "render as without one.",
+                type = "string",
+                required = false,
+                match = HTTP_URL,
+            } },
+            { ssl_verify = {
+                description = "Verify the registry's TLS certificate (against the system's CA store).",
+                type = "boolean",
+                required = true,
+                default = true,
+            } },
+            { ttl = {
+                description = "Seconds a fetched schema stays cached before it is fetched again; unset: " ..
+                              "cached for the life of the worker (a schema id never changes); 0: fetched " ..
+                              "for each batch of records that needs it.",
+                type = "number",
+                required = false,
+                between = { 0, 3600 },
+            } },
+            { authentication = {
+                description = "How the plugin authenticates to the registry.",
+                type = "record",
+                required = true,
+                fields = {
+                  { mode = {
+                      description = "`none`, `basic` (HTTP Basic with `basic`) or `oauth2` (a bearer token " ..
+                                    "from `oauth2`'s token endpoint).",
+                      type = "string",
+                      required = true,
+                      default = "none",
+                      one_of = { "none", "basic", "oauth2" },
+                  } },
+                  { basic = {
+                      description = "HTTP Basic credentials; required when mode is `basic`.",
+                      type = "record",
+                      required = false,
+                      fields = {
+                        { username = {
+                            description = "User name (Confluent Cloud: the registry API key).",
+                            type = "string",
+                            required = true,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { password = {
+                            description = "Password (Confluent Cloud: the registry API secret).",
+                            type = "string",
+                            required = true,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                      },
+                  } },
+                  { oauth2 = {
+                      description = "The OAuth 2.0 token request; required when mode is `oauth2`.",
+                      type = "record",
+                      required = false,
+                      fields = {
+                        { token_endpoint = {
+                            description = "URL of the token endpoint (http or https).",
+                            type = "string",
+                            required = true,
+                            match = HTTP_URL,
+                        } },
+                        { grant_type = {
+                            description = "`client_credentials` or `password` (with username and password).",
+                            type = "string",
+                            required = true,
+                            default = "client_credentials",
+                            one_of = { "client_credentials", "password" },
+                        } },
+                        { client_id = {
+                            description = "Client id at the identity provider.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { client_secret = {
+                            description = "Client secret at the identity provider.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { username = {
+                            description = "Resource owner's user name, for the `password` grant.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { password = {
+                            description = "Resource owner's password, for the `password` grant.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { scopes = {
+                            description = "Scopes to request (sent joined by spaces).",
+                            type = "array",
+                            required = true,
+                            default = { "openid" },
+                            elements = { type = "string", len_min = 1 },
+                        } },
+                        { audience = {
+                            description = "Audiences to request (each sent as an `audience` argument).",
+                            type = "array",
+                            required = true,
+                            default = {},
+                            elements = { type = "string", len_min = 1 },
+                        } },
+                        { token_headers = {
+                            description = "Extra headers of the token request.",
+                            type = "map",
+                            required = false,
+                            keys = { type = "string" },
+                            values = { type = "string", referenceable = true },
+                        } },
+                        { token_post_args = {
+                            description = "Extra form arguments of the token request.",
+                            type = "map",
+                            required = false,
+                            keys = { type = "string" },
+                            values = { type = "string", referenceable = true },
+                        } },
+                      },
+                  } },
+                  { oauth2_client = {
+                      description = "How the token request is made.",
+                      type = "record",
+                      required = false,
+                      fields = {
+                        { auth_method = {
+                            description = "How the client authenticates to the token endpoint: " ..
+                                          "`client_secret_post` (id and secret in the form), " ..
+                                          "`client_secret_basic` (HTTP Basic), `client_secret_jwt` (a JWT " ..
+                                          "signed with the secret) or `none` (the id alone in the form).",
+                            type = "string",
+                            required = true,
+                            default = "client_secret_post",
+                            one_of = { "client_secret_post", "client_secret_basic", "client_secret_jwt", "none" },
+                        } },
+                        { client_secret_jwt_alg = {
+                            description = "The HMAC of `client_secret_jwt`: HS512 or HS256.",
+                            type = "string",
+                            required = true,
+                            default = "HS512",
+                            one_of = { "HS512", "HS256" },
+                        } },
+                        { http_version = {
+                            description = "HTTP version of the token request: 1.1 (1.0 is accepted and sent " ..
+                                          "as 1.1).",
+                            type = "number",
+                            required = true,
+                            default = 1.1,
+                            between = { 1, 1.1 },
+                        } },
+                        { http_proxy = {
+                            description = "Proxy (http://host:port) for an http token endpoint.",
+                            type = "string",
+                            required = false,
+                            match = HTTP_URL,
+                        } },
+                        { http_proxy_authorization = {
+                            description = "Proxy-Authorization header for http_proxy.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { https_proxy = {
+                            description = "Proxy (http://host:port) for an https token endpoint.",
+                            type = "string",
+                            required = false,
+                            match = HTTP_URL,
+                        } },
+                        { https_proxy_authorization = {
+                            description = "Proxy-Authorization header for https_proxy.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                            encrypted = true,
+                            referenceable = true,
+                        } },
+                        { no_proxy = {
+                            description = "Comma-separated hosts reached without the proxy.",
+                            type = "string",
+                            required = false,
+                            len_min = 1,
+                        } },
+                        { keep_alive = {
+                            description = "Reuse the connection to the token endpoint.",
+                            type = "boolean",
+                            required = true,
+                            default = true,
+                        } },
+                        { ssl_verify = {
+                            description = "Verify the token endpoint's TLS certificate.",
+                            type = "boolean",
+                            required = true,
+                            default = true,
+                        } },
+                        { timeout = {
+                            description = "ms a token request may take.",
+                            type = "integer",
+                            required = true,
+                            default = 10000,
+                            between = { 0, 2147483646 },
+                        } },
+                      },
+                  } },
+                },
+            } },
+          },
+      } },
+    },
+  }
+end
+
+
+-- A registry's authentication names the credentials its mode needs (Kong's messages). `where` is the
+-- record's path, for the message.
+local function check_schema_registry(registry, where)
+  if not present(registry) or not present(registry.confluent) then
+    return true
+  end
+  local auth = registry.confluent.authentication
+  if not present(auth) then
+    return true
+  end
+  if auth.mode == "basic" and not present(auth.basic) then
+    return nil, "basic authentication details required when mode is 'basic'"
+  end
+  if auth.mode == "oauth2" then
+    if not present(auth.oauth2) then
+      return nil, "oauth2 authentication details required when mode is 'oauth2'"
+    end
+    local oauth2 = auth.oauth2
+    if oauth2.grant_type == "password" and not (present(oauth2.username) and present(oauth2.password)) then
+      return nil, where .. ".confluent.authentication.oauth2: the password grant needs username and password"
+    end
+  end
+  return true
+end
+
+
+local function check_schema_registries(entity)
+  local config = entity.config or {}
+  local ok, err = check_schema_registry(config.schema_registry, "schema_registry")
+  if not ok then
+    return nil, err
+  end
+  for i, topic in ipairs(present(config.topics) and config.topics or {}) do
+    ok, err = check_schema_registry(topic.schema_registry, "topics[" .. i .. "].schema_registry")
+    if not ok then
+      return nil, err
+    end
+  end
+  if config.enable_dlq == true and not present(config.dlq_topic) then
+    return nil, "dlq_topic is required when enable_dlq is true"
+  end
+  return true
 end
 
 
@@ -30,7 +326,7 @@ local function oauthbearer_record(description)
           description = "URL of the OAuth 2.0 token endpoint (http or https).",
           type = "string",
           required = false,
-          match = "^[Hh][Tt][Tt][Pp][Ss]?://[^%s]+$",
+          match = HTTP_URL,
           referenceable = true,
       } },
       { client_id = {
@@ -197,6 +493,8 @@ return {
                       match = "^[%w%._%-]+$",
                       not_one_of = { ".", ".." }, -- Kafka refuses these two
                   } },
+                  { schema_registry = schema_registry_record(
+                      "This topic's registry; wins over the global `schema_registry`.") },
                 },
               },
           } },
@@ -537,6 +835,24 @@ return {
                 custom_validator = message_functions.validate,
               },
           } },
+          { schema_registry = schema_registry_record(
+              "The registry that decodes records in Confluent's wire format (a magic byte, a schema id, " ..
+              "then Avro, Protobuf or JSON Schema bytes), for every topic without a registry of its own.") },
+          { enable_dlq = {
+              description = "Send a record whose decoding fails to `dlq_topic` (unchanged, with headers " ..
+                            "naming its source and the error) instead of serving it.",
+              type = "boolean",
+              required = false,
+          } },
+          { dlq_topic = {
+              description = "The dead-letter topic of `enable_dlq`.",
+              type = "string",
+              required = false,
+              len_min = 1,
+              len_max = 249,
+              match = "^[%w%._%-]+$",
+              not_one_of = { ".", ".." },
+          } },
           { max_consumer_groups = {
               description = "http-get and websocket with consumer_group.mode `kong_consumer`: most Kong " ..
                             "consumers one worker keeps a Kafka consumer open for, per plugin; a new one " ..
@@ -557,6 +873,10 @@ return {
     { custom_entity_check = {
         field_sources = { "config" },
         fn = check_authentication,
+    } },
+    { custom_entity_check = {
+        field_sources = { "config" },
+        fn = check_schema_registries,
     } },
     { mutually_required = { "config.security.client_certificate", "config.security.client_key" } },
     { mutually_exclusive = { "config.security.certificate_id", "config.security.client_certificate" } },

@@ -359,7 +359,7 @@ local function pump(conf, format, request, cursors, fx, sink)
     elseif count == 0 then
       if kafka_err ~= last_error then
         last_error = kafka_err
-        if kafka_err and not sink.error(respond.kafka_message(conf, 503, "Kafka is unavailable: " .. kafka_err),
+        if kafka_err and not sink.error(respond.kafka_message(conf, 503, kafka_err),
                                         false) then
           return
         end

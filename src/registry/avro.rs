@@ -14,7 +14,7 @@ use super::schema::{DecodeError, Schema};
 use crate::encode::write_str;
 
 /// A writer's schema parsed with the named types of its references.
-pub struct Decoder {
+pub(crate) struct Decoder {
     /// Every referenced named schema, then the record's (last: the library resolves names in order).
     schemata: Vec<AvroSchema>,
     /// Every named type by its full name, to follow a `Schema::Ref` while rendering.
@@ -39,7 +39,7 @@ const MAX_ITEMS: usize = 16 << 20;
 
 impl Decoder {
     /// Parses the schema together with its references' named types.
-    pub fn compile(schema: &Schema) -> Result<Self, DecodeError> {
+    pub(crate) fn compile(schema: &Schema) -> Result<Self, DecodeError> {
         let main = underlying_types(&schema.text)?;
         let references =
             schema.all_references().iter().map(|r| underlying_types(&r.schema.text)).collect::<Result<Vec<_>, _>>()?;
@@ -59,7 +59,7 @@ impl Decoder {
 
     /// Decodes one record with the writer's schema and appends its JSON. Bytes after the record are ignored,
     /// as Confluent's deserializer ignores them.
-    pub fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub(crate) fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         if !self.recursive || body.len() <= INLINE_BYTES {
             return self.render_here(body, out);
         }

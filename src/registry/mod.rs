@@ -1,8 +1,8 @@
 //! Confluent Schema Registry: records in Confluent's wire format decoded to JSON with their writer's schema.
 
-pub mod avro;
-pub mod json_schema;
-pub mod protobuf;
+mod avro;
+mod json_schema;
+mod protobuf;
 pub mod schema;
 pub mod wire;
 

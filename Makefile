@@ -61,8 +61,8 @@ test-faults: build fault-injection broker
 	@scripts/run-tests.sh faults
 
 # libFuzzer targets in fuzz/ (cargo fuzz): record encoding, cursors, query arguments, settings, websocket
-# client frames. `make test` runs the smoke (each target ~25 s); `make fuzz` runs each FUZZ_SECONDS (600)
-# and reports executions.
+# client frames, Schema Registry records. `make test` runs the smoke (each target ~25 s); `make fuzz` runs
+# each FUZZ_SECONDS (600) and reports executions.
 fuzz-smoke: deps
 	@scripts/fuzz.sh smoke
 

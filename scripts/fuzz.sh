@@ -9,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 
-TARGETS=(record_encoding cursor query config client_frame)
+TARGETS=(record_encoding cursor query config client_frame registry_decode)
 # The toolchain is stable: cargo fuzz's -Z flags need RUSTC_BOOTSTRAP. No sanitizer (-s none): cargo fuzz
 # hands its AddressSanitizer flags to the C builds too, and librdkafka's configure step cannot link then.
 # The targets still fail on any panic (all of this crate's failures are panics: its code is safe Rust).

@@ -14,16 +14,32 @@ use super::schema::{DecodeError, Schema};
 use crate::encode::write_str;
 
 /// A writer's schema parsed with the named types of its references.
-pub struct Decoder {
+pub(crate) struct Decoder {
     /// Every referenced named schema, then the record's (last: the library resolves names in order).
     schemata: Vec<AvroSchema>,
     /// Every named type by its full name, to follow a `Schema::Ref` while rendering.
     names: HashMap<Name, AvroSchema>,
+    /// A type contains itself: a record can nest as deep as it is long (see `render`).
+    recursive: bool,
 }
+
+/// The library decodes (and drops) a value recursively, a few KiB of stack per level. A recursive type nests
+/// at most one level per byte of the record (each level takes a union index or a block count), so a record
+/// longer than this may need more stack than the consumer thread has, and is decoded on a thread of its own
+/// with a stack sized for its length.
+const INLINE_BYTES: usize = 64;
+/// Stack reserved per byte of such a record: above the measured use per level (about 4 KiB), with room for
+/// unoptimized builds. Only the pages a record really reaches are ever touched.
+const STACK_PER_BYTE: usize = 8 << 10;
+/// Longest record of a recursive type that is decoded: its stack is reserved, not used, but stays bounded.
+const MAX_RECURSIVE_BYTES: usize = 128 << 10;
+/// Longest string, bytes, array or map the library allocates for: it reserves a declared length before
+/// reading the items, so a 6-byte record declaring 2^29 items would otherwise ask for gigabytes.
+const MAX_ITEMS: usize = 16 << 20;
 
 impl Decoder {
     /// Parses the schema together with its references' named types.
-    pub fn compile(schema: &Schema) -> Result<Self, DecodeError> {
+    pub(crate) fn compile(schema: &Schema) -> Result<Self, DecodeError> {
         let main = underlying_types(&schema.text)?;
         let references =
             schema.all_references().iter().map(|r| underlying_types(&r.schema.text)).collect::<Result<Vec<_>, _>>()?;
@@ -34,12 +50,34 @@ impl Decoder {
         let resolved = ResolvedSchema::try_from(schemata.iter().collect::<Vec<_>>())
             .map_err(|e| DecodeError::caused("Avro schema refused", e))?;
         let names = resolved.get_names().iter().map(|(name, schema)| (name.clone(), (*schema).clone())).collect();
-        Ok(Self { schemata, names })
+        apache_avro::util::max_allocation_bytes(MAX_ITEMS);
+        let mut decoder = Self { schemata, names, recursive: false };
+        decoder.recursive =
+            decoder.schemata.last().is_some_and(|main| decoder.contains_itself(main, &None, &mut Vec::new()));
+        Ok(decoder)
     }
 
     /// Decodes one record with the writer's schema and appends its JSON. Bytes after the record are ignored,
     /// as Confluent's deserializer ignores them.
-    pub fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub(crate) fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        if !self.recursive || body.len() <= INLINE_BYTES {
+            return self.render_here(body, out);
+        }
+        if body.len() > MAX_RECURSIVE_BYTES {
+            return Err(DecodeError::new("Avro record of a recursive type longer than 128 KiB"));
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("cc-avro-deep".into())
+                .stack_size(body.len() * STACK_PER_BYTE + (1 << 20))
+                .spawn_scoped(scope, || self.render_here(body, out))
+                .map_err(|_| DecodeError::new("no thread to decode a deep Avro record"))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn render_here(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let main = self.schemata.last().ok_or_else(mismatch)?;
         let mut reader = body;
         let value = apache_avro::from_avro_datum_schemata(main, self.schemata.iter().collect(), &mut reader, None)
@@ -123,6 +161,39 @@ impl Decoder {
             _ => return Err(mismatch()),
         }
         Ok(())
+    }
+}
+
+impl Decoder {
+    /// Whether `schema` reaches a named type that `expanding` (the records it sits in) already holds.
+    fn contains_itself(&self, schema: &AvroSchema, namespace: &Namespace, expanding: &mut Vec<Name>) -> bool {
+        match schema {
+            AvroSchema::Ref { name } => {
+                let name = name.fully_qualified_name(namespace);
+                expanding.contains(&name)
+                    || self
+                        .names
+                        .get(&name)
+                        .is_some_and(|named| self.contains_itself(named, &name.namespace, expanding))
+            }
+            AvroSchema::Record(record) => {
+                let name = record.name.fully_qualified_name(namespace);
+                if expanding.contains(&name) {
+                    return true;
+                }
+                expanding.push(name.clone());
+                let found =
+                    record.fields.iter().any(|field| self.contains_itself(&field.schema, &name.namespace, expanding));
+                expanding.pop();
+                found
+            }
+            AvroSchema::Array(array) => self.contains_itself(&array.items, namespace, expanding),
+            AvroSchema::Map(map) => self.contains_itself(&map.types, namespace, expanding),
+            AvroSchema::Union(union) => {
+                union.variants().iter().any(|branch| self.contains_itself(branch, namespace, expanding))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -432,6 +503,56 @@ mod tests {
         }
         compiled.render(&body, &mut out).unwrap();
         assert_eq!(out, br#"before{"s":"hello","l":1099511627776}"#);
+    }
+
+    const NODE: &str = r#"{"type":"record","name":"Node","namespace":"t","fields":[{"name":"v","type":"int"},
+        {"name":"next","type":["null","Node"]}]}"#;
+
+    /// A list of `depth` nodes: each node's int 0 and union branch 1, then a last node's branch 0 (null).
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut body = [0u8, 2].repeat(depth);
+        body.extend([0, 0]);
+        body
+    }
+
+    #[test]
+    fn a_recursive_type_renders_nested_values() {
+        assert_eq!(
+            render(NODE, record(&[("v", Value::Int(1)), ("next", Value::Union(0, Box::new(Value::Null)))])),
+            r#"{"v":1,"next":null}"#
+        );
+        let compiled = compile(&avro(NODE, Vec::new())).unwrap();
+        let mut out = Vec::new();
+        compiled.render(&nested(2), &mut out).unwrap();
+        assert_eq!(out, br#"{"v":0,"next":{"t.Node":{"v":0,"next":{"t.Node":{"v":0,"next":null}}}}}"#);
+    }
+
+    #[test]
+    fn a_record_of_a_recursive_type_nested_deeper_than_a_thread_stack_renders() {
+        // 20 000 levels need about 80 MiB of stack, forty times a thread's default.
+        let compiled = compile(&avro(NODE, Vec::new())).unwrap();
+        let mut out = Vec::new();
+        compiled.render(&nested(20_000), &mut out).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'{').count(), 2 * 20_000 + 1);
+    }
+
+    #[test]
+    fn a_record_of_a_recursive_type_longer_than_the_bound_is_an_error() {
+        let compiled = compile(&avro(NODE, Vec::new())).unwrap();
+        let mut out = Vec::new();
+        let err = compiled.render(&nested(70_000), &mut out).unwrap_err();
+        assert_eq!(err.to_string(), "Avro record of a recursive type longer than 128 KiB");
+    }
+
+    #[test]
+    fn a_declared_length_beyond_the_allocation_bound_is_an_error_not_an_allocation() {
+        // 2^26 items or bytes (a zigzag varint), then nothing: above MAX_ITEMS, below the library's default
+        let huge = [0x80, 0x80, 0x80, 0x40];
+        for schema in [r#"{"type":"array","items":"long"}"#, r#""bytes""#] {
+            let compiled = compile(&avro(schema, Vec::new())).unwrap();
+            let err = compiled.render(&huge, &mut Vec::new()).unwrap_err().to_string();
+            assert!(err.contains(&super::MAX_ITEMS.to_string()), "{err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::schema::{DecodeError, Schema};
 use crate::encode::minified_json;
 
 /// A compiled validator; references were resolved while compiling, from the schema's references only.
-pub struct Decoder {
+pub(crate) struct Decoder {
     validator: Validator,
 }
 
@@ -18,7 +18,7 @@ impl Decoder {
     /// Compiles the schema with its references, each served under its name (the `$ref` URL). Nothing is ever
     /// fetched from the network or the file system. A schema that names no `$schema` is read as draft-07,
     /// the draft Confluent's serializers assume.
-    pub fn compile(schema: &Schema) -> Result<Self, DecodeError> {
+    pub(crate) fn compile(schema: &Schema) -> Result<Self, DecodeError> {
         let contents = parse(&schema.text)?;
         let mut documents = HashMap::new();
         for reference in schema.all_references() {
@@ -33,7 +33,7 @@ impl Decoder {
     }
 
     /// Validates the document and appends it minified.
-    pub fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub(crate) fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let document: Value =
             serde_json::from_slice(body).map_err(|e| DecodeError::caused("not a JSON document", e))?;
         if let Err(violation) = self.validator.validate(&document) {

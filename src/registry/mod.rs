@@ -1,12 +1,12 @@
 //! Confluent Schema Registry: records in Confluent's wire format decoded to JSON with their writer's schema.
 
-pub mod avro;
+mod avro;
 pub mod client;
 pub mod config;
 pub mod decode;
 pub mod fetcher;
-pub mod json_schema;
-pub mod protobuf;
+mod json_schema;
+mod protobuf;
 pub mod schema;
 pub mod wire;
 

@@ -15,7 +15,7 @@ use super::schema::{DecodeError, Schema};
 const MAIN_FILE: &str = "confluent-consume/registry-schema.proto";
 
 /// A .proto file compiled with its imports, whose messages the records' indexes select.
-pub struct Decoder {
+pub(crate) struct Decoder {
     file: FileDescriptor,
     options: SerializeOptions,
 }
@@ -23,7 +23,7 @@ pub struct Decoder {
 impl Decoder {
     /// Compiles the schema's text with its references as the files it imports. `google/protobuf/*.proto`
     /// resolve even when the registry does not send them (Confluent's serializers leave them out).
-    pub fn compile(schema: &Schema) -> Result<Self, DecodeError> {
+    pub(crate) fn compile(schema: &Schema) -> Result<Self, DecodeError> {
         let mut sources = InMemory::default();
         for reference in schema.all_references() {
             sources.files.entry(reference.name.clone()).or_insert_with(|| reference.schema.text.clone());
@@ -41,7 +41,7 @@ impl Decoder {
     }
 
     /// Reads the message indexes, decodes the message they name and appends its JSON.
-    pub fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub(crate) fn render(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let mut body = body;
         let message_type = self.message_type(&mut body)?;
         let message = DynamicMessage::decode(message_type, body)
@@ -74,6 +74,14 @@ impl Decoder {
             message_type = Some(next.ok_or_else(unknown_index)?);
         }
         message_type.ok_or_else(unknown_index)
+    }
+}
+
+#[cfg(test)]
+impl Decoder {
+    /// The file's first message, for tests that build records.
+    pub(crate) fn first_message(&self) -> MessageDescriptor {
+        self.file.messages().next().expect("a message")
     }
 }
 
@@ -253,6 +261,28 @@ mod tests {
         assert!(err.starts_with("Protobuf schema refused: "), "{err}");
         let bad = Schema { schema_type: SchemaType::Protobuf, text: "message {".into(), references: Vec::new() };
         assert!(compile(&bad).err().unwrap().to_string().starts_with("Protobuf schema refused: "));
+    }
+
+    #[test]
+    fn well_known_types_render_in_their_own_json_forms_without_being_referenced() {
+        let text = r#"syntax = "proto3";
+            import "google/protobuf/duration.proto"; import "google/protobuf/wrappers.proto";
+            import "google/protobuf/struct.proto"; import "google/protobuf/empty.proto";
+            import "google/protobuf/field_mask.proto";
+            message W { google.protobuf.Duration d = 1; google.protobuf.Int64Value n = 2;
+              google.protobuf.StringValue s = 3; google.protobuf.Struct st = 4; google.protobuf.Empty e = 5;
+              google.protobuf.FieldMask m = 6; }"#;
+        let schema = Schema { schema_type: SchemaType::Protobuf, text: text.into(), references: Vec::new() };
+        let decoder = Decoder::compile(&schema).unwrap();
+        let descriptor = decoder.file.messages().next().unwrap();
+        let json = r#"{"d":"1.500s","n":"5","s":"x","st":{"a":[1,"b",null,true]},"e":{},"m":"a.b,cD"}"#;
+        let message = DynamicMessage::deserialize(descriptor, &mut serde_json::Deserializer::from_str(json)).unwrap();
+        let mut body = vec![0];
+        body.extend(message.encode_to_vec());
+        assert_eq!(
+            render(&compile(&schema).unwrap(), &body),
+            r#"{"d":"1.500s","n":"5","s":"x","st":{"a":[1.0,"b",null,true]},"e":{},"m":"a.b,cD"}"#
+        );
     }
 
     #[test]

@@ -204,4 +204,70 @@ mod tests {
         fn send_sync<T: Send + Sync>() {}
         send_sync::<Compiled>();
     }
+
+    /// Records per second rendering a typical record of about 200 bytes, Avro then Protobuf, on one core:
+    /// `cargo test --release -p confluent-consume-native render_rate -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a timing, not a check: run by hand for the figure in docs/sr-rendering.md"]
+    fn render_rate() {
+        use apache_avro::types::Value;
+        use prost_reflect::prost::Message;
+
+        let avro_text = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+            {"name":"id","type":"string"},{"name":"customer","type":"string"},{"name":"quantity","type":"long"},
+            {"name":"price","type":"double"},{"name":"status","type":{"type":"enum","name":"S","symbols":["NEW","PAID"]}},
+            {"name":"note","type":["null","string"]},{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"tags","type":{"type":"array","items":"string"}},{"name":"city","type":"string"},
+            {"name":"street","type":"string"}]}"#;
+        let s = |v: &str| Value::String(v.into());
+        let avro_value = Value::Record(vec![
+            ("id".into(), s("8f14e45f-ceea-467f-a0e6-7b9d3c2a1b00")),
+            ("customer".into(), s("customer-000123456@example.com")),
+            ("quantity".into(), Value::Long(12)),
+            ("price".into(), Value::Double(1234.5)),
+            ("status".into(), Value::Enum(1, "PAID".into())),
+            ("note".into(), Value::Union(1, Box::new(s("leave the parcel at the front door, please")))),
+            ("at".into(), Value::TimestampMillis(1_700_000_000_123)),
+            ("tags".into(), Value::Array(vec![s("express"), s("gift"), s("fragile")])),
+            ("city".into(), s("Wellington")),
+            ("street".into(), s("221B Lambton Quay, Level 3")),
+        ]);
+        let avro_body =
+            apache_avro::to_avro_datum(&apache_avro::Schema::parse_str(avro_text).unwrap(), avro_value).unwrap();
+        let proto_text = r#"syntax = "proto3"; package shop; import "google/protobuf/timestamp.proto";
+            message Order { string id = 1; string customer = 2; int64 quantity = 3; double price = 4;
+              enum S { NEW = 0; PAID = 1; } S status = 5; optional string note = 6;
+              google.protobuf.Timestamp at = 7; repeated string tags = 8; string city = 9; string street = 10; }"#;
+        let proto = Schema { schema_type: SchemaType::Protobuf, text: proto_text.into(), references: Vec::new() };
+        let descriptor = protobuf::Decoder::compile(&proto).unwrap().first_message();
+        let json = r#"{"id":"8f14e45f-ceea-467f-a0e6-7b9d3c2a1b00","customer":"customer-000123456@example.com",
+            "quantity":"12","price":1234.5,"status":"PAID","note":"leave the parcel at the front door, please",
+            "at":"2023-11-14T22:13:20.123Z","tags":["express","gift","fragile"],"city":"Wellington",
+            "street":"221B Lambton Quay, Level 3"}"#;
+        let message =
+            prost_reflect::DynamicMessage::deserialize(descriptor, &mut serde_json::Deserializer::from_str(json))
+                .unwrap();
+        let mut proto_body = vec![0];
+        proto_body.extend(message.encode_to_vec());
+
+        let avro = Schema { schema_type: SchemaType::Avro, text: avro_text.into(), references: Vec::new() };
+        for (name, schema, body) in [("Avro", avro, avro_body), ("Protobuf", proto, proto_body)] {
+            let compiled = compile(&schema).unwrap();
+            let mut out = Vec::with_capacity(1024);
+            let records = 200_000;
+            let start = std::time::Instant::now();
+            for _ in 0..records {
+                out.clear();
+                compiled.render(&body, &mut out).unwrap();
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            eprintln!(
+                "{name}: {} body bytes -> {} JSON bytes, {:.0} records/s ({:.2} µs each)",
+                body.len(),
+                out.len(),
+                f64::from(records) / seconds,
+                seconds * 1e6 / f64::from(records)
+            );
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Avro records rendered as Confluent's own JSON conversion prints them (`kafka-avro-console-consumer`,
 //! REST Proxy): Avro's JSON encoding of the writer's schema. A union is `null` or `{"<branch type>":value}`,
 //! bytes and fixed are strings of one code point per byte (U+0000–U+00FF), and a logical type prints as its
-//! underlying type (a decimal as its bytes, a timestamp as its long). README.md ("Schema Registry: how records render") has the full table.
+//! underlying type (a decimal as its bytes, a timestamp as its long). README.md, "Schema Registry: how
+//! records render", has the full table.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,7 +1,8 @@
 //! Protobuf records rendered as Confluent's own JSON conversion prints them: the proto3 JSON mapping
 //! (`JsonFormat.printer().includingDefaultValueFields()`): lowerCamelCase JSON names, fields without presence
 //! printed even at their default, 64-bit integers as strings, bytes as base64, enums by name, well-known
-//! types in their own JSON forms (a Timestamp as RFC 3339). README.md ("Schema Registry: how records render") has the full table.
+//! types in their own JSON forms (a Timestamp as RFC 3339). README.md, "Schema Registry: how records
+//! render", has the full table.
 
 use std::collections::HashMap;
 

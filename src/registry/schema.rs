@@ -208,7 +208,7 @@ mod tests {
     /// Records per second rendering a typical record of about 200 bytes, Avro then Protobuf, on one core:
     /// `cargo test --release -p confluent-consume-native render_rate -- --ignored --nocapture`.
     #[test]
-    #[ignore = "a timing, not a check: run by hand for the figure in README.md ("Schema Registry: how records render")"]
+    #[ignore = "a timing, not a check: run by hand for the figure in the README's rendering section"]
     fn render_rate() {
         use apache_avro::types::Value;
         use prost_reflect::prost::Message;

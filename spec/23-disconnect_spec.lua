@@ -42,13 +42,7 @@ local function dechunk(raw)
 end
 
 
-local function offsets_of(records)
-  local list = {}
-  for i, r in ipairs(records) do
-    list[i] = r.offset
-  end
-  return list
-end
+local offsets_of = helpers.offsets
 
 
 local function range(from, to)

@@ -210,13 +210,7 @@ describe("consumer_group.mode = kong_consumer", function()
   end)
 
   -- The offsets of the records a WebSocket client received.
-  local function offsets(records)
-    local list = {}
-    for i, r in ipairs(records) do
-      list[i] = r.offset
-    end
-    return list
-  end
+  local offsets = helpers.offsets
 
   it("commits each Kong consumer's WebSocket acknowledgements to its own group: each acknowledges and " ..
      "resumes independently", function()

@@ -31,13 +31,7 @@ local function route(name, topic, overrides)
 end
 
 
-local function offsets(records)
-  local list = {}
-  for i, r in ipairs(records) do
-    list[i] = r.offset
-  end
-  return list
-end
+local offsets = helpers.offsets
 
 
 local function range(from, to)

@@ -25,20 +25,7 @@ local function collect(host, headers, n, seconds)
 end
 
 
--- The first `count` records of `topic` on the broker, as kafka-tool prints them (hex key, value, headers).
-local function records_on_broker(topic, count)
-  local output = helpers.sh_ok(string.format("%s consume --brokers %s:%d --topic %s --count %d --print",
-                                             helpers.KAFKA_TOOL, helpers.BROKER_HOST, helpers.BROKER_PORT,
-                                             topic, count))
-  local records = {}
-  for line in output:gmatch("[^\n]+") do
-    local decoded = cjson.decode(line)
-    if decoded.value_hex ~= nil or decoded.key_hex ~= nil then
-      records[#records + 1] = decoded
-    end
-  end
-  return records
-end
+local records_on_broker = helpers.records_on_broker
 
 
 local function hex(text)

@@ -15,21 +15,7 @@ local FIXTURES = "spec/fixtures/registry"
 local CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
 
--- The records of `topic` as kafka-tool reads them from the broker: { partition, offset, key_hex,
--- value_hex, headers }.
-local function records_on_broker(topic, count)
-  local output = helpers.sh_ok(string.format("%s consume --brokers %s:%d --topic %s --count %d --print",
-                                             helpers.KAFKA_TOOL, helpers.BROKER_HOST, helpers.BROKER_PORT,
-                                             topic, count))
-  local records = {}
-  for line in output:gmatch("[^\n]+") do
-    local decoded = cjson.decode(line)
-    if decoded.value_hex ~= nil or decoded.key_hex ~= nil then
-      records[#records + 1] = decoded
-    end
-  end
-  return records
-end
+local records_on_broker = helpers.records_on_broker
 
 
 -- Confluent's framing of schema `id`, in hex: magic byte 0, then the id as 4 bytes big-endian.

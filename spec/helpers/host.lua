@@ -145,6 +145,33 @@ function _M.message_values(events)
 end
 
 
+
+-- The offsets of `records` (as a client decoded them), in their order.
+function _M.offsets(records)
+  local list = {}
+  for i, r in ipairs(records) do
+    list[i] = r.offset
+  end
+  return list
+end
+
+
+-- The first `count` records of `topic` on the broker, as kafka-tool reads them: { partition, offset,
+-- key_hex, value_hex, headers }.
+function _M.records_on_broker(topic, count)
+  local output = _M.sh_ok(string.format("%s consume --brokers %s:%d --topic %s --count %d --print",
+                                        _M.KAFKA_TOOL, _M.BROKER_HOST, _M.BROKER_PORT, topic, count))
+  local records = {}
+  for line in output:gmatch("[^\n]+") do
+    local decoded = cjson.decode(line)
+    if decoded.value_hex ~= nil or decoded.key_hex ~= nil then
+      records[#records + 1] = decoded
+    end
+  end
+  return records
+end
+
+
 local Host = {}
 Host.__index = Host
 

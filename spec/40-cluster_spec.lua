@@ -83,7 +83,7 @@ describe("several nodes", function()
     sse.mode = "server-sent-events"
     local routes = {
       http_get_route("get", topic, { auto_offset_reset = "earliest", max_records = 40,
-                                     consumer_group = { consumer_group_id = group } }),
+                                     consumer_group = { mode = "manual", consumer_group_id = group } }),
       http_get_route("other", other_topic, { auto_offset_reset = "earliest" }),
       { name = "sse", hosts = { "sse.test" }, plugins = { { name = "confluent-consume", config = sse } } },
     }

@@ -1,7 +1,8 @@
 -- Several nodes (host instances, each its own nginx with 2 workers and its own shared dict) reading one
--- broker: http-get cursor reads (stateless: any node answers any cursor the same way) and server-sent-events
--- resume by Last-Event-ID on another node.
+-- broker: http-get cursor reads (stateless: any node answers any cursor the same way), and server-sent-events
+-- and websocket streams resumed by their cursor on another node.
 local helpers = require "spec.helpers.host"
+local ws = require "spec.helpers.ws"
 local cjson = require "cjson"
 
 
@@ -81,11 +82,14 @@ describe("several nodes", function()
     group = helpers.unique_name("cluster-group")
     local sse = helpers.plugin_config(sse_topic)
     sse.mode = "server-sent-events"
+    local websocket = helpers.plugin_config(sse_topic)
+    websocket.mode = "websocket"
     local routes = {
       http_get_route("get", topic, { auto_offset_reset = "earliest", max_records = 40,
                                      consumer_group = { mode = "manual", consumer_group_id = group } }),
       http_get_route("other", other_topic, { auto_offset_reset = "earliest" }),
       { name = "sse", hosts = { "sse.test" }, plugins = { { name = "confluent-consume", config = sse } } },
+      { name = "ws", hosts = { "ws.test" }, plugins = { { name = "confluent-consume", config = websocket } } },
     }
     for i = 1, 2 do
       nodes[i] = helpers.start_host({ workers = 2, routes = routes })
@@ -203,6 +207,28 @@ describe("several nodes", function()
           local record = cjson.decode(e.data)
           seen[#seen + 1] = record.partition .. ":" .. record.offset
         end
+      end
+      assert.equal(RECORDS, #seen)
+      assert.equal(RECORDS, count_distinct(seen))
+    end)
+  end)
+
+  describe("websocket", function()
+    it("resume by last_event_id on another node with no gap and no duplicate", function()
+      local first = ws.run(nodes[1], "ws.test", "/?from=earliest", { { read = 120, timeout = 10 }, { close = true } })
+      assert.equal(101, first.status)
+      assert.is_true(#first.records >= 120)
+      local seen, last = {}, nil
+      for i = 1, 120 do
+        local r = first.records[i]
+        seen[#seen + 1] = r.partition .. ":" .. r.offset
+        last = r.cursor
+      end
+      local second = ws.run(nodes[2], "ws.test", "/?last_event_id=" .. last,
+                            { { read = RECORDS - 120, timeout = 10 }, { close = true } })
+      assert.equal(101, second.status)
+      for _, r in ipairs(second.records) do
+        seen[#seen + 1] = r.partition .. ":" .. r.offset
       end
       assert.equal(RECORDS, #seen)
       assert.equal(RECORDS, count_distinct(seen))

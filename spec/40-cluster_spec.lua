@@ -88,6 +88,9 @@ describe("several nodes", function()
       http_get_route("get", topic, { auto_offset_reset = "earliest", max_records = 40,
                                      consumer_group = { mode = "manual", consumer_group_id = group } }),
       http_get_route("other", other_topic, { auto_offset_reset = "earliest" }),
+      -- message functions: odd offsets only, each marked
+      http_get_route("fx", other_topic, { auto_offset_reset = "earliest", message_by_lua_functions = {
+        "return function(m) if m.offset % 2 == 0 then return nil end m.odd = true return m end" } }),
       { name = "sse", hosts = { "sse.test" }, plugins = { { name = "confluent-consume", config = sse } } },
       { name = "ws", hosts = { "ws.test" }, plugins = { { name = "confluent-consume", config = websocket } } },
     }
@@ -155,6 +158,34 @@ describe("several nodes", function()
       assert.is_true(#records > 0)
       for _, r in ipairs(records) do
         assert.is_true(r.offset < 3, "a group GET starts at the beginning: " .. r.offset)
+      end
+    end)
+
+    it("run message functions: the records they keep, and a cursor past the ones they dropped", function()
+      local odd = 0
+      for _, marks in pairs(helpers.kafka_tool("watermarks", "--topic " .. other_topic)) do
+        odd = odd + math.floor(marks.high / 2)
+      end
+      local records, cursor = {}, nil
+      for i = 1, 10 do
+        local start = cursor and ("cursor=" .. cursor) or "from=earliest"
+        local status, json, next_cursor = get(nodes[i % 2 + 1], "/?wait=500&" .. start, "fx.test")
+        assert.equal(200, status)
+        local got = helpers.records_of(json)
+        if #got == 0 then
+          -- the cursor is past every record read, kept or dropped
+          assert.equal(cursor, next_cursor)
+          break
+        end
+        for _, r in ipairs(got) do
+          records[#records + 1] = r
+        end
+        cursor = next_cursor
+      end
+      assert.equal(odd, #records)
+      for _, r in ipairs(records) do
+        assert.equal(1, r.offset % 2)
+        assert.is_true(r.record.odd)
       end
     end)
 

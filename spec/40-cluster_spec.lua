@@ -1,6 +1,6 @@
 -- Several nodes (host instances, each its own nginx with 2 workers and its own shared dict) reading one
 -- broker: http-get cursor reads (stateless: any node answers any cursor the same way), and server-sent-events
--- and websocket streams resumed by their cursor on another node.
+-- and websocket streams resumed by their cursor on another node, also after their node was SIGKILLed.
 local helpers = require "spec.helpers.host"
 local ws = require "spec.helpers.ws"
 local cjson = require "cjson"
@@ -64,6 +64,7 @@ end
 
 describe("several nodes", function()
   local nodes = {}
+  local routes
   local topic, other_topic, sse_topic, group
 
   local function http_get_route(name, t, overrides)
@@ -84,7 +85,7 @@ describe("several nodes", function()
     sse.mode = "server-sent-events"
     local websocket = helpers.plugin_config(sse_topic)
     websocket.mode = "websocket"
-    local routes = {
+    routes = {
       http_get_route("get", topic, { auto_offset_reset = "earliest", max_records = 40,
                                      consumer_group = { mode = "manual", consumer_group_id = group } }),
       http_get_route("other", other_topic, { auto_offset_reset = "earliest" }),
@@ -263,6 +264,67 @@ describe("several nodes", function()
       end
       assert.equal(RECORDS, #seen)
       assert.equal(RECORDS, count_distinct(seen))
+    end)
+  end)
+
+  describe("a node that dies", function()
+    local victim
+
+    after_each(function()
+      -- a no-op once the test killed it; stops a node a failed test left running
+      if victim then
+        victim:stop()
+      end
+    end)
+
+    it("leaves its clients nothing to lose: an SSE stream resumes by Last-Event-ID and a cursor read by its " ..
+       "cursor on another node after a SIGKILL of the whole node, no gap, no duplicate", function()
+      victim = helpers.start_host({ workers = 2, routes = routes })
+      local conn = victim:connect(30)
+      local status = conn:send_request("GET", "/?from=earliest", { Host = "sse.test", Accept = "text/event-stream" })
+      assert.equal(200, status)
+      local seen, last_id = {}, nil
+      for _, e in ipairs(conn:read_events(120, 10)) do
+        if e.event == "message" then
+          local record = cjson.decode(e.data)
+          seen[#seen + 1] = record.partition .. ":" .. record.offset
+          last_id = e.id
+        end
+      end
+      assert.equal(120, #seen)
+      local cursor_status, first, cursor = get(victim, "/?from=earliest&max_records=40", "get.test")
+      assert.equal(200, cursor_status)
+      local read = keys_of(first)
+      assert.equal(40, #read)
+      -- the stream is still open, and the node's workers hold its cursor reads' consumers
+      victim:kill()
+      conn:close()
+      assert.is_false(pcall(victim.connect, victim, 1), "the killed node still accepts connections")
+
+      conn = nodes[2]:connect(30)
+      status = conn:send_request("GET", "/", { Host = "sse.test", Accept = "text/event-stream",
+                                               ["Last-Event-ID"] = last_id })
+      assert.equal(200, status)
+      for _, e in ipairs(conn:read_events(RECORDS - 120, 10)) do
+        if e.event == "message" then
+          local record = cjson.decode(e.data)
+          seen[#seen + 1] = record.partition .. ":" .. record.offset
+        end
+      end
+      conn:close()
+      assert.equal(RECORDS, #seen)
+      assert.equal(RECORDS, count_distinct(seen))
+
+      local rest = read_round_robin({ nodes[2] }, "get.test", cursor)
+      for _, k in ipairs(rest) do
+        read[#read + 1] = k
+      end
+      local produced = 0
+      for _, marks in pairs(helpers.kafka_tool("watermarks", "--topic " .. topic)) do
+        produced = produced + marks.high
+      end
+      assert.equal(produced, #read)
+      assert.equal(produced, count_distinct(read))
     end)
   end)
 end)

@@ -14,7 +14,6 @@ local message_functions = require "kong.plugins.confluent-consume.message_functi
 local metrics = require "kong.plugins.confluent-consume.metrics"
 
 
-local kong = kong
 local ngx = ngx
 local now = ngx.now
 local update_time = ngx.update_time

@@ -281,9 +281,11 @@ function Host:kill()
   table.insert(pids, 1, master)
   local list = table.concat(pids, " ")
   assert(_M.sh("kill -KILL " .. list))
-  -- a killed process lingers as a zombie until its parent reaps it
+  -- a killed process lingers as a zombie until its parent reaps it; its leader is a zombie as soon as it
+  -- exits, while its other threads (librdkafka's) may still be exiting and holding its sockets open, so
+  -- every thread is looked at (-L)
   local function running()
-    local _, states = _M.sh("ps -o stat= -p " .. table.concat(pids, ","))
+    local _, states = _M.sh("ps -L -o stat= -p " .. table.concat(pids, ","))
     for state in states:gmatch("%S+") do
       if not state:find("^Z") then
         return true

@@ -1,6 +1,7 @@
 -- Several nodes (host instances, each its own nginx with 2 workers and its own shared dict) reading one
--- broker: http-get cursor reads (stateless: any node continues any cursor from its position), and server-sent-events
--- and websocket streams resumed by their cursor on another node, also after their node was SIGKILLed.
+-- broker: http-get cursor reads (stateless: any node continues any cursor from its position), and
+-- server-sent-events and websocket streams resumed by their cursor on another node, also after their node
+-- was SIGKILLed.
 local helpers = require "spec.helpers.host"
 local ws = require "spec.helpers.ws"
 local cjson = require "cjson"

@@ -30,8 +30,9 @@ dependencies = {
 -- Kong's two names for its consume plugins; kafka-consume's handler and schema are built from
 -- confluent-consume's modules. (luarocks loads a rockspec without Lua's globals: no ipairs.)
 local plugins = {
-  { plugin_name, { "handler", "schema", "variants", "consumers", "cursors", "http_get", "sse", "stream",
-                   "websocket", "respond", "client", "message_functions", "metrics", "status_api" } },
+  { plugin_name, { "handler", "schema", "variants", "consumers", "cursors", "http_get", "cursor_read",
+                   "sse", "stream", "websocket", "respond", "client", "message_functions", "metrics",
+                   "status_api" } },
   { "kafka-consume", { "handler", "schema", "status_api" } },
 }
 

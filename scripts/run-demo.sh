@@ -4,6 +4,9 @@
 # status_listen), a producer writing one record a second to my-topic, and the project's Schema Registry
 # (127.0.0.1:8081, Confluent's default port) with a producer writing one Avro record a second to
 # orders-avro through Confluent's serializer (tools/schema-registry/).
+# NODES=2 (up to 7: node 8's Admin API would take the registry's 8081) adds nodes sharing the broker, node
+# n on proxy 127.0.0.1:80n0, Admin API 80n1 and Status API 80n7 (node 2: 8020, 8021, 8027), each its own
+# nginx and shared dict: a small cluster.
 # Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,9 +14,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN_DIR="$PWD/.run/demo"
 BROKER_DIR="$RUN_DIR/broker"
 HOST_PREFIX="$RUN_DIR/host"
+NODES="${NODES:-1}"
+[[ "$NODES" =~ ^[1-7]$ ]] || { echo "run-demo.sh: NODES must be 1 to 7, got '$NODES'" >&2; exit 2; }
 producer_pid=""
 registry_pid=""
 avro_producer_pid=""
+
+# The prefix of node n: the first node keeps the one-node paths.
+node_prefix() { if [ "$1" = 1 ]; then echo "$HOST_PREFIX"; else echo "$HOST_PREFIX-$1"; fi; }
 
 stop_all() {
   trap - INT TERM EXIT
@@ -22,14 +30,18 @@ stop_all() {
   [ -n "$producer_pid" ] && kill "$producer_pid" 2>/dev/null || true
   [ -n "$avro_producer_pid" ] && kill "$avro_producer_pid" 2>/dev/null || true
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null || true
-  host/bin/kong-host stop --prefix "$HOST_PREFIX" >/dev/null 2>&1 || true
+  for n in $(seq 1 "$NODES"); do
+    host/bin/kong-host stop --prefix "$(node_prefix "$n")" >/dev/null 2>&1 || true
+  done
   scripts/broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
 }
 trap stop_all INT TERM EXIT
 
 mkdir -p "$RUN_DIR"
 scripts/broker.sh stop --dir "$BROKER_DIR" >/dev/null 2>&1 || true
-host/bin/kong-host stop --prefix "$HOST_PREFIX" >/dev/null 2>&1 || true
+for n in $(seq 1 "$NODES"); do
+  host/bin/kong-host stop --prefix "$(node_prefix "$n")" >/dev/null 2>&1 || true
+done
 scripts/broker.sh start --dir "$BROKER_DIR" --port 9092 --storage memory
 scripts/broker.sh topic --port 9092 my-topic 3
 scripts/broker.sh topic --port 9092 orders-avro 1
@@ -43,6 +55,11 @@ for _ in $(seq 100); do
 done
 host/bin/kong-host start --prefix "$HOST_PREFIX" --config examples/kong.yml --workers 2 \
   --proxy-listen 127.0.0.1:8000 --admin-listen 127.0.0.1:8001 --status-listen 127.0.0.1:8007 --static examples/web
+for n in $(seq 2 "$NODES"); do
+  host/bin/kong-host start --prefix "$(node_prefix "$n")" --config examples/kong.yml --workers 2 \
+    --proxy-listen "127.0.0.1:80${n}0" --admin-listen "127.0.0.1:80${n}1" --status-listen "127.0.0.1:80${n}7" \
+    --static examples/web
+done
 target/release/kafka-tool produce --brokers 127.0.0.1:9092 --topic my-topic --partitions 3 \
   --count 1 --interval-ms 1000 --forever --key-prefix demo- >"$RUN_DIR/producer.log" 2>&1 &
 producer_pid=$!
@@ -87,4 +104,14 @@ or add a route of your own through the Admin API (the README's quick start):
 Logs: .run/demo/host/logs/error.log, .run/demo/broker/broker.log, .run/demo/registry.log,
 .run/demo/avro-producer.log. Ctrl-C stops everything.
 MSG
+if [ "$NODES" -gt 1 ]; then
+  cat <<MSG
+
+$NODES nodes share the broker: node n serves the same routes on proxy 127.0.0.1:80n0 (Admin API 80n1,
+Status API 80n7; logs .run/demo/host-n/logs/). A cursor read continues on any node:
+
+  curl -si 'http://localhost:8000/messages?from=earliest&max_records=5' --header 'Host: demo.test' | grep -i cursor
+  curl -s 'http://localhost:8020/messages?max_records=5&cursor=<that cursor>' --header 'Host: demo.test'
+MSG
+fi
 wait "$producer_pid"

@@ -39,8 +39,8 @@ use mlua::{
 };
 
 use crate::buffer::{
-    collect_pieces, layout_tag, offset_runs, parse_cursor, render_kong, render_sse, render_websocket, select,
-    selected, selected_timestamps, Limits, Pieces, ReadMode,
+    collect_pieces, format_cursor, layout_tag, offset_runs, parse_cursor, render_kong, render_sse, render_websocket,
+    select, selected, selected_timestamps, Limits, Pieces, ReadMode,
 };
 use crate::client_frame::ClientFrame;
 use crate::consumer::{Level, Phase, Shared};
@@ -418,6 +418,18 @@ impl UserData for Handle {
             Ok(MultiValue::from_vec(vec![Value::Table(list)]))
         });
 
+        // cursor(cursors) -> the stream cursor (SSE event id) of `cursors` in this handle's layout: the
+        // position an http-get cursor read answers with
+        method(methods, "cursor", |lua, this, cursors: Vec<i64>| {
+            let shared = match this.shared() {
+                Ok(s) => s,
+                Err(e) => return failure(lua, e),
+            };
+            let mut text = Vec::new();
+            format_cursor(&layout_tag(&shared.state.lock().partitions), &cursors, &mut text);
+            Ok(MultiValue::from_vec(vec![Value::String(lua.create_string(text)?)]))
+        });
+
         // parse_cursor(text) -> cursors | nil, err: a stream cursor (SSE event id) of this handle's layout
         method(methods, "parse_cursor", |lua, this, text: mlua::LuaString| {
             let shared = match this.shared() {
@@ -532,7 +544,8 @@ fn settings(
 
 /// `new_consumer(settings [, start])`: builds a handle from `settings(conf)` and starts its thread without
 /// waiting for Kafka. Without `start`, the configuration's shared consumer (a queue for http-get, a
-/// broadcast for server-sent-events); with it, a private replay consumer starting at `{kind = "earliest" |
+/// broadcast for server-sent-events); with `"live"`, a broadcast one whatever the mode (an http-get
+/// route's cursor reads); with a table, a private replay consumer starting at `{kind = "earliest" |
 /// "latest"}`, `{kind = "timestamp", ms = }` or `{kind = "offsets", offsets = {...}}`.
 ///
 /// # Errors
@@ -544,6 +557,7 @@ fn settings(
 fn new_consumer(lua: &Lua, (settings, start): (UserDataRef<Settings>, Option<Value>)) -> LuaResult<MultiValue> {
     let settings = match start {
         None => Ok(Settings::clone(&settings)),
+        Some(Value::String(live)) if live.as_bytes().as_ref() == b"live" => Ok(settings.live()),
         Some(start) => match lua.from_value::<Start>(start) {
             Ok(start) => settings.replay(start),
             Err(e) => Err(Error::Config(format!("start: {e}"))),
@@ -605,7 +619,8 @@ fn config_fields(lua: &Lua, plugin_name: Option<String>) -> LuaResult<Table> {
 
 /// `parse_query(raw, conf [, last_event_id])`: the query arguments of a request for the plugin config
 /// `conf` (its `mode` and bounds), from the raw query string; `last_event_id` is the request's
-/// `Last-Event-ID` header. http-get: `{wait = ms, max_records =, max_bytes =}`; server-sent-events:
+/// `Last-Event-ID` header. http-get: `{wait = ms, max_records =, max_bytes =}`, with `cursor` or `from`
+/// for a cursor read; server-sent-events:
 /// `{cursor = id}` or `{from = "earliest" | "latest" | ms}`; websocket: the same (or `from = "committed"`)
 /// with `acks = true | false`. See [`query`].
 ///
@@ -650,7 +665,7 @@ fn parse_query(
             args.raw_set("wait", limits.wait_ms)?;
             args.raw_set("max_records", limits.max_records)?;
             args.raw_set("max_bytes", limits.max_bytes)?;
-            None
+            limits.start
         }
         Query::Stream(start) => Some(start),
         Query::WebSocket { start, acks } => {

@@ -5,7 +5,9 @@
 //! name given twice is refused. A known name without `=` counts as given with an empty value.
 //!
 //! * http-get: `wait` (ms, 0..=max_wait, default 0), `max_records` (1..=max_records) and `max_bytes`
-//!   (1..=max_bytes), each defaulting to the configured bound.
+//!   (1..=max_bytes), each defaulting to the configured bound; and for a read that keeps no state on the
+//!   gateway, `cursor` (a stream cursor, as an SSE event id), else `from` (as for server-sent-events).
+//!   Without either the GET reads the group's records.
 //! * server-sent-events: the `Last-Event-ID` header, else `last_event_id`, else `from` (`earliest`,
 //!   `latest` or ms since the epoch), else the configured `auto_offset_reset`.
 //! * websocket: as server-sent-events (without the header: browsers cannot set it on a WebSocket), plus
@@ -40,7 +42,7 @@ impl Mode {
 
     fn names(self) -> &'static [&'static str] {
         match self {
-            Mode::HttpGet => &["wait", "max_records", "max_bytes"],
+            Mode::HttpGet => &["wait", "max_records", "max_bytes", "cursor", "from"],
             Mode::ServerSentEvents => &["last_event_id", "from"],
             Mode::WebSocket => &["last_event_id", "from", "acks"],
         }
@@ -67,6 +69,8 @@ pub struct GetLimits {
     pub wait_ms: u64,
     pub max_records: u64,
     pub max_bytes: u64,
+    /// A cursor read: where it starts (`cursor`, else `from`); `None` reads the group's records.
+    pub start: Option<StreamStart>,
 }
 
 /// Where a stream starts.
@@ -99,7 +103,7 @@ pub enum Query {
 /// start, a cursor longer than [`MAX_CURSOR_LENGTH`].
 pub fn parse(raw: &[u8], config: &QueryConfig, last_event_id: Option<&[u8]>) -> Result<Query, String> {
     let names = config.mode.names();
-    let mut values: [Option<Vec<u8>>; 3] = [None, None, None];
+    let mut values: [Option<Vec<u8>>; 5] = Default::default();
     let mut name = Vec::new();
     for pair in raw.split(|&b| b == b'&') {
         if pair.is_empty() {
@@ -123,20 +127,22 @@ pub fn parse(raw: &[u8], config: &QueryConfig, last_event_id: Option<&[u8]>) -> 
     }
     match config.mode {
         Mode::HttpGet => {
-            let [wait, max_records, max_bytes] = values;
-            Ok(Query::Get(GetLimits {
+            let [wait, max_records, max_bytes, cursor, from] = values;
+            let limits = GetLimits {
                 wait_ms: integer("wait", wait.as_deref(), 0, config.max_wait, 0)?,
                 max_records: integer("max_records", max_records.as_deref(), 1, config.max_records, config.max_records)?,
                 max_bytes: integer("max_bytes", max_bytes.as_deref(), 1, config.max_bytes, config.max_bytes)?,
-            }))
+                start: cursor_start(cursor.as_deref(), from.as_deref())?,
+            };
+            Ok(Query::Get(limits))
         }
         Mode::ServerSentEvents => {
-            let [query_id, from, _] = values;
+            let [query_id, from, ..] = values;
             stream_start(last_event_id.or(query_id.as_deref()), from.as_deref(), config.auto_offset_reset)
                 .map(Query::Stream)
         }
         Mode::WebSocket => {
-            let [query_id, from, acks] = values;
+            let [query_id, from, acks, ..] = values;
             let acks = match acks.as_deref() {
                 None | Some(b"false") => false,
                 Some(b"true") => true,
@@ -177,6 +183,19 @@ fn digits(value: &[u8]) -> Option<u64> {
         return None;
     }
     value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Where an http-get cursor read starts: `cursor` (never empty: a client that lost its cursor must say
+/// where to start), else `from`; `None` when neither is given (a read of the group).
+fn cursor_start(cursor: Option<&[u8]>, from: Option<&[u8]>) -> Result<Option<StreamStart>, String> {
+    match (cursor, from) {
+        (None, None) => Ok(None),
+        (Some(b""), _) => Err("cursor must not be empty: give the cursor of the previous answer, or from".into()),
+        (Some(id), _) if id.len() > MAX_CURSOR_LENGTH => Err("invalid cursor: cursor is too long".into()),
+        (Some(id), _) => Ok(Some(StreamStart::Cursor(id.to_vec()))),
+        // the configured auto_offset_reset never applies: `from` is given
+        (None, from) => stream_start(None, from, OffsetReset::Latest).map(Some),
+    }
 }
 
 fn stream_start(id: Option<&[u8]>, from: Option<&[u8]>, reset: OffsetReset) -> Result<StreamStart, String> {
@@ -251,8 +270,8 @@ mod tests {
 
     #[test]
     fn defaults_are_the_configured_bounds() {
-        assert_eq!(get(""), Ok(GetLimits { wait_ms: 0, max_records: 20, max_bytes: 100_000 }));
-        assert_eq!(get("&&x=1&from=yesterday"), get(""), "unknown names and empty pairs are ignored");
+        assert_eq!(get(""), Ok(GetLimits { wait_ms: 0, max_records: 20, max_bytes: 100_000, start: None }));
+        assert_eq!(get("&&x=1&last_event_id=a-1"), get(""), "unknown names and empty pairs are ignored");
         assert_eq!(start("", None), Ok(StreamStart::Latest));
         let mut earliest = config(Mode::ServerSentEvents);
         earliest.auto_offset_reset = OffsetReset::Earliest;
@@ -262,7 +281,7 @@ mod tests {
     #[test]
     fn integers_within_bounds() {
         assert_eq!(get("wait=3000&max_records=1&max_bytes=007"),
-                   Ok(GetLimits { wait_ms: 3000, max_records: 1, max_bytes: 7 }));
+                   Ok(GetLimits { wait_ms: 3000, max_records: 1, max_bytes: 7, start: None }));
         assert_eq!(get("w%61it=5&max%5Frecords=2").map(|l| (l.wait_ms, l.max_records)), Ok((5, 2)));
     }
 
@@ -306,6 +325,26 @@ mod tests {
         assert_eq!(start(&format!("last_event_id={long}"), None), too_long);
         assert_eq!(start("", Some(&long)), too_long);
         assert_eq!(start("", Some(&long[1..])), Ok(StreamStart::Cursor(long[1..].as_bytes().to_vec())));
+    }
+
+    #[test]
+    fn http_get_cursor_reads() {
+        let start = |raw: &str| get(raw).map(|l| l.start);
+        assert_eq!(start("cursor=abc-1.2&from=earliest"), Ok(Some(StreamStart::Cursor(b"abc-1.2".to_vec()))));
+        assert_eq!(start("from=earliest"), Ok(Some(StreamStart::Earliest)));
+        assert_eq!(start("from=latest&wait=5"), Ok(Some(StreamStart::Latest)));
+        assert_eq!(start("from=1700000000000"), Ok(Some(StreamStart::Timestamp(1_700_000_000_000))));
+        assert_eq!(start("cursor=a%2Db"), Ok(Some(StreamStart::Cursor(b"a-b".to_vec()))));
+        let empty = Err("cursor must not be empty: give the cursor of the previous answer, or from".into());
+        assert_eq!(start("cursor="), empty);
+        assert_eq!(start("cursor&from=earliest"), empty);
+        assert_eq!(start(&format!("cursor={}", "9".repeat(MAX_CURSOR_LENGTH + 1))),
+                   Err("invalid cursor: cursor is too long".into()));
+        assert_eq!(start("from=yesterday"),
+                   Err("from must be earliest, latest or a timestamp in milliseconds since the epoch".into()));
+        assert_eq!(start("cursor=a-1&cursor=a-1"), Err("cursor must be given once".into()));
+        assert_eq!(start("wait=5000&cursor=a-1"), Err("wait must be an integer between 0 and 3000".into()),
+                   "limits are checked first");
     }
 
     #[test]

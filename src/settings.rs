@@ -502,6 +502,12 @@ impl Settings {
         Ok(Settings { delivery: Delivery::Replay, start: Some(start), ..self.clone() })
     }
 
+    /// The settings of a shared consumer from the live edge whose reads change nothing (a broadcast
+    /// handle), whatever the mode: an http-get route's cursor reads go through one.
+    pub fn live(&self) -> Settings {
+        Settings { delivery: Delivery::Broadcast, start: None, ..self.clone() }
+    }
+
     /// Who shares a consumer: equal for equal settings, different (but for a 2^-128 chance) otherwise.
     /// Stable within a process only.
     pub fn identity(&self) -> String {
@@ -939,6 +945,8 @@ mod tests {
         let replay = s.replay(Start::Offsets { offsets: vec![3] }).unwrap();
         assert_eq!((replay.delivery, replay.start), (Delivery::Replay, Some(Start::Offsets { offsets: vec![3] })));
         assert!(s.replay(Start::Offsets { offsets: vec![-1] }).unwrap_err().to_string().contains("start.offsets:"));
+        let live = s.replay(Start::Earliest).unwrap().live();
+        assert_eq!((live.delivery, live.start), (Delivery::Broadcast, None), "the live edge, shared");
     }
 
     #[test]

@@ -52,6 +52,9 @@ fuzz_target!(|input: Input<'_>| {
             assert!(limits.wait_ms <= config.max_wait);
             assert!((1..=config.max_records).contains(&limits.max_records));
             assert!((1..=config.max_bytes).contains(&limits.max_bytes));
+            if let Some(start) = &limits.start {
+                check_start(start, false);
+            }
         }
         Ok(Query::Stream(start)) => {
             assert!(mode == Mode::ServerSentEvents);

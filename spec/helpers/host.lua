@@ -269,6 +269,38 @@ function Host:stop()
 end
 
 
+-- Kills the whole instance at once, as when its machine dies: SIGKILL of the master and every worker, by
+-- pid. Nothing is closed cleanly; returns once none of them is left.
+function Host:kill()
+  local file = assert(io.open(self.pid_file))
+  local master = file:read("*n")
+  file:close()
+  local pids = self:worker_pids()
+  -- the master first: killed after its workers, it could still respawn one (a worker's SIGCHLD comes
+  -- before its own SIGKILL), which then went on serving as an orphan
+  table.insert(pids, 1, master)
+  local list = table.concat(pids, " ")
+  assert(_M.sh("kill -KILL " .. list))
+  -- a killed process lingers as a zombie until its parent reaps it; its leader is a zombie as soon as it
+  -- exits, while its other threads (librdkafka's) may still be exiting and holding its sockets open, so
+  -- every thread is looked at (-L)
+  local function running()
+    local _, states = _M.sh("ps -L -o stat= -p " .. table.concat(pids, ","))
+    for state in states:gmatch("%S+") do
+      if not state:find("^Z") then
+        return true
+      end
+    end
+    return false
+  end
+  local deadline = _M.now() + 10
+  while running() do
+    assert(_M.now() < deadline, "the instance's processes outlived SIGKILL: " .. list)
+    _M.sleep(0.05)
+  end
+end
+
+
 -- GET (or another method) on the proxy: status, body, headers, decoded JSON body (when it is JSON).
 function Host:request(method, path, headers, body)
   local status, response_body, response_headers = http.once("127.0.0.1", self.proxy_port, method, path,

@@ -330,6 +330,29 @@ function _M.get(conf, plugin_name)
 end
 
 
+-- The key of a configuration's live handle beside its own consumer's (an http-get route's cursor reads).
+local function live_key(identity)
+  return identity .. ":live"
+end
+
+
+-- This worker's live handle for `conf` of `plugin_name`: a shared consumer from the live edge whose reads
+-- change nothing and which never commits (a broadcast handle), whatever the mode; http-get's cursor reads
+-- go through it, as streams go through theirs. Created on first use; or nil, message.
+function _M.live(conf, plugin_name)
+  local revision, err = revision_of(conf, plugin_name)
+  if not revision then
+    return nil, err
+  end
+  local key = live_key(revision.identity)
+  local entry = handles[key]
+  if entry and not entry.closed then
+    return entry
+  end
+  return create(key, revision, "live")
+end
+
+
 -- A private handle for one stream of the shared handle `live` that catches up from `start` ({kind =
 -- "earliest" | "committed"}, {kind = "timestamp", ms = ...} or {kind = "offsets", offsets = {...}}), in
 -- `live`'s group (a Kong consumer's, in kong_consumer mode: "committed" is where its acknowledgements
@@ -402,6 +425,7 @@ function _M.retain(configs, plugin_name)
     local revision = revision_of(conf, plugin_name)
     if revision then
       live[revision.identity] = true
+      live[live_key(revision.identity)] = true
       for _, known_conf in pairs(revision.groups) do
         live[known_conf.identity] = true
       end

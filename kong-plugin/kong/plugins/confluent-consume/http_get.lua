@@ -3,11 +3,13 @@
 -- "log_start_offset":S,"errcode":0}}}}`.
 --
 -- Query arguments: `wait` (ms to wait for the first record when none is ready; long-poll),
--- `max_records`, `max_bytes`; each bounded by the plugin config.
+-- `max_records`, `max_bytes`; each bounded by the plugin config. With `cursor` or `from` the GET is a
+-- cursor read (cursor_read.lua), which leaves the group alone.
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local cursors = require "kong.plugins.confluent-consume.cursors"
 local client = require "kong.plugins.confluent-consume.client"
+local cursor_read = require "kong.plugins.confluent-consume.cursor_read"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local metrics = require "kong.plugins.confluent-consume.metrics"
 local native = require "confluent_consume_native"
@@ -166,6 +168,8 @@ function _M.serve(conf, plugin_name)
   local limits, err = read_limits(conf)
   if not limits then
     return respond.error(400, err)
+  elseif limits.cursor or limits.from then
+    return cursor_read.serve(conf, plugin_name, limits)
   end
   local request = {}
   watch_abort(request)

@@ -36,6 +36,10 @@ local FORMATS = {
 }
 
 
+-- What each format calls the cursor a request starts from, for its 400.
+local CURSOR_ARGUMENT = { sse = "Last-Event-ID", websocket = "last_event_id", kong = "cursor" }
+
+
 -- True when the shared handle holds every record from `cursors` on.
 local function within(live, cursors)
   local bounds = live.handle:bounds()
@@ -49,6 +53,9 @@ local function within(live, cursors)
   end
   return true
 end
+
+
+_M.within = within
 
 
 -- The reads of `owner` (the shared handle, or a chain's state for it) in `generation` and `format`, by
@@ -189,7 +196,13 @@ function _M.open(conf, plugin_name, format, start, request)
   request.bytes_key = metrics.key("bytes_served", route, conf.mode)
   request.catchup_key = metrics.key("catchup_streams", route, conf.mode)
   request.open_key = metrics.key("streams_open", route, conf.mode)
-  local live, err, busy = consumers.get(conf, plugin_name)
+  -- an http-get route's own consumer reads its group; its cursor reads go through a live handle
+  local live, err, busy
+  if conf.mode == "http-get" then
+    live, err = consumers.live(conf, plugin_name)
+  else
+    live, err, busy = consumers.get(conf, plugin_name)
+  end
   if busy then
     return nil, respond.consumers_busy(err)
   elseif not live then
@@ -216,8 +229,7 @@ function _M.open(conf, plugin_name, format, start, request)
   if start.cursor then
     cursors, err = live.handle:parse_cursor(start.cursor)
     if not cursors then
-      return nil, respond.error(400, "invalid " .. (format == "sse" and "Last-Event-ID" or "last_event_id") ..
-                                     ": " .. err)
+      return nil, respond.error(400, "invalid " .. CURSOR_ARGUMENT[format] .. ": " .. err)
     end
     if not within(live, cursors) then
       replay_start = { kind = "offsets", offsets = cursors }

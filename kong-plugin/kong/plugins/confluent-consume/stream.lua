@@ -270,10 +270,11 @@ end
 -- request and keeps it for the next writes; ngx.flush() reuses that buffer as its marker and clears its
 -- in-memory flag, so when a later write is larger the buffer is replaced without being freed: a stream
 -- holds every larger write it made until it ends. With the route's max_bytes (1 MiB) a stream that fell
--- behind held several times its lag (10,000 streams: +408 to +927 MB; with this bound +233 to +251 MB,
--- docs/performance.md "Streams at scale"). Catch-up streams (their own handle, at most
--- max_catchup_streams) keep the route's limits: there a larger write is throughput.
-local LIVE_WRITE_MAX_BYTES = 8192
+-- behind held several times its lag (10,000 streams, records 10 ms apart: +408 to +927 MB; with 4 KiB
+-- +207 and +264 MB, with 8 KiB +233 to +337 MB: docs/performance.md, "Streams at scale"). Catch-up
+-- streams (their own handle, at most max_catchup_streams) keep the route's limits: there a larger write
+-- is throughput.
+local LIVE_WRITE_MAX_BYTES = 4096
 
 
 -- One read of `source` at `cursors` (see read_live for the values); `live_max_bytes` bounds a read of

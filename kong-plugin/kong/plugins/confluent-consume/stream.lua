@@ -24,6 +24,7 @@ local error = error
 local tostring = tostring
 local ipairs = ipairs
 local max = math.max
+local min = math.min
 
 
 local _M = {}
@@ -276,10 +277,23 @@ function _M.open(conf, plugin_name, format, start, request)
 end
 
 
--- One read of `source` at `cursors` (see read_live for the values).
-local function read_once(conf, format, live, source, cursors, fx, sink)
+-- A coalescing sink's reads of the shared handle, and so its writes, hold at most this many bytes of
+-- records (a larger record goes alone). lua-nginx-module copies each write into a buffer of the
+-- request and keeps it for the next writes; ngx.flush() reuses that buffer as its marker and clears its
+-- in-memory flag, so when a later write is larger the buffer is replaced without being freed: a stream
+-- holds every larger write it made until it ends. With the route's max_bytes (1 MiB) a stream that fell
+-- behind held several times its lag (10,000 streams, records 10 ms apart: +408 to +927 MB; with 4 KiB
+-- +207 and +264 MB, with 8 KiB +233 to +337 MB: docs/performance.md, "Streams at scale"). Catch-up
+-- streams (their own handle, at most max_catchup_streams) keep the route's limits: there a larger write
+-- is throughput.
+local LIVE_WRITE_MAX_BYTES = 4096
+
+
+-- One read of `source` at `cursors` (see read_live for the values); `live_max_bytes` bounds a read of
+-- the shared handle.
+local function read_once(conf, format, live, source, cursors, fx, sink, live_max_bytes)
   if source == live then
-    return read_live(live, format, cursors, conf.max_records, conf.max_bytes, fx, sink.prepare)
+    return read_live(live, format, cursors, conf.max_records, live_max_bytes, fx, sink.prepare)
   end
   if fx then
     return read_through(source, cursors, conf.max_records, conf.max_bytes, fx)
@@ -290,7 +304,8 @@ end
 
 
 -- The loop of `run`. A sink that can write several reads at once (`sink.coalesce`) gets every read that
--- is ready now in one write (one write syscall however many records), up to one read's limits: records
+-- is ready now in one write (one write syscall however many records), up to one read's limits (of the
+-- shared handle: LIVE_WRITE_MAX_BYTES): records
 -- that arrived while the stream waited its turn leave together, and a record that arrives alone is
 -- written as soon as the read after it finds nothing more, which the loop makes anyway before it waits.
 -- With thousands of streams per worker the kernel's work per write is most of the worker's CPU
@@ -301,6 +316,7 @@ local function pump(conf, format, request, cursors, fx, sink)
   local heartbeat = conf.heartbeat_interval / 1000
   local last_error
   local source = replay or live
+  local live_max_bytes = sink.coalesce and min(conf.max_bytes, LIVE_WRITE_MAX_BYTES) or conf.max_bytes
   -- reads not yet written (coalescing sinks): bodies, their records, the records message functions kept
   -- of them, their bytes, and the last read's cursors and `sent`
   local pending, pending_count, pending_served, pending_bytes = {}, 0, 0, 0
@@ -334,7 +350,7 @@ local function pump(conf, format, request, cursors, fx, sink)
     -- (all of them without functions)
     local body, next_cursors, count, behind, kafka_err, sent, served, prepared = read_once(conf, format, live,
                                                                                            source, cursors, fx,
-                                                                                           sink)
+                                                                                           sink, live_max_bytes)
     if body and not prepared and sink.prepare then
       prepared = sink.prepare(body)
     end
@@ -359,7 +375,8 @@ local function pump(conf, format, request, cursors, fx, sink)
       pending_served = pending_served + (served or count)
       pending_cursors, pending_sent = next_cursors, sent
       cursors = next_cursors
-      if not sink.coalesce or pending_count >= conf.max_records or pending_bytes >= conf.max_bytes then
+      local max_bytes = source == live and live_max_bytes or conf.max_bytes
+      if not sink.coalesce or pending_count >= conf.max_records or pending_bytes >= max_bytes then
         if not write_pending() then
           return
         end

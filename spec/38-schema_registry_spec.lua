@@ -73,7 +73,7 @@ describe("schema_registry", function()
     sr_down = registry.start()
     sr_basic = registry.start({ auth = "basic" })
     sr_oauth = registry.start({ auth = "oauth2" })
-    for _, name in ipairs({ "avro", "protobuf", "json", "evolution", "unknown", "down", "basic", "oauth",
+    for _, name in ipairs({ "avro", "protobuf", "json", "protobuf_keyed", "json_keyed", "evolution", "unknown", "down", "basic", "oauth",
                             "plain", "dlq", "dead", "dlq_down", "slow", "fast" }) do
       topics[name] = helpers.create_topic(helpers.unique_name("sr-" .. name), 1)
     end
@@ -94,6 +94,17 @@ describe("schema_registry", function()
                                 references = { LINE_REFERENCE },
                                 records = { { value = { id = 1, customer = "ann",
                                                         lines = { { sku = "s", quantity = 2 } } } } } }
+    -- keys in Protobuf and JSON Schema, each with its own subject (<topic>-key) beside the value's
+    produced.protobuf_keyed = sr:produce{ format = "protobuf", schema = FIXTURES .. "/order.proto",
+                                          topic = topics.protobuf_keyed, key_format = "protobuf",
+                                          key_schema = FIXTURES .. "/order-key.proto",
+                                          records = { { key = { id = "41" }, value = { id = "41", customer = "kim" } },
+                                                      { key = { id = "42" }, value = { id = "42", customer = "lu" } } } }
+    produced.json_keyed = sr:produce{ format = "json", schema = FIXTURES .. "/order.schema.json",
+                                      topic = topics.json_keyed, references = { LINE_REFERENCE }, key_format = "json",
+                                      key_schema = FIXTURES .. "/order-key.schema.json",
+                                      records = { { key = { id = 51 }, value = { id = 51, customer = "max" } },
+                                                  { key = { id = 52 }, value = { id = 52, customer = "ned" } } } }
     -- two versions of one subject in one topic: each record is read with its writer's schema
     produced.v1 = sr:produce{ format = "avro", schema = FIXTURES .. "/order.avsc", topic = topics.evolution,
                               references = { MONEY_REFERENCE }, records = { { value = order(1, "v1") } } }
@@ -137,6 +148,10 @@ describe("schema_registry", function()
     H.avro_again = route("sr-avro-again", topics.avro, global)
     H.protobuf = route("sr-protobuf", topics.protobuf, global)
     H.json = route("sr-json", topics.json, global)
+    H.protobuf_keyed = route("sr-protobuf-keyed", topics.protobuf_keyed, global)
+    H.json_keyed = route("sr-json-keyed", topics.json_keyed, global)
+    H.keyed_sse = route("sr-keyed-sse", { topics.protobuf_keyed, topics.json_keyed },
+                        { mode = "server-sent-events", schema_registry = registry_config(sr) })
     H.evolution = route("sr-evolution", topics.evolution, global)
     H.unknown = route("sr-unknown", topics.unknown, global)
     H.plain = route("sr-plain", topics.plain, global)
@@ -224,6 +239,56 @@ describe("schema_registry", function()
     assert.equal(1, #records)
     assert.is_nil(records[1].record.value_error)
     assert.same({ id = 1, customer = "ann", lines = { { sku = "s", quantity = 2 } } }, records[1].record.value)
+  end)
+
+  -- Protobuf keys: int64 renders as a string (proto3 JSON); JSON Schema keys: as written
+  local KEYED = {
+    protobuf_keyed = { keys = { { id = "41" }, { id = "42" } }, customers = { "kim", "lu" } },
+    json_keyed = { keys = { { id = 51 }, { id = 52 } }, customers = { "max", "ned" } },
+  }
+
+  local function assert_keyed(name, records)
+    assert.equal(2, #records)
+    for i, record in ipairs(records) do
+      assert.is_nil(record.key_error)
+      assert.is_nil(record.value_error)
+      assert.same(KEYED[name].keys[i], record.key)
+      assert.equal(KEYED[name].customers[i], record.value.customer)
+    end
+  end
+
+  it("decodes Protobuf keys and values, each of its own schema id, in http-get", function()
+    local records = collect(host, H.protobuf_keyed, 2)
+    assert.are_not.equal(produced.protobuf_keyed.records[1].key_schema_id,
+                         produced.protobuf_keyed.records[1].value_schema_id)
+    local plain = {}
+    for i, r in ipairs(records) do
+      plain[i] = r.record
+    end
+    assert_keyed("protobuf_keyed", plain)
+  end)
+
+  it("decodes JSON Schema keys and values, each of its own schema id, in http-get", function()
+    local records = collect(host, H.json_keyed, 2)
+    assert.are_not.equal(produced.json_keyed.records[1].key_schema_id, produced.json_keyed.records[1].value_schema_id)
+    local plain = {}
+    for i, r in ipairs(records) do
+      plain[i] = r.record
+    end
+    assert_keyed("json_keyed", plain)
+  end)
+
+  it("decodes Protobuf and JSON Schema keys and values over server-sent-events", function()
+    local by_topic = { protobuf_keyed = {}, json_keyed = {} }
+    for _, record in ipairs(stream(host, H.keyed_sse.Host, 4)) do
+      for name, t in pairs(topics) do
+        if t == record.topic and by_topic[name] then
+          table.insert(by_topic[name], record)
+        end
+      end
+    end
+    assert_keyed("protobuf_keyed", by_topic.protobuf_keyed)
+    assert_keyed("json_keyed", by_topic.json_keyed)
   end)
 
   it("renders a record without the magic byte as without a registry", function()

@@ -40,8 +40,12 @@ pub fn encode_record(record: &RecordParts<'_>, deserializer: Deserializer) -> Bo
 
 /// Renders one record as compact JSON, its key and value as `key` and `value` say.
 pub fn encode_record_with(record: &RecordParts<'_>, deserializer: Deserializer, key: Part<'_>, value: Part<'_>) -> Box<[u8]> {
-    let value_len = record.value.map_or(0, <[u8]>::len);
-    let mut out = Vec::with_capacity(64 + value_len + record.key.map_or(0, <[u8]>::len));
+    // a rendered part's length is known: the record is then written without growing `out`
+    let length = |part: &Part<'_>, raw: Option<&[u8]>| match part {
+        Part::Rendered(json) => json.len(),
+        _ => raw.map_or(0, <[u8]>::len),
+    };
+    let mut out = Vec::with_capacity(64 + length(&key, record.key) + length(&value, record.value));
     out.extend_from_slice(b"{\"offset\":");
     out.extend_from_slice(record.offset.to_string().as_bytes());
     out.extend_from_slice(b",\"timestamp\":");

@@ -4,24 +4,38 @@
 //! underlying type (a decimal as its bytes, a timestamp as its long). README.md, "Schema Registry: how
 //! records render", has the full table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
-use apache_avro::schema::{Name, Namespace, ResolvedSchema};
+use apache_avro::headers::HeaderBuilder;
+use apache_avro::schema::{Name, Namespace, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
-use apache_avro::Schema as AvroSchema;
+use apache_avro::{GenericSingleObjectReader, Schema as AvroSchema};
 
 use super::schema::{DecodeError, Schema};
 use crate::encode::write_str;
 
 /// A writer's schema parsed with the named types of its references.
 pub(crate) struct Decoder {
-    /// Every referenced named schema, then the record's (last: the library resolves names in order).
-    schemata: Vec<AvroSchema>,
+    /// The record's schema as parsed, its references' named types left as names.
+    main: AvroSchema,
     /// Every named type by its full name, to follow a `Schema::Ref` while rendering.
     names: HashMap<Name, AvroSchema>,
     /// A type contains itself: a record can nest as deep as it is long (see `render`).
     recursive: bool,
+    /// The record's schema with its references written in ([`self_contained`]), its names resolved once:
+    /// `from_avro_datum_schemata` would resolve every named type again for each record.
+    reader: GenericSingleObjectReader,
+}
+
+/// Confluent's framing has no Avro single-object header (its own 5 bytes are already gone): the library's
+/// single-object reader is given an empty one, and so decodes a bare datum with names resolved in advance.
+struct NoHeader;
+
+impl HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// The library decodes (and drops) a value recursively, a few KiB of stack per level. A recursive type nests
@@ -52,9 +66,12 @@ impl Decoder {
             .map_err(|e| DecodeError::caused("Avro schema refused", e))?;
         let names = resolved.get_names().iter().map(|(name, schema)| (name.clone(), (*schema).clone())).collect();
         apache_avro::util::max_allocation_bytes(MAX_ITEMS);
-        let mut decoder = Self { schemata, names, recursive: false };
-        decoder.recursive =
-            decoder.schemata.last().is_some_and(|main| decoder.contains_itself(main, &None, &mut Vec::new()));
+        let main = schemata.pop().ok_or_else(mismatch)?;
+        let standalone = self_contained(&main, &names, &None, &mut HashSet::new())?;
+        let reader = GenericSingleObjectReader::new_with_header_builder(standalone, NoHeader)
+            .map_err(|e| DecodeError::caused("Avro schema refused", e))?;
+        let mut decoder = Self { main, names, recursive: false, reader };
+        decoder.recursive = decoder.contains_itself(&decoder.main, &None, &mut Vec::new());
         Ok(decoder)
     }
 
@@ -79,11 +96,10 @@ impl Decoder {
     }
 
     fn render_here(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let main = self.schemata.last().ok_or_else(mismatch)?;
         let mut reader = body;
-        let value = apache_avro::from_avro_datum_schemata(main, self.schemata.iter().collect(), &mut reader, None)
-            .map_err(|e| DecodeError::caused("not an Avro record of its schema", e))?;
-        self.write(out, &value, main, &None)
+        let value =
+            self.reader.read_value(&mut reader).map_err(|e| DecodeError::caused("not an Avro record of its schema", e))?;
+        self.write(out, &value, &self.main, &None)
     }
 
     /// Writes `value`, decoded with `schema`, in Avro's JSON encoding.
@@ -196,6 +212,62 @@ impl Decoder {
             _ => false,
         }
     }
+}
+
+/// `schema` with each named type of a reference written out where it is first used and named from then
+/// on, as a schema without references would be written: the library then resolves its names once. The
+/// decoded values are the same, so `write` still follows the schema as parsed.
+fn self_contained(
+    schema: &AvroSchema,
+    names: &HashMap<Name, AvroSchema>,
+    namespace: &Namespace,
+    defined: &mut HashSet<Name>,
+) -> Result<AvroSchema, DecodeError> {
+    Ok(match schema {
+        AvroSchema::Ref { name } => {
+            let name = name.fully_qualified_name(namespace);
+            match names.get(&name) {
+                Some(named) if !defined.contains(&name) => self_contained(named, names, &name.namespace, defined)?,
+                _ => schema.clone(),
+            }
+        }
+        AvroSchema::Record(record) => {
+            let name = record.name.fully_qualified_name(namespace);
+            defined.insert(name.clone());
+            let mut record = record.clone();
+            for field in &mut record.fields {
+                field.schema = self_contained(&field.schema, names, &name.namespace, defined)?;
+            }
+            AvroSchema::Record(record)
+        }
+        AvroSchema::Enum(enumeration) => {
+            defined.insert(enumeration.name.fully_qualified_name(namespace));
+            schema.clone()
+        }
+        AvroSchema::Fixed(fixed) => {
+            defined.insert(fixed.name.fully_qualified_name(namespace));
+            schema.clone()
+        }
+        AvroSchema::Array(array) => {
+            let mut array = array.clone();
+            array.items = Box::new(self_contained(&array.items, names, namespace, defined)?);
+            AvroSchema::Array(array)
+        }
+        AvroSchema::Map(map) => {
+            let mut map = map.clone();
+            map.types = Box::new(self_contained(&map.types, names, namespace, defined)?);
+            AvroSchema::Map(map)
+        }
+        AvroSchema::Union(union) => {
+            let variants = union
+                .variants()
+                .iter()
+                .map(|variant| self_contained(variant, names, namespace, defined))
+                .collect::<Result<Vec<_>, _>>()?;
+            AvroSchema::Union(UnionSchema::new(variants).map_err(|e| DecodeError::caused("Avro schema refused", e))?)
+        }
+        _ => schema.clone(),
+    })
 }
 
 /// The library decoded a value its schema does not describe (a library bug, never a bad record).

@@ -120,6 +120,10 @@ pub struct Decoder {
     requested: HashMap<(usize, u32), Instant>,
     /// Per partition (buffer index), the records waiting for a schema, oldest first.
     queues: HashMap<usize, VecDeque<OwnedRecord>>,
+    /// A record's key and value rendered through their schemas, before they go into its JSON: kept from
+    /// record to record so that rendering allocates nothing once they have grown.
+    key_json: Vec<u8>,
+    value_json: Vec<u8>,
 }
 
 impl Decoder {
@@ -153,6 +157,8 @@ impl Decoder {
             configuration_error: None,
             requested: HashMap::new(),
             queues: HashMap::new(),
+            key_json: Vec::new(),
+            value_json: Vec::new(),
         })
     }
 
@@ -321,10 +327,10 @@ impl Decoder {
         if matches!(key_schema, Some(Lookup::Wait)) || matches!(value_schema, Some(Lookup::Wait)) {
             return None;
         }
-        let mut key_json = Vec::new();
-        let mut value_json = Vec::new();
-        let key_part = render(key, key_schema, &mut key_json);
-        let value_part = render(value, value_schema, &mut value_json);
+        self.key_json.clear();
+        self.value_json.clear();
+        let key_part = render(key, key_schema, &mut self.key_json);
+        let value_part = render(value, value_schema, &mut self.value_json);
         let failure = match (&key_part, &value_part) {
             (Part::Failed(why), _) => Some(format!("key: {why}")),
             (_, Part::Failed(why)) => Some(format!("value: {why}")),

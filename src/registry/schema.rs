@@ -109,7 +109,8 @@ pub struct Compiled {
 }
 
 enum Decoder {
-    Avro(avro::Decoder),
+    /// Boxed: it holds its schema twice (as parsed, and self-contained for the library's reader).
+    Avro(Box<avro::Decoder>),
     Protobuf(protobuf::Decoder),
     Json(json_schema::Decoder),
 }
@@ -121,7 +122,7 @@ enum Decoder {
 pub fn compile(schema: &Schema) -> Result<Compiled, DecodeError> {
     let decoder = without_panics(|| {
         Ok(match schema.schema_type {
-            SchemaType::Avro => Decoder::Avro(avro::Decoder::compile(schema)?),
+            SchemaType::Avro => Decoder::Avro(Box::new(avro::Decoder::compile(schema)?)),
             SchemaType::Protobuf => Decoder::Protobuf(protobuf::Decoder::compile(schema)?),
             SchemaType::Json => Decoder::Json(json_schema::Decoder::compile(schema)?),
         })

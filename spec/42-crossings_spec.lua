@@ -24,6 +24,10 @@ local function names(counts)
 end
 
 
+-- A message function that marks every record it saw.
+local FX_TAG = "return function(m) m.value = 'fx:' .. tostring(m.value) return m end"
+
+
 describe("native calls per request", function()
   local host, get_topic, sse_topic
 
@@ -44,6 +48,8 @@ describe("native calls per request", function()
       routes = {
         helpers.route("get", get_topic, { auto_offset_reset = "earliest" }),
         helpers.route("sse", sse_topic, { mode = "server-sent-events" }),
+        helpers.route("fx", get_topic, { auto_offset_reset = "earliest",
+                                         message_by_lua_functions = { FX_TAG } }),
         { name = "crossings", hosts = { "crossings.test" }, plugins = { { name = "cc-crossings", config = {} } } },
       },
     })
@@ -120,6 +126,44 @@ describe("native calls per request", function()
     -- the query of the first test's GETs, parsed then
     assert.equal(5, (read("/?max_records=5&wait=5000")))
     assert.same({ commit = 1, take = 1 }, crossings())
+    conn:close()
+  end)
+  it("makes one per cursor read through message functions within the live records (its read, record by "
+     .. "record), and more for a cursor below them (the catch-up)", function()
+    local conn = host:connect(30)
+    local function read(path)
+      local status, body, headers = conn:request("GET", path, { Host = "fx.test" })
+      assert.equal(200, status, body)
+      local records = helpers.records_of(cjson.decode(body))
+      for _, r in ipairs(records) do
+        assert.matches("^fx:", r.record.value)
+      end
+      return #records, headers["confluent-consume-cursor"]
+    end
+    local _, first = read("/?max_records=5&wait=100&from=latest")
+    produce(get_topic, 10)
+    local found, cursor = 0, first
+    while found < 10 do
+      local count
+      count, cursor = read("/?max_records=5&wait=5000&cursor=" .. cursor)
+      found = found + count
+    end
+    crossings()
+    local count, second = read("/?max_records=5&wait=5000&cursor=" .. first)
+    assert.equal(5, count)
+    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. second)))
+    assert.same({ records = 2 }, crossings())
+    -- offset 0 of every partition lies below what the live handle (started at the live edge) holds
+    local oldest = first:match("^(%x+)%-") .. "-0.0"
+    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. oldest)))
+    local counts = crossings()
+    -- the live read that finds the cursor below its records, the cursor parsed for the replay handle's
+    -- start, the handle made, asked until ready (state, as often as it is still starting; partitions),
+    -- read and closed; and the new query string parsed
+    assert.same({ "close", "new_consumer", "parse_cursor", "parse_query", "partitions", "records", "state" },
+                names(counts))
+    assert.same({ 1, 1, 1, 1, 1, 2 }, { counts.close, counts.new_consumer, counts.parse_cursor,
+                                        counts.parse_query, counts.partitions, counts.records })
     conn:close()
   end)
 end)

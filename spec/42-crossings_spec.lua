@@ -2,8 +2,9 @@
 -- steady-state GET makes two calls (its read, its commit), a stream one per pass of its loop (its
 -- read), a cursor read within the live records one (its read, which parses the cursor, checks it
 -- against the live records and formats the next; two with a query string the worker has not parsed
--- yet, as a new cursor is). The host loads the cc-crossings test plugin, which counts every call of the native module and
--- its handles made while serving a request, and answers the counts on a route of its own.
+-- yet, as a new cursor is). The host loads the cc-crossings test plugin, which counts every call of the
+-- native module and its handles made while serving a request, and answers the counts on a route of its
+-- own.
 local helpers = require "spec.helpers.host"
 local cjson = require "cjson"
 

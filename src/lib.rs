@@ -34,8 +34,8 @@ extern "C" {}
 
 use mlua::serde::DeserializeOptions;
 use mlua::{
-    FromLua, FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData,
-    UserDataMethods, UserDataRef, Value,
+    FromLua, FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table,
+    UserData, UserDataMethods, UserDataRef, Value,
 };
 
 use crate::buffer::{
@@ -113,6 +113,19 @@ impl FromLua for Position {
     }
 }
 
+/// The offsets of the stream cursor `text` (an SSE event id) of the layout of `partitions`, and that layout.
+///
+/// # Errors
+/// What is wrong with the cursor (see [`parse_cursor`]); text that is not UTF-8 is malformed.
+fn cursor_offsets(
+    partitions: &[buffer::PartitionBuffer],
+    text: &mlua::LuaString,
+) -> Result<(Vec<i64>, String), String> {
+    let layout = layout_tag(partitions);
+    let text = text.to_str().map(|s| s.to_string()).unwrap_or_default();
+    parse_cursor(&layout, partitions.len(), &text).map(|offsets| (offsets, layout))
+}
+
 /// A read of the buffer from `position` on, rendered as `format`. Queue and replay handles own their
 /// readers' cursors; broadcast handles are shared by many streams and are never changed by a read.
 ///
@@ -169,14 +182,10 @@ fn read(
             }
             (offsets, None)
         }
-        Position::Cursor(text) => {
-            let layout = layout_tag(&state.partitions);
-            let text = text.to_str().map(|s| s.to_string()).unwrap_or_default();
-            match parse_cursor(&layout, state.partitions.len(), &text) {
-                Ok(offsets) => (offsets, Some(layout)),
-                Err(e) => return refused(lua, e),
-            }
-        }
+        Position::Cursor(text) => match cursor_offsets(&state.partitions, text) {
+            Ok((offsets, layout)) => (offsets, Some(layout)),
+            Err(e) => return refused(lua, e),
+        },
     };
     let first = state.rotation;
     state.rotation = state.rotation.wrapping_add(1);
@@ -429,14 +438,14 @@ impl UserData for Handle {
         );
 
         // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind,
-        // kafka_error
+        // kafka_error; `cursors` as take's
         method(methods, "read", |lua, this, (position, max_records, max_bytes): (Position, usize, usize)| {
             read(lua, this, &position, Limits { max_records, max_bytes }, Format::Sse, None)
         });
 
         // frame(cursors, max_records, max_bytes) -> payload (one websocket text frame), next_cursors, count,
         // behind, kafka_error, sent: a read whose `sent[i]` lists the offsets of partition i it carries, as
-        // runs `{first, last, first, last, ...}` of consecutive offsets (see offset_runs)
+        // runs `{first, last, first, last, ...}` of consecutive offsets (see offset_runs); `cursors` as take's
         method(methods, "frame", |lua, this, (position, max_records, max_bytes): (Position, usize, usize)| {
             read(lua, this, &position, Limits { max_records, max_bytes }, Format::WebSocket, None)
         });
@@ -495,11 +504,8 @@ impl UserData for Handle {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
             };
-            let state = shared.state.lock();
-            let layout = layout_tag(&state.partitions);
-            let text = text.to_str().map(|s| s.to_string()).unwrap_or_default();
-            match parse_cursor(&layout, state.partitions.len(), &text) {
-                Ok(offsets) => Ok(MultiValue::from_vec(vec![Value::Table(lua.create_sequence_from(offsets)?)])),
+            match cursor_offsets(&shared.state.lock().partitions, &text) {
+                Ok((offsets, _)) => Ok(MultiValue::from_vec(vec![Value::Table(lua.create_sequence_from(offsets)?)])),
                 Err(e) => failure(lua, e),
             }
         });

@@ -1,8 +1,10 @@
 -- How often a request calls into the native module (each call crosses from LuaJIT into Rust): a
 -- steady-state GET makes two calls (its read, its commit), a stream one per pass of its loop (its
--- read), a cursor read six (seven with a query string the worker has not parsed yet, as a new cursor
--- is). The host loads the cc-crossings test plugin, which counts every call of the native module and
--- its handles made while serving a request, and answers the counts on a route of its own.
+-- read), a cursor read within the live records one (its read, which parses the cursor, checks it
+-- against the live records and formats the next; two with a query string the worker has not parsed
+-- yet, as a new cursor is). The host loads the cc-crossings test plugin, which counts every call of the
+-- native module and its handles made while serving a request, and answers the counts on a route of its
+-- own.
 local helpers = require "spec.helpers.host"
 local cjson = require "cjson"
 
@@ -21,6 +23,10 @@ local function names(counts)
   table.sort(list)
   return list
 end
+
+
+-- A message function that marks every record it saw.
+local FX_TAG = "return function(m) m.value = 'fx:' .. tostring(m.value) return m end"
 
 
 describe("native calls per request", function()
@@ -43,6 +49,8 @@ describe("native calls per request", function()
       routes = {
         helpers.route("get", get_topic, { auto_offset_reset = "earliest" }),
         helpers.route("sse", sse_topic, { mode = "server-sent-events" }),
+        helpers.route("fx", get_topic, { auto_offset_reset = "earliest",
+                                         message_by_lua_functions = { FX_TAG } }),
         { name = "crossings", hosts = { "crossings.test" }, plugins = { { name = "cc-crossings", config = {} } } },
       },
     })
@@ -91,7 +99,8 @@ describe("native calls per request", function()
     assert.is_true(counts.read <= 2 * records + 2, "reads: " .. counts.read)
   end)
 
-  it("makes six per cursor read within the live records, and a plain GET after them still two", function()
+  it("makes one per cursor read within the live records (its read), and a plain GET after them still two",
+     function()
     local conn = host:connect(30)
     local function read(path)
       local status, body, headers = conn:request("GET", path, { Host = "get.test" })
@@ -112,12 +121,50 @@ describe("native calls per request", function()
     local count, second = read("/?max_records=5&wait=5000&cursor=" .. first)
     assert.equal(5, count)
     assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. second)))
-    -- the live handle's state and partitions (await_ready), the cursor parsed and checked against what
-    -- the live handle holds (bounds), the read, the next cursor
-    assert.same({ state = 2, partitions = 2, parse_cursor = 2, bounds = 2, take = 2, cursor = 2 }, crossings())
+    -- the ready live handle's partitions are known; the read parses the cursor, finds it within what the
+    -- live handle holds and formats the next one
+    assert.same({ take = 2 }, crossings())
     -- the query of the first test's GETs, parsed then
     assert.equal(5, (read("/?max_records=5&wait=5000")))
     assert.same({ commit = 1, take = 1 }, crossings())
+    conn:close()
+  end)
+  it("makes one per cursor read through message functions within the live records (its read, record by "
+     .. "record), and more for a cursor below them (the catch-up)", function()
+    local conn = host:connect(30)
+    local function read(path)
+      local status, body, headers = conn:request("GET", path, { Host = "fx.test" })
+      assert.equal(200, status, body)
+      local records = helpers.records_of(cjson.decode(body))
+      for _, r in ipairs(records) do
+        assert.matches("^fx:", r.record.value)
+      end
+      return #records, headers["confluent-consume-cursor"]
+    end
+    local _, first = read("/?max_records=5&wait=100&from=latest")
+    produce(get_topic, 10)
+    local found, cursor = 0, first
+    while found < 10 do
+      local count
+      count, cursor = read("/?max_records=5&wait=5000&cursor=" .. cursor)
+      found = found + count
+    end
+    crossings()
+    local count, second = read("/?max_records=5&wait=5000&cursor=" .. first)
+    assert.equal(5, count)
+    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. second)))
+    assert.same({ records = 2 }, crossings())
+    -- offset 0 of every partition lies below what the live handle (started at the live edge) holds
+    local oldest = first:match("^(%x+)%-") .. "-0.0"
+    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. oldest)))
+    local counts = crossings()
+    -- the live read that finds the cursor below its records, the cursor parsed for the replay handle's
+    -- start, the handle made, asked until ready (state, as often as it is still starting; partitions),
+    -- read and closed; and the new query string parsed
+    assert.same({ "close", "new_consumer", "parse_cursor", "parse_query", "partitions", "records", "state" },
+                names(counts))
+    assert.same({ 1, 1, 1, 1, 1, 2 }, { counts.close, counts.new_consumer, counts.parse_cursor,
+                                        counts.parse_query, counts.partitions, counts.records })
     conn:close()
   end)
 end)

@@ -34,8 +34,8 @@ extern "C" {}
 
 use mlua::serde::DeserializeOptions;
 use mlua::{
-    FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table, UserData,
-    UserDataMethods, UserDataRef, Value,
+    FromLua, FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, MultiValue, Result as LuaResult, Table,
+    UserData, UserDataMethods, UserDataRef, Value,
 };
 
 use crate::buffer::{
@@ -89,11 +89,54 @@ enum Rendered {
     Records(Pieces),
 }
 
-/// A read of the buffer from `cursors` on, rendered as `format`. Queue and replay handles own their
+/// Where a read starts: an array parallel to the handle's partitions (the offset each continues from), or
+/// a stream cursor (an SSE event id of the handle's layout), which an http-get cursor read hands over as
+/// its client sent it: parsing it, checking it against the buffer (`behind`) and formatting the next one
+/// happen in the read, so that a cursor read within the buffer makes one native call.
+enum Position {
+    Offsets(Table),
+    Cursor(mlua::LuaString),
+}
+
+impl FromLua for Position {
+    /// Raises (misuse) for anything but a table or a string.
+    fn from_lua(value: Value, _: &Lua) -> LuaResult<Self> {
+        match value {
+            Value::Table(t) => Ok(Position::Offsets(t)),
+            Value::String(s) => Ok(Position::Cursor(s)),
+            other => Err(mlua::Error::FromLuaConversionError {
+                from: other.type_name(),
+                to: "cursors".into(),
+                message: Some("expected an array of offsets or a stream cursor".into()),
+            }),
+        }
+    }
+}
+
+/// The offsets of the stream cursor `text` (an SSE event id) of the layout of `partitions`, and that layout.
+///
+/// # Errors
+/// What is wrong with the cursor (see [`parse_cursor`]); text that is not UTF-8 is malformed.
+fn cursor_offsets(
+    partitions: &[buffer::PartitionBuffer],
+    text: &mlua::LuaString,
+) -> Result<(Vec<i64>, String), String> {
+    let layout = layout_tag(partitions);
+    let text = text.to_str().map(|s| s.to_string()).unwrap_or_default();
+    parse_cursor(&layout, partitions.len(), &text).map(|offsets| (offsets, layout))
+}
+
+/// A read of the buffer from `position` on, rendered as `format`. Queue and replay handles own their
 /// readers' cursors; broadcast handles are shared by many streams and are never changed by a read.
 ///
 /// Returns `body, next_cursors, count, behind, kafka_error` (why the handle cannot serve now, as
 /// `State::unavailable` says it, or nil: a reader learns it without a `state()` call of its own), plus `sent` for a websocket frame.
+/// `next_cursors` is of `position`'s kind: an array, or the stream cursor after the records.
+///
+/// # Errors
+/// `nil, message` when the handle is not ready or belongs to another process, or (with `on_selected`)
+/// while it cannot serve; `nil, message, true` when `position` is a stream cursor this handle refuses
+/// (malformed, of another layout, too long: the client's 400). Raises when a callback raises.
 ///
 /// With `on_selected` (http-get's claim, which holds the node-wide lock of cursors.lua) the records are
 /// picked first, then `on_selected(next_cursors, count)` runs, then they are rendered: the claim's
@@ -106,7 +149,7 @@ enum Rendered {
 fn read(
     lua: &Lua,
     handle: &Handle,
-    cursors: &Table,
+    position: &Position,
     limits: Limits,
     format: Format,
     on_selected: Option<Function>,
@@ -129,11 +172,21 @@ fn read(
         Some(reason) => Value::String(lua.create_string(reason)?),
         None => Value::Nil,
     };
-    let mut offsets = Vec::with_capacity(state.partitions.len());
-    for (i, p) in state.partitions.iter().enumerate() {
-        let cursor: Option<i64> = cursors.raw_get(i + 1)?;
-        offsets.push(cursor.or(p.start).unwrap_or(0));
-    }
+    // the layout a stream cursor was parsed in, to format the next one
+    let (offsets, layout) = match position {
+        Position::Offsets(cursors) => {
+            let mut offsets = Vec::with_capacity(state.partitions.len());
+            for (i, p) in state.partitions.iter().enumerate() {
+                let cursor: Option<i64> = cursors.raw_get(i + 1)?;
+                offsets.push(cursor.or(p.start).unwrap_or(0));
+            }
+            (offsets, None)
+        }
+        Position::Cursor(text) => match cursor_offsets(&state.partitions, text) {
+            Ok((offsets, layout)) => (offsets, Some(layout)),
+            Err(e) => return refused(lua, e),
+        },
+    };
     let first = state.rotation;
     state.rotation = state.rotation.wrapping_add(1);
     let mode = match shared.settings.delivery {
@@ -144,10 +197,17 @@ fn read(
     if selection.total > 0 {
         observe_ages(shared, &state.partitions, &offsets, &selection);
     }
-    let next_cursors = lua.create_sequence_from(selection.next.iter().copied())?;
+    let next_cursors = match &layout {
+        Some(layout) => {
+            let mut text = Vec::new();
+            format_cursor(layout, &selection.next, &mut text);
+            Value::String(lua.create_string(text)?)
+        }
+        None => Value::Table(lua.create_sequence_from(selection.next.iter().copied())?),
+    };
     if let Some(on_selected) = on_selected {
         drop(state);
-        on_selected.call::<()>((&next_cursors, selection.total))?;
+        on_selected.call::<()>((next_cursors.clone(), selection.total))?;
         state = shared.state.lock();
     }
     let rendered = match format {
@@ -180,7 +240,7 @@ fn read(
     };
     let mut values = vec![
         first,
-        Value::Table(next_cursors),
+        next_cursors,
         Value::Integer(selection.total as i64),
         Value::Boolean(selection.behind),
         kafka_error,
@@ -296,6 +356,13 @@ fn failure(lua: &Lua, err: impl std::fmt::Display) -> LuaResult<MultiValue> {
     Ok(MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(err.to_string())?)]))
 }
 
+/// `nil, message, true` for Lua: a stream cursor the handle refuses (the client's mistake, not Kafka's).
+fn refused(lua: &Lua, err: impl std::fmt::Display) -> LuaResult<MultiValue> {
+    let mut values = failure(lua, err)?;
+    values.push_back(Value::Boolean(true));
+    Ok(values)
+}
+
 /// Registers a handle method whose panics come back to Lua as `nil, "internal error: …"`.
 fn method<M, A, R, F>(methods: &mut M, name: &str, body: F)
 where
@@ -359,37 +426,38 @@ impl UserData for Handle {
 
         // take(cursors, max_records, max_bytes [, on_selected]) -> body (Kong's JSON shape), next_cursors,
         // count, behind, kafka_error. `cursors` is an array parallel to partitions(): the offset each
-        // partition continues from; `on_selected(next_cursors, count)` runs between picking the records
-        // and rendering them (see `read`).
+        // partition continues from, or a stream cursor (then next_cursors is the stream cursor after the
+        // records, and a cursor refused is `nil, message, true`: see `Position`);
+        // `on_selected(next_cursors, count)` runs between picking the records and rendering them (see `read`).
         method(
             methods,
             "take",
-            |lua, this, (cursors, max_records, max_bytes, on_selected): (Table, usize, usize, Option<Function>)| {
-                read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Kong, on_selected)
+            |lua, this, (position, max_records, max_bytes, on_selected): (Position, usize, usize, Option<Function>)| {
+                read(lua, this, &position, Limits { max_records, max_bytes }, Format::Kong, on_selected)
             },
         );
 
         // read(cursors, max_records, max_bytes) -> body (server-sent events), next_cursors, count, behind,
-        // kafka_error
-        method(methods, "read", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
-            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Sse, None)
+        // kafka_error; `cursors` as take's
+        method(methods, "read", |lua, this, (position, max_records, max_bytes): (Position, usize, usize)| {
+            read(lua, this, &position, Limits { max_records, max_bytes }, Format::Sse, None)
         });
 
         // frame(cursors, max_records, max_bytes) -> payload (one websocket text frame), next_cursors, count,
         // behind, kafka_error, sent: a read whose `sent[i]` lists the offsets of partition i it carries, as
-        // runs `{first, last, first, last, ...}` of consecutive offsets (see offset_runs)
-        method(methods, "frame", |lua, this, (cursors, max_records, max_bytes): (Table, usize, usize)| {
-            read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::WebSocket, None)
+        // runs `{first, last, first, last, ...}` of consecutive offsets (see offset_runs); `cursors` as take's
+        method(methods, "frame", |lua, this, (position, max_records, max_bytes): (Position, usize, usize)| {
+            read(lua, this, &position, Limits { max_records, max_bytes }, Format::WebSocket, None)
         });
 
         // records(cursors, max_records, max_bytes [, on_selected]) -> by_partition, next_cursors, count,
         // behind, kafka_error: a take (queue, replay) or read (broadcast) whose records come one by one
-        // (see records_table)
+        // (see records_table); `cursors` as take's
         method(
             methods,
             "records",
-            |lua, this, (cursors, max_records, max_bytes, on_selected): (Table, usize, usize, Option<Function>)| {
-                read(lua, this, &cursors, Limits { max_records, max_bytes }, Format::Records, on_selected)
+            |lua, this, (position, max_records, max_bytes, on_selected): (Position, usize, usize, Option<Function>)| {
+                read(lua, this, &position, Limits { max_records, max_bytes }, Format::Records, on_selected)
             },
         );
 
@@ -436,11 +504,8 @@ impl UserData for Handle {
                 Ok(s) => s,
                 Err(e) => return failure(lua, e),
             };
-            let state = shared.state.lock();
-            let layout = layout_tag(&state.partitions);
-            let text = text.to_str().map(|s| s.to_string()).unwrap_or_default();
-            match parse_cursor(&layout, state.partitions.len(), &text) {
-                Ok(offsets) => Ok(MultiValue::from_vec(vec![Value::Table(lua.create_sequence_from(offsets)?)])),
+            match cursor_offsets(&shared.state.lock().partitions, &text) {
+                Ok((offsets, _)) => Ok(MultiValue::from_vec(vec![Value::Table(lua.create_sequence_from(offsets)?)])),
                 Err(e) => failure(lua, e),
             }
         });

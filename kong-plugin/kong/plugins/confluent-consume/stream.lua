@@ -186,12 +186,12 @@ function _M.end_catchup(request)
 end
 
 
--- Prepares a stream of `format` for `conf` (of the plugin `plugin_name`) from `start` (the native
--- parse_query's `{cursor =}` or `{from =}`), before anything is sent: the shared handle, the cursors to
--- start from, the message functions (nil without) and the partitions. `request` gets `live`, the keys
--- of its metrics and, for a stream that catches up, `replay` and `slot`. On failure the request is
--- answered (an error status) and nil is returned.
-function _M.open(conf, plugin_name, format, start, request)
+-- The shared handle of `conf` (of the plugin `plugin_name`) for a stream of `format`, once ready (waiting
+-- until `deadline`), and the message functions (nil without). `request` gets `live` and the keys of its
+-- metrics. With `trust_ready` (cursor reads) a handle found ready once is not asked again: its
+-- partitions (kept on it, as its layout) never change, and the caller learns of a Kafka failure from
+-- its reads' kafka_error. On failure the request is answered (an error status) and nil is returned.
+function _M.open_live(conf, plugin_name, format, request, deadline, trust_ready)
   local route = metrics.route_label()
   request.records_key = metrics.key("records_served", route, conf.mode)
   request.bytes_key = metrics.key("bytes_served", route, conf.mode)
@@ -210,23 +210,66 @@ function _M.open(conf, plugin_name, format, start, request)
     return nil, respond.consumer_failed(conf, err)
   end
   request.live = live
-  update_time()
-  local deadline = now() + conf.timeout / 1000
-  local live_partitions, status, message = consumers.await_ready(live, deadline)
-  if status then
-    return nil, respond.kafka_failure(conf, status, message)
+  local live_partitions = trust_ready and live.partitions
+  if not live_partitions then
+    local status, message
+    live_partitions, status, message = consumers.await_ready(live, deadline)
+    if status then
+      return nil, respond.kafka_failure(conf, status, message)
+    end
+    live.partitions = live_partitions
   end
-  local fx
   local chain
   chain, err = message_functions.chain(conf)
   if err then
     return nil, respond.error(500, err)
   elseif chain then
-    fx = { chain = chain, partitions = live_partitions, layout = live.handle:layout(), format = format,
-           state = message_functions.shared_state(chain, live), timeout = conf.timeout / 1000 }
+    live.layout = live.layout or live.handle:layout()
+    return live, { chain = chain, partitions = live_partitions, layout = live.layout, format = format,
+                   state = message_functions.shared_state(chain, live), timeout = conf.timeout / 1000 }
   end
+  return live, nil
+end
 
-  local cursors, replay_start
+
+-- Starts the request's catch-up consumer on `live`'s configuration from `replay_start` (consumers.replay's
+-- `start`), in a catch-up slot, waiting for both until `deadline`. Returns the consumer's partitions; on
+-- failure the request is answered (an error status) and nil is returned.
+function _M.catch_up(conf, live, request, replay_start, deadline)
+  if not take_catchup_slot(conf, live, request, deadline) then
+    kong.response.set_header("Retry-After", 1)
+    return nil, respond.error(503, "too many streams of this route are catching up on this worker " ..
+                                   "(max_catchup_streams); retry")
+  end
+  local replay, err = consumers.replay(live, replay_start)
+  if not replay then
+    _M.end_catchup(request)
+    return nil, respond.consumer_failed(conf, err)
+  end
+  request.replay = replay
+  metrics.move(request.catchup_key, 1)
+  local partitions, status, message = consumers.await_ready(replay, deadline)
+  if not partitions then
+    _M.end_catchup(request)
+    return nil, respond.kafka_failure(conf, status, message)
+  end
+  return partitions
+end
+
+
+-- Prepares a stream of `format` for `conf` (of the plugin `plugin_name`) from `start` (the native
+-- parse_query's `{cursor =}` or `{from =}`), before anything is sent: the shared handle, the cursors to
+-- start from, the message functions (nil without) and the partitions. `request` gets `live`, the keys
+-- of its metrics and, for a stream that catches up, `replay` and `slot`. On failure the request is
+-- answered (an error status) and nil is returned.
+function _M.open(conf, plugin_name, format, start, request)
+  update_time()
+  local deadline = now() + conf.timeout / 1000
+  local live, fx = _M.open_live(conf, plugin_name, format, request, deadline)
+  if not live then
+    return nil, fx
+  end
+  local cursors, replay_start, err
   if start.cursor then
     cursors, err = live.handle:parse_cursor(start.cursor)
     if not cursors then
@@ -247,24 +290,9 @@ function _M.open(conf, plugin_name, format, start, request)
   end
 
   if replay_start then
-    if not take_catchup_slot(conf, live, request, deadline) then
-      kong.response.set_header("Retry-After", 1)
-      return nil, respond.error(503, "too many streams of this route are catching up on this worker " ..
-                                     "(max_catchup_streams); retry")
-    end
-    local replay
-    replay, err = consumers.replay(live, replay_start)
-    if not replay then
-      _M.end_catchup(request)
-      return nil, respond.consumer_failed(conf, err)
-    end
-    request.replay = replay
-    metrics.move(request.catchup_key, 1)
-    local partitions
-    partitions, status, message = consumers.await_ready(replay, deadline)
+    local partitions, response = _M.catch_up(conf, live, request, replay_start, deadline)
     if not partitions then
-      _M.end_catchup(request)
-      return nil, respond.kafka_failure(conf, status, message)
+      return nil, response
     end
     if not cursors then
       cursors = {}
@@ -273,7 +301,7 @@ function _M.open(conf, plugin_name, format, start, request)
       end
     end
   end
-  return live, cursors, fx, live_partitions
+  return live, cursors, fx, live.partitions
 end
 
 

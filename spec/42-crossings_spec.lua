@@ -60,6 +60,22 @@ describe("native calls per request", function()
     if host then host:stop() end
   end)
 
+  -- Reads on from `first` (a cursor at the live edge, 10 records produced after it) until the route's live
+  -- consumer holds all 10, forgets the crossings so far, then reads 5 and 5 again from `first`: two cursor
+  -- reads within the live records. `read(path)` answers the record count and the next cursor.
+  local function read_twice_within_live(read, first)
+    local found, cursor = 0, first
+    while found < 10 do
+      local count
+      count, cursor = read("/?max_records=5&wait=5000&cursor=" .. cursor)
+      found = found + count
+    end
+    crossings()
+    local count, second = read("/?max_records=5&wait=5000&cursor=" .. first)
+    assert.equal(5, count)
+    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. second)))
+  end
+
   it("makes two per GET once the route is warm: the claim's read (take) and the commit", function()
     local conn = host:connect(30)
     local function get()
@@ -111,16 +127,7 @@ describe("native calls per request", function()
     assert.is_string(first)
     produce(get_topic, 10)
     -- the route's live consumer holds the 10 records once cursor reads have found them all
-    local found, cursor = 0, first
-    while found < 10 do
-      local count
-      count, cursor = read("/?max_records=5&wait=5000&cursor=" .. cursor)
-      found = found + count
-    end
-    crossings()
-    local count, second = read("/?max_records=5&wait=5000&cursor=" .. first)
-    assert.equal(5, count)
-    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. second)))
+    read_twice_within_live(read, first)
     -- the ready live handle's partitions are known; the read parses the cursor, finds it within what the
     -- live handle holds and formats the next one
     assert.same({ take = 2 }, crossings())
@@ -143,16 +150,7 @@ describe("native calls per request", function()
     end
     local _, first = read("/?max_records=5&wait=100&from=latest")
     produce(get_topic, 10)
-    local found, cursor = 0, first
-    while found < 10 do
-      local count
-      count, cursor = read("/?max_records=5&wait=5000&cursor=" .. cursor)
-      found = found + count
-    end
-    crossings()
-    local count, second = read("/?max_records=5&wait=5000&cursor=" .. first)
-    assert.equal(5, count)
-    assert.equal(5, (read("/?max_records=5&wait=5000&cursor=" .. second)))
+    read_twice_within_live(read, first)
     assert.same({ records = 2 }, crossings())
     -- offset 0 of every partition lies below what the live handle (started at the live edge) holds
     local oldest = first:match("^(%x+)%-") .. "-0.0"

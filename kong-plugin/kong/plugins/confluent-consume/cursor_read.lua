@@ -9,7 +9,6 @@
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
 local stream = require "kong.plugins.confluent-consume.stream"
-local client = require "kong.plugins.confluent-consume.client"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local metrics = require "kong.plugins.confluent-consume.metrics"
 
@@ -24,19 +23,6 @@ local CURSOR_HEADER = "Confluent-Consume-Cursor"
 
 
 local _M = {}
-
-
--- See http_get.lua's watch_abort: the handler only marks and wakes the request. A replay handle still
--- connecting is closed at once, which wakes a request waiting for it.
-local function watch_abort(request)
-  client.on_abort(function()
-    request.aborted = true
-    stream.end_catchup(request)
-    if request.live then
-      consumers.wake(request.live)
-    end
-  end, "a cursor read whose client left ends only when records arrive or its wait is over")
-end
 
 
 -- Reads `source` from `cursor` (a stream cursor: the native read parses it, checks it against what the
@@ -115,7 +101,8 @@ end
 -- state and partitions, its reads. A `from` read adds its start (stream.open) and one `cursor`.
 function _M.serve(conf, plugin_name, limits)
   local request = {}
-  watch_abort(request)
+  stream.watch_abort(request,
+                     "a cursor read whose client left ends only when records arrive or its wait is over")
   update_time()
   local deadline = now() + conf.timeout / 1000
   local live, fx, cursor = start(conf, plugin_name, limits, request, deadline)

@@ -9,7 +9,6 @@
 -- events. Commits are never needed: the event id is the position.
 local consumers = require "kong.plugins.confluent-consume.consumers"
 local respond = require "kong.plugins.confluent-consume.respond"
-local client = require "kong.plugins.confluent-consume.client"
 local stream = require "kong.plugins.confluent-consume.stream"
 local native = require "confluent_consume_native"
 local cjson = require "cjson.safe"
@@ -67,21 +66,6 @@ local SINK = {
 }
 
 
--- The client went away: wake the request, which ends its stream and releases its replay handle, whether
--- the stream runs or is still starting (its replay handle still connecting). Not ngx.exit() here: see
--- http_get.lua's watch_abort (a wait of Kong's access coroutine left pending crashes the worker).
-local function watch_abort(request)
-  client.on_abort(function()
-    request.aborted = true
-    -- closing the replay handle also wakes a request still waiting for it to connect
-    stream.end_catchup(request)
-    if request.live then
-      consumers.wake(request.live)
-    end
-  end, "a stream whose client left ends only at its next write")
-end
-
-
 -- Answers a stream request for `conf`, a configuration of the plugin `plugin_name`.
 function _M.serve(conf, plugin_name)
   local start, err = read_start(conf)
@@ -89,7 +73,7 @@ function _M.serve(conf, plugin_name)
     return respond.error(400, err)
   end
   local request = {}
-  watch_abort(request)
+  stream.watch_abort(request, "a stream whose client left ends only at its next write")
   local live, cursors, fx = stream.open(conf, plugin_name, "sse", start, request)
   if not live then
     return cursors

@@ -7,6 +7,7 @@
 -- handle holds: no gap and no duplicate at the seam. Streams at the same position share one read and one
 -- rendering per format.
 local consumers = require "kong.plugins.confluent-consume.consumers"
+local client = require "kong.plugins.confluent-consume.client"
 local respond = require "kong.plugins.confluent-consume.respond"
 local message_functions = require "kong.plugins.confluent-consume.message_functions"
 local metrics = require "kong.plugins.confluent-consume.metrics"
@@ -186,6 +187,20 @@ function _M.end_catchup(request)
 end
 
 
+-- Watches for the client of a stream or cursor read `request` going away: the handler marks and wakes
+-- the request, which ends itself and releases its replay handle, whether it reads or is still starting
+-- (closing a replay handle still connecting wakes a request waiting for it). Not ngx.exit() here: see
+-- http_get.lua's watch_abort (a wait of Kong's access coroutine left pending crashes the worker).
+-- `unnoticed` says what happens when nginx cannot tell (client.on_abort).
+function _M.watch_abort(request, unnoticed)
+  client.on_abort(function()
+    request.aborted = true
+    _M.end_catchup(request)
+    if request.live then
+      consumers.wake(request.live)
+    end
+  end, unnoticed)
+end
 -- The shared handle of `conf` (of the plugin `plugin_name`) for a stream of `format`, once ready (waiting
 -- until `deadline`), and the message functions (nil without). `request` gets `live` and the keys of its
 -- metrics. With `trust_ready` (cursor reads) a handle found ready once is not asked again: its

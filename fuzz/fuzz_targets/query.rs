@@ -18,8 +18,17 @@ struct Input<'a> {
     raw: &'a [u8],
 }
 
-const NAMES: [&str; 7] =
-    ["wait ", "max_records ", "max_bytes ", "from ", "last_event_id ", "invalid Last-Event-ID: ", "acks "];
+const NAMES: [&str; 9] = [
+    "wait ",
+    "max_records ",
+    "max_bytes ",
+    "from ",
+    "last_event_id ",
+    "invalid Last-Event-ID: ",
+    "acks ",
+    "cursor ",
+    "invalid cursor: ",
+];
 
 /// A stream's start: a cursor within bounds, a plausible timestamp, or one of the named positions
 /// (`Committed` only for a websocket that acknowledges).

@@ -257,26 +257,19 @@ describe("schema_registry", function()
     end
   end
 
-  it("decodes Protobuf keys and values, each of its own schema id, in http-get", function()
-    local records = collect(host, H.protobuf_keyed, 2)
-    assert.are_not.equal(produced.protobuf_keyed.records[1].key_schema_id,
-                         produced.protobuf_keyed.records[1].value_schema_id)
-    local plain = {}
-    for i, r in ipairs(records) do
-      plain[i] = r.record
-    end
-    assert_keyed("protobuf_keyed", plain)
-  end)
-
-  it("decodes JSON Schema keys and values, each of its own schema id, in http-get", function()
-    local records = collect(host, H.json_keyed, 2)
-    assert.are_not.equal(produced.json_keyed.records[1].key_schema_id, produced.json_keyed.records[1].value_schema_id)
-    local plain = {}
-    for i, r in ipairs(records) do
-      plain[i] = r.record
-    end
-    assert_keyed("json_keyed", plain)
-  end)
+  for _, format in ipairs({ { name = "protobuf_keyed", title = "Protobuf" },
+                            { name = "json_keyed", title = "JSON Schema" } }) do
+    it("decodes " .. format.title .. " keys and values, each of its own schema id, in http-get", function()
+      local records = collect(host, H[format.name], 2)
+      local first = produced[format.name].records[1]
+      assert.are_not.equal(first.key_schema_id, first.value_schema_id)
+      local plain = {}
+      for i, r in ipairs(records) do
+        plain[i] = r.record
+      end
+      assert_keyed(format.name, plain)
+    end)
+  end
 
   it("decodes Protobuf and JSON Schema keys and values over server-sent-events", function()
     local by_topic = { protobuf_keyed = {}, json_keyed = {} }

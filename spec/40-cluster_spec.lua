@@ -61,6 +61,21 @@ local function offsets_of_cursor(cursor)
 end
 
 
+-- Appends "partition:offset" of every record event of an SSE stream's `events` to `seen`; returns the
+-- id of the last one (the stream's position, for Last-Event-ID).
+local function add_events(events, seen)
+  local last_id
+  for _, e in ipairs(events) do
+    if e.event == "message" then
+      local record = cjson.decode(e.data)
+      seen[#seen + 1] = record.partition .. ":" .. record.offset
+      last_id = e.id
+    end
+  end
+  return last_id
+end
+
+
 local function count_distinct(list)
   local seen, distinct = {}, 0
   for _, k in ipairs(list) do
@@ -253,14 +268,8 @@ describe("several nodes", function()
       assert.equal(200, status)
       local events = conn:read_events(120, 10)
       conn:close()
-      local seen, last_id = {}, nil
-      for _, e in ipairs(events) do
-        if e.event == "message" then
-          local record = cjson.decode(e.data)
-          seen[#seen + 1] = record.partition .. ":" .. record.offset
-          last_id = e.id
-        end
-      end
+      local seen = {}
+      local last_id = add_events(events, seen)
       assert.equal(120, #seen)
       conn = nodes[2]:connect(30)
       status = conn:send_request("GET", "/", { Host = "sse.test", Accept = "text/event-stream",
@@ -268,12 +277,7 @@ describe("several nodes", function()
       assert.equal(200, status)
       events = conn:read_events(RECORDS - 120, 10)
       conn:close()
-      for _, e in ipairs(events) do
-        if e.event == "message" then
-          local record = cjson.decode(e.data)
-          seen[#seen + 1] = record.partition .. ":" .. record.offset
-        end
-      end
+      add_events(events, seen)
       assert.equal(RECORDS, #seen)
       assert.equal(RECORDS, count_distinct(seen))
     end)
@@ -317,14 +321,8 @@ describe("several nodes", function()
       local conn = victim:connect(30)
       local status = conn:send_request("GET", "/?from=earliest", { Host = "sse.test", Accept = "text/event-stream" })
       assert.equal(200, status)
-      local seen, last_id = {}, nil
-      for _, e in ipairs(conn:read_events(120, 10)) do
-        if e.event == "message" then
-          local record = cjson.decode(e.data)
-          seen[#seen + 1] = record.partition .. ":" .. record.offset
-          last_id = e.id
-        end
-      end
+      local seen = {}
+      local last_id = add_events(conn:read_events(120, 10), seen)
       assert.equal(120, #seen)
       local cursor_status, first, cursor = get(victim, "/?from=earliest&max_records=40", "get.test")
       assert.equal(200, cursor_status)
@@ -339,12 +337,7 @@ describe("several nodes", function()
       status = conn:send_request("GET", "/", { Host = "sse.test", Accept = "text/event-stream",
                                                ["Last-Event-ID"] = last_id })
       assert.equal(200, status)
-      for _, e in ipairs(conn:read_events(RECORDS - 120, 10)) do
-        if e.event == "message" then
-          local record = cjson.decode(e.data)
-          seen[#seen + 1] = record.partition .. ":" .. record.offset
-        end
-      end
+      add_events(conn:read_events(RECORDS - 120, 10), seen)
       conn:close()
       assert.equal(RECORDS, #seen)
       assert.equal(RECORDS, count_distinct(seen))

@@ -565,6 +565,13 @@ impl Settings {
             })
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("socket.keepalive.enable", "true")
+            // librdkafka opens a client's first connection to a bootstrap server on one trigger and
+            // suppresses another for half of this back-off; a start whose metadata request came second
+            // waited out that half (50 ms of the default 100) in about a third of the catch-up streams'
+            // starts (docs/performance.md, "Stream start"). 20 ms keeps the suppression at librdkafka's
+            // floor (11 ms) and still backs a lost connection off exponentially, up to
+            // reconnect.backoff.max.ms (10 s).
+            .set("reconnect.backoff.ms", "20")
             // Kong's `keepalive` is how long an idle pooled connection stays open; librdkafka's
             // connections are its pool (0, librdkafka's default, never closes an idle one).
             .set("connections.max.idle.ms", self.keepalive_idle_ms.unwrap_or(0).to_string())
@@ -770,6 +777,7 @@ mod tests {
         assert_eq!(get(&config, "queued.max.messages.kbytes"), Some("16384"));
         assert_eq!(get(&config, "fetch.queue.backoff.ms"), Some("10"));
         assert_eq!(get(&config, "connections.max.idle.ms"), Some("0"));
+        assert_eq!(get(&config, "reconnect.backoff.ms"), Some("20"));
     }
 
     #[test]

@@ -737,7 +737,7 @@ def fetch_bytes_rows(check):
                                                           pids, clients)
                         how = (f"{clients} streams from the latest record, then the records produced, "
                                f"{got_all}/{clients} streams got all")
-                        each = {pid: f"{streams[pid]} streams" for pid in pids}
+                        each = {pid: f"{streams[pid]} stream{'s' * (streams[pid] != 1)}" for pid in pids}
                         complete = got_all == clients and min(streams.values()) > 0
                     fetched.settle(topic_bytes // 50)
                 seconds = time.perf_counter() - t0

@@ -56,6 +56,13 @@ if os.environ.get("CC_BENCH_PORT_BASE"):
 REGISTRY_TOOLS = os.path.join(ROOT, "tools", "schema-registry")
 FIXTURES = os.path.join(ROOT, "spec", "fixtures", "registry")
 SR_RECORDS = 100000
+# Scenario 16 (issue 13): the broker bytes one node fetches for a topic of this many 200 B records in 3
+# partitions, read through a host of each worker count (on scenario 13's ports, once its host stopped), with
+# this many SSE streams per worker (the kernel spreads them; the row says how many each worker served). Its
+# topics are on the sqlite broker: with several workers an http-get handle seeks to the node's frontier,
+# mostly inside a record batch, and tansu's memory storage then serves only the batches after it (above), so
+# the 2-worker read stalled at 12,705 and 13,841 of 20,000 records. Bytes, not time, are measured here.
+FETCH_RECORDS, FETCH_WORKERS, FETCH_STREAMS_PER_WORKER = 20000, (1, 2, 4), 4
 
 
 def sh(*args, **kw):
@@ -148,6 +155,32 @@ class Usage:
         return f"client CPU {self.client_cpu:.0%}, worker CPU {self.worker_cpu:.0%}"
 
 
+def read_body(f):
+    """The body of the next response on the keep-alive connection `f` (a binary file), Content-Length or
+    chunked."""
+    length, chunked = None, False
+    f.readline()
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        if k.lower() == "content-length":
+            length = int(v)
+        if k.lower() == "transfer-encoding" and "chunked" in v:
+            chunked = True
+    if not chunked:
+        return f.read(length)
+    parts = []
+    while True:
+        size = int(f.readline().strip(), 16)
+        if size == 0:
+            f.readline()
+            return b"".join(parts)
+        parts.append(f.read(size))
+        f.readline()
+
+
 def get_throughput(host, total, max_records=20000, max_bytes=67108864, port=PROXY_PORT):
     """One keep-alive client looping GETs of `max_records` (and `max_bytes`, when given) until `total` records;
     counts records without parsing."""
@@ -161,30 +194,7 @@ def get_throughput(host, total, max_records=20000, max_bytes=67108864, port=PROX
         # never more than `total`: what is left on the topic is the next measurement's
         conn.sendall((f"GET /?max_records={min(max_records, total - got)}{size}&wait=1000 "
                       f"HTTP/1.1\r\nHost: {host}\r\n\r\n").encode())
-        length, chunked = None, False
-        f.readline()
-        while True:
-            line = f.readline()
-            if line in (b"\r\n", b""):
-                break
-            k, _, v = line.decode().partition(":")
-            if k.lower() == "content-length":
-                length = int(v)
-            if k.lower() == "transfer-encoding" and "chunked" in v:
-                chunked = True
-        if chunked:
-            parts = []
-            while True:
-                size = int(f.readline().strip(), 16)
-                if size == 0:
-                    f.readline()
-                    break
-                parts.append(f.read(size))
-                f.readline()
-            body = b"".join(parts)
-        else:
-            body = f.read(length)
-        count = body.count(b'"offset":')
+        count = read_body(f).count(b'"offset":')
         got += count
         empty = 0 if count else empty + 1
     conn.close()
@@ -563,6 +573,195 @@ def memory(pid, get_host, sse_host, total):
         asyncio.run(sse_reader(sse_host, "/?from=earliest", total, lambda b: None))
     time.sleep(2)
     return start, max(get_usage.peak, sse_usage.peak), after_get, rss_mb(pid)
+
+
+def tcp_received(port, pids, local=True):
+    """Scenario 16: the established TCP sockets of the processes `pids` whose peer (`local` False: whose own
+    end) is on `port`, as {(pid, the other end's address): bytes_received} (tcp_info, read by ss)."""
+    side = "dport" if local else "sport"
+    out = sh("ss", "-tinpH", "state", "established", f"( {side} = :{port} )")
+    sockets, key = {}, None
+    for line in out.splitlines():
+        if not line[:1].isspace():  # a socket's line; tcp_info follows on the next, indented
+            owner = re.search(r"pid=(\d+)", line)
+            fields = line.split()
+            key = (int(owner.group(1)), fields[2] if local else fields[3]) if owner else None
+            if key and key[0] in pids:
+                sockets[key] = 0
+        elif key in sockets:
+            received = re.search(r"bytes_received:(\d+)", line)
+            sockets[key] = int(received.group(1)) if received else 0
+    return sockets
+
+
+class BrokerBytes:
+    """Scenario 16: the bytes the processes `pids` received from the broker on `port` over a block, per
+    process, from their sockets' bytes_received sampled every 50 ms: a connection that closes keeps its last
+    sample (`closed` counts them: up to 50 ms of their bytes may be missed)."""
+
+    def __init__(self, port, pids):
+        self.port, self.pids = port, set(pids)
+
+    def _sample(self):
+        now = tcp_received(self.port, self.pids)
+        for key, received in now.items():
+            self.last[key] = max(self.last.get(key, 0), received)
+        return now
+
+    def _run(self):
+        while self.running:
+            self.open = self._sample()
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.start, self.last = tcp_received(self.port, self.pids), {}
+        self.open, self.running = dict(self.start), True
+        self.sampler = threading.Thread(target=self._run, daemon=True)
+        self.sampler.start()
+        return self
+
+    def received(self):
+        return sum(self.last.get(key, 0) - self.start.get(key, 0) for key in self.last)
+
+    def settle(self, quiet_bytes, timeout=10.0):
+        """Waits until the processes received less than `quiet_bytes` in half a second (the reads are over:
+        what is left are metadata, heartbeats and empty fetches), at most `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = self.received()
+            time.sleep(0.5)
+            if self.received() - before < quiet_bytes:
+                return
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.sampler.join()
+        self.open = self._sample()
+        self.closed = len(set(self.last) - set(self.open))
+        self.per_pid = {pid: sum(self.last[k] - self.start.get(k, 0) for k in self.last if k[0] == pid)
+                        for pid in self.pids}
+        self.sockets = {pid: sum(1 for k in self.last if k[0] == pid) for pid in self.pids}
+        return False
+
+
+def connections_per_worker(port, pids, clients):
+    """Scenario 16: how many of the local `clients` (their sockets' "127.0.0.1:<port>" addresses) each worker
+    of `pids` serves, from the workers' accepted sockets on `port`."""
+    owners = {peer: pid for pid, peer in tcp_received(port, set(pids), local=False)}
+    return {pid: sum(1 for c in clients if owners.get(c) == pid) for pid in pids}
+
+
+def get_all_spread(host, total, port, pids, per_worker=2, max_records=200):
+    """Scenario 16: keep-alive clients, opened until every worker of `pids` serves `per_worker` of them (the
+    kernel spreads connections over the workers: reuseport), GET in turn (`max_records` each, wait=200) until
+    `total` distinct records arrived. Returns {pid: records its clients got} and the client count."""
+    conns, spread, deadline = [], {}, time.monotonic() + 10
+    while not spread or min(spread.values()) < per_worker:
+        if time.monotonic() > deadline or len(conns) >= 64 * len(pids):
+            raise RuntimeError(f"{host}: {len(conns)} connections reached only {spread}")
+        conn = socket.create_connection(("127.0.0.1", port))
+        conns.append((conn, conn.makefile("rb"), "127.0.0.1:%d" % conn.getsockname()[1]))
+        time.sleep(0.01)  # the worker accepts it
+        spread = connections_per_worker(port, pids, [c[2] for c in conns])
+    owners = {peer: pid for pid, peer in tcp_received(port, set(pids), local=False)}
+    seen, served, idle_rounds = set(), {pid: 0 for pid in pids}, 0
+    while len(seen) < total:
+        if idle_rounds >= 10:
+            raise RuntimeError(f"{host}: only {len(seen)} of {total} records arrived")
+        before = len(seen)
+        for conn, f, address in conns:
+            conn.sendall(f"GET /?max_records={max_records}&wait=200 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            for topic_name, partitions in json.loads(read_body(f)).items():
+                for n, part in partitions["partitions"].items():
+                    for record in part["records"]:
+                        seen.add((topic_name, n, record["offset"]))
+                        served[owners[address]] += 1
+        idle_rounds = 0 if len(seen) > before else idle_rounds + 1
+    for conn, f, _ in conns:
+        conn.close()
+    return served, len(conns)
+
+
+def sse_all_spread(host, topic_name, total, port, pids, clients):
+    """Scenario 16: `clients` live streams (from the latest record, so every worker's shared live handle
+    serves them, not catch-up consumers of their own), then `total` records produced into `topic_name`, read
+    by every stream. Returns {pid: streams it serves} and how many streams got all the records."""
+    ready = os.path.join(RUN, "fetch.ready")
+    if os.path.exists(ready):
+        os.remove(ready)
+    proc = stream_clients("sse-clients", host, "/?from=latest", clients, total, 0, ready, port=port, samples=False)
+    while not os.path.exists(ready):
+        time.sleep(0.05)
+    time.sleep(1.0)  # every worker's live handle has its partitions
+    owners = tcp_received(port, set(pids), local=False)
+    streams = {pid: sum(1 for owner, _ in owners if owner == pid) for pid in pids}
+    tool("produce", "--topic", topic_name, "--count", str(total), "--size", "200", "--partitions", "3",
+         port=SQLITE_BROKER_PORT)
+    out, _ = proc.communicate(timeout=120)
+    return streams, json.loads(out.strip().splitlines()[-1])["complete"]
+
+
+def fetch_bytes_rows(check):
+    """Scenario 16: per worker count and mode, a host of that many workers reads a topic of its own (http-get:
+    produced first, then GETs spread over the workers until every record arrived; SSE: live streams on every
+    worker, then the records produced), and the bytes its workers received from the (sqlite) broker, against
+    the topic's bytes (the sum of its records' values: no keys, no compression)."""
+    topic_bytes = FETCH_RECORDS * 200
+    rows, one_worker = [], {}
+    for mode, label in (("http-get", "http-get"), ("server-sent-events", "SSE")):
+        for workers in FETCH_WORKERS:
+            name = f"fetch-{'get' if mode == 'http-get' else 'sse'}{workers}"
+            t = topic(f"bench-{name}", 3, port=SQLITE_BROKER_PORT)
+            with open(os.path.join(RUN, "fetch.json"), "w") as f:
+                json.dump({"_format_version": "3.0", "routes": [route(name, t, mode, port=SQLITE_BROKER_PORT)]}, f)
+            sh(os.path.join(ROOT, "host", "bin", "kong-host"), "start", "--prefix", os.path.join(RUN, "host-fetch"),
+               "--config", os.path.join(RUN, "fetch.json"), "--workers", str(workers),
+               "--proxy-listen", f"127.0.0.1:{SCALE_PROXY_PORT}", "--admin-listen", f"127.0.0.1:{SCALE_ADMIN_PORT}")
+            try:
+                pids = worker_pids("host-fetch")
+                t0 = time.perf_counter()
+                with BrokerBytes(SQLITE_BROKER_PORT, pids) as fetched:
+                    if mode == "http-get":
+                        tool("produce", "--topic", t, "--count", str(FETCH_RECORDS), "--size", "200",
+                             "--partitions", "3", port=SQLITE_BROKER_PORT)
+                        served, clients = get_all_spread(f"{name}.bench", FETCH_RECORDS, SCALE_PROXY_PORT, pids)
+                        how = (f"{clients} keep-alive clients, at least 2 on each worker, GETs of max_records 200 "
+                               f"(wait=200) in turn until every record arrived")
+                        each = {pid: f"{served[pid]:,} records served" for pid in pids}
+                        complete = True  # get_all_spread raises otherwise
+                        twice = sum(served.values()) - FETCH_RECORDS
+                        how += f" ({twice:,} records served twice)" if twice else ""
+                    else:
+                        clients = FETCH_STREAMS_PER_WORKER * workers
+                        streams, got_all = sse_all_spread(f"{name}.bench", t, FETCH_RECORDS, SCALE_PROXY_PORT,
+                                                          pids, clients)
+                        how = (f"{clients} streams from the latest record, then the records produced, "
+                               f"{got_all}/{clients} streams got all")
+                        each = {pid: f"{streams[pid]} stream{'s' * (streams[pid] != 1)}" for pid in pids}
+                        complete = got_all == clients and min(streams.values()) > 0
+                    fetched.settle(topic_bytes // 50)
+                seconds = time.perf_counter() - t0
+            finally:
+                stop_host("host-fetch")
+            total = fetched.received()
+            ratio = total / topic_bytes
+            one_worker.setdefault(mode, total)
+            split = "; ".join(f"pid {pid}: {fetched.per_pid[pid] / 1e6:.2f} MB over {fetched.sockets[pid]} "
+                              f"sockets, {each[pid]}" for pid in pids)
+            closed = f", {fetched.closed} of them closed during the run" if fetched.closed else ""
+            rows.append((f"16. broker bytes fetched per node, {label}, {workers} worker{'s' * (workers > 1)}: "
+                         f"{FETCH_RECORDS // 1000}k x 200 B JSON in 3 partitions (topic bytes: the sum of the "
+                         f"record values, {topic_bytes / 1e6:.1f} MB) on the sqlite broker, {how}; at defaults; bytes_received of the "
+                         f"workers' broker sockets (ss), metadata, heartbeats and empty fetches included, "
+                         f"{seconds:.1f} s",
+                         f"{total / 1e6:.2f} MB{'' if complete else ' (NOT every record arrived)'} ({split}"
+                         f"{closed})",
+                         "–" if workers == 1 else f"1 worker: {one_worker[mode] / 1e6:.2f} MB "
+                                                  f"({total / one_worker[mode]:.2f}x)",
+                         f"{ratio:.2f}x topic bytes",
+                         check(f"16 {label} 4 workers <= 1.25x topic bytes", complete and ratio <= 1.25)
+                         if workers == 4 else ("– (a figure)" if complete else "MISSED: incomplete read")))
+    return rows
 
 
 def chart(sse_lat, raw_lat, crowd_lat, path):
@@ -951,6 +1150,9 @@ def main():
                                  check(f"15 {label} {mode_label} >= 0.5 of noop, fetches <= {len(ids)} ids",
                                        ratio >= 0.5 and fetches <= len(ids))))
 
+        if wanted("16"):
+            rows += fetch_bytes_rows(check)
+
         table = ["| # scenario | plugin | reference (same run) | ratio / delta | target |", "|---|---|---|---|---|"]
         table += ["| " + " | ".join(r) + " |" for r in rows]
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -974,7 +1176,7 @@ def main():
         if registry_server is not None:
             registry_server.terminate()
             registry_server.wait()
-        for prefix in ("host", "host-off", "host-scale"):
+        for prefix in ("host", "host-off", "host-scale", "host-fetch"):
             stop_host(prefix)
         for name in ("broker", "broker-sqlite"):
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop", "--dir", os.path.join(RUN, name)],
